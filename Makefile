@@ -1,0 +1,43 @@
+# virnuc: every set-up step lives here, so a fresh clone needs only `make demo` / `make test`.
+PYTHON     ?= python3.11
+VENV       := .venv
+BIN        := $(VENV)/bin
+# CPU build here. On a GPU server: make venv TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
+TORCH_SPEC ?= torch==2.13.0
+STAMP      := $(VENV)/.installed
+TYPECHECK  := build/typecheck
+
+.PHONY: venv demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/virnucctl predict examples/example.fasta --out demo-output --profile demo --save-embeddings
+
+# mypy cannot follow setuptools' editable import hook, so it checks a link tree
+# that spells the installed layout (virnuc/pipeline -> ../../pipeline, ...).
+lint: venv
+	$(BIN)/ruff check .
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/virnuc
+	cp virnuc/__init__.py $(TYPECHECK)/virnuc/
+	for p in pipeline daemon client protocol; do ln -s ../../../$$p $(TYPECHECK)/virnuc/$$p; done
+	cd $(TYPECHECK) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p virnuc
+
+test: lint
+	$(BIN)/pytest
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: venv
+	$(BIN)/python -m bench.bench_pipeline
+
+clean:
+	rm -rf $(VENV) build demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,93 @@
+"""The progress log's SQLite schema, as forward migrations.
+
+`MIGRATIONS[i]` takes a database from `PRAGMA user_version` i to i + 1. The progress
+log applies the missing ones in order, each in its own transaction together with the
+version bump, so a crash mid-migration leaves the old version intact. Never edit a
+released migration: append a new one (a database in the field already ran the old).
+
+The CHECK constraints and foreign keys are a backstop; `progress_log.py` validates
+first so that callers get a specific error rather than an IntegrityError.
+"""
+
+from __future__ import annotations
+
+JOB_STATES = ("queued", "running", "assembling", "done", "failed", "killed")
+UNIT_STATES = ("pending", "running", "done")
+
+_V1 = """
+CREATE TABLE jobs (
+    job_id             TEXT PRIMARY KEY,
+    seq                INTEGER NOT NULL UNIQUE,            -- FIFO order of submission
+    state              TEXT NOT NULL CHECK (state IN
+                           ('queued', 'running', 'assembling', 'done', 'failed', 'killed')),
+    input              TEXT NOT NULL,
+    output             TEXT NOT NULL,
+    spec               TEXT NOT NULL,                      -- JSON of the model options
+    save_embeddings    INTEGER NOT NULL CHECK (save_embeddings IN (0, 1)),
+    checkpoint_every   INTEGER NOT NULL CHECK (checkpoint_every > 0),
+    force              INTEGER NOT NULL CHECK (force IN (0, 1)),
+    records_total      INTEGER CHECK (records_total >= 0), -- NULL until planned
+    units_total        INTEGER CHECK (units_total >= 0),   -- NULL until planned
+    records_done       INTEGER NOT NULL DEFAULT 0 CHECK (records_done >= 0),
+    frames_done        INTEGER NOT NULL DEFAULT 0 CHECK (frames_done >= 0),
+    restarts           INTEGER NOT NULL DEFAULT 0,
+    records_recomputed INTEGER NOT NULL DEFAULT 0,
+    error              TEXT,
+    created_at         REAL NOT NULL,
+    updated_at         REAL NOT NULL,
+    finished_at        REAL
+);
+
+CREATE TABLE units (
+    job_id       TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+    unit_id      INTEGER NOT NULL CHECK (unit_id >= 0),
+    start_offset INTEGER NOT NULL CHECK (start_offset >= 0), -- byte offset of first record
+    first_record INTEGER NOT NULL CHECK (first_record >= 0),
+    record_count INTEGER NOT NULL CHECK (record_count > 0),
+    state        TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'running', 'done')),
+    failures     INTEGER NOT NULL DEFAULT 0,               -- consecutive worker deaths
+    PRIMARY KEY (job_id, unit_id)
+) WITHOUT ROWID;
+
+CREATE INDEX units_by_state ON units (job_id, state, unit_id);
+
+CREATE TABLE parts (
+    job_id       TEXT NOT NULL,
+    unit_id      INTEGER NOT NULL,
+    first_record INTEGER NOT NULL,
+    record_count INTEGER NOT NULL CHECK (record_count > 0),
+    frames       INTEGER NOT NULL CHECK (frames >= 0),
+    path         TEXT NOT NULL,
+    size         INTEGER NOT NULL CHECK (size >= 0),
+    sha256       TEXT NOT NULL CHECK (length(sha256) = 64),
+    recorded_at  REAL NOT NULL,
+    PRIMARY KEY (job_id, unit_id, first_record),            -- also the input order
+    FOREIGN KEY (job_id, unit_id) REFERENCES units (job_id, unit_id) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+CREATE TABLE workers (
+    worker_id  TEXT PRIMARY KEY,
+    pid        INTEGER,
+    device     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    job_id     TEXT,
+    unit_id    INTEGER,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+
+-- AUTOINCREMENT: ids are never reused after pruning, so "newest N" is "id > max - N".
+CREATE TABLE events (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts        REAL NOT NULL,
+    job_id    TEXT,
+    worker_id TEXT,
+    kind      TEXT NOT NULL,
+    message   TEXT NOT NULL
+);
+
+CREATE INDEX events_by_job ON events (job_id, id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)

@@ -1,0 +1,240 @@
+"""Nucleotide embeddings with DNABERT-S, exactly as VirNucPro computes them (DESIGN §1.4).
+
+The original tokenizes one sequence at a time with the tokenizer's default settings,
+runs the model without an attention mask, and averages the last hidden state over
+every token the tokenizer produced, ``[CLS]`` and ``[SEP]`` included. We tokenize the
+same way, pad on the right, pass an attention mask, and average over the non-padding
+positions only, which gives the same number per sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub import snapshot_download
+from transformers import AutoModel, AutoTokenizer
+from transformers.models.bert.configuration_bert import BertConfig
+from virnuc.pipeline.batching import inference_dtype, token_budget_batches
+
+DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
+DEFAULT_MAX_TOKENS = 32768
+"""Padded tokens per batch. A 501-nt frame is ~100-130 BPE tokens, so ~250 frames."""
+
+# The module-level name DNABERT-S's bert_layers.py binds its Triton kernel to (None when
+# `from .flash_attn_triton import ...` failed); its attention checks it on every call.
+_TRITON_KERNEL_ATTR = "flash_attn_qkvpacked_func"
+
+
+class DnabertEmbedder:
+    """A loaded DNABERT-S (or any BERT-like) model that embeds DNA as mean hidden states."""
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device, max_tokens: int):
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self._max_tokens = max_tokens
+        pad_id = tokenizer.pad_token_id
+        # The pad id only fills masked positions, so any valid id would do.
+        self._pad_id = int(pad_id) if pad_id is not None else 0
+
+    @classmethod
+    def load(
+        cls,
+        source: str | os.PathLike[str] = DEFAULT_DNABERT_MODEL,
+        device: torch.device | str = "cpu",
+        half: bool = False,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        allow_triton: bool = False,
+    ) -> DnabertEmbedder:
+        """Load tokenizer and model from a local directory or a Hugging Face hub id.
+
+        An existing directory is loaded as is, with no network access. A hub id is
+        loaded from the Hugging Face cache when it is there, else downloaded into it.
+        ``allow_triton=False`` (the default) keeps DNABERT-S on its PyTorch attention:
+        its Triton flash-attention kernel fails on some GPUs, which is why the original
+        README says to uninstall triton. ``half`` selects bfloat16/float16 on CUDA.
+        """
+        directory = _resolve_source(str(source))
+        model, tokenizer = _load_pretrained(directory, allow_triton)
+        dev = torch.device(device)
+        model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
+        return cls(model, tokenizer, dev, max_tokens)
+
+    @property
+    def dim(self) -> int:
+        """Embedding width (the model's hidden size; 768 for DNABERT-S)."""
+        return int(self._model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def model(self) -> Any:
+        """The loaded model (DNABERT-S's remote class or a stock BertModel), in eval mode."""
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, used with its default settings."""
+        return self._tokenizer
+
+    def embed(self, sequences: Sequence[str]) -> np.ndarray:
+        """Mean last hidden state per sequence, float32 ``[len(sequences), dim]``.
+
+        Rows follow the input order, whatever order the batches ran in.
+        """
+        out = np.empty((len(sequences), self.dim), dtype=np.float32)
+        if not sequences:
+            return out
+        # Called on the whole list with default settings, a tokenizer gives each
+        # sequence the ids it gives it alone: no padding, no truncation, specials added.
+        token_ids: list[list[int]] = self._tokenizer(list(sequences))["input_ids"]
+        lengths = [len(ids) for ids in token_ids]
+        with torch.inference_mode():
+            for batch in token_budget_batches(lengths, self._max_tokens):
+                out[batch] = self._embed_batch([token_ids[i] for i in batch])
+        return out
+
+    def _embed_batch(self, token_ids: list[list[int]]) -> np.ndarray:
+        """Right-pad, run, and average each row over its own tokens."""
+        longest = max(len(ids) for ids in token_ids)
+        input_ids = torch.full((len(token_ids), longest), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        input_ids, mask = input_ids.to(self._device), mask.to(self._device)
+        # DNABERT-S's remote BertModel returns a tuple, a stock BertModel a
+        # BaseModelOutput; both hold the last hidden state at [0].
+        hidden = self._model(input_ids=input_ids, attention_mask=mask)[0].float()
+        keep = mask.bool().unsqueeze(-1)
+        # where(), not multiply: whatever sits at padded positions (even NaN) is dropped.
+        summed = torch.where(keep, hidden, 0.0).sum(dim=1)
+        means = summed / mask.sum(dim=1, keepdim=True).to(summed.dtype)
+        return means.cpu().numpy()
+
+
+def _resolve_source(source: str) -> Path:
+    """A local directory to load from: the source itself, or the hub id's cached snapshot."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"DNABERT model source {path} is a file, not a directory")
+    # Hub ids are "name" or "owner/name"; anything else can only have meant a path.
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
+        raise FileNotFoundError(f"DNABERT model directory not found: {path}")
+    return _hub_snapshot(source)
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The cached snapshot of ``repo_id``, downloading it first if it is not cached.
+
+    Checking the cache with ``local_files_only`` first means a cached model loads with
+    no network access at all, whether or not ``HF_HUB_OFFLINE`` is set.
+    """
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (OSError, ValueError):
+        pass  # not cached
+    try:
+        return Path(snapshot_download(repo_id))
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(
+            f"DNABERT model {repo_id!r} is not in the Hugging Face cache and could not be "
+            f"downloaded ({e}). On a machine without internet, run "
+            f"`huggingface-cli download {repo_id}` elsewhere and copy the cache "
+            f"(HF_HOME), or pass a local model directory."
+        ) from e
+
+
+def _load_pretrained(directory: Path, allow_triton: bool) -> tuple[Any, Any]:
+    """Load tokenizer and model with the DNABERT maintainers' workaround.
+
+    With transformers > 4.29, ``AutoModel.from_pretrained(id, trust_remote_code=True)``
+    on DNABERT-S fails with "The model class you are passing has a `config_class`
+    attribute that is not consistent with the config class you passed"; passing
+    ``config=`` a stock ``BertConfig`` read from the same place avoids it
+    (MAGICS-LAB/DNABERT_2 issue 92).
+    """
+    where = str(directory)
+    with _auto_model_registry_restored():
+        if allow_triton:
+            tokenizer, model = _from_pretrained(where)
+        else:
+            with _triton_hidden():
+                tokenizer, model = _from_pretrained(where)
+            _disable_triton_kernel(model)
+    return model, tokenizer
+
+
+def _from_pretrained(where: str) -> tuple[Any, Any]:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=True)
+        config = BertConfig.from_pretrained(where)
+        model = AutoModel.from_pretrained(where, trust_remote_code=True, config=config)
+    except OSError as e:
+        raise FileNotFoundError(f"cannot load a DNABERT model from {where}: {e}") from e
+    return tokenizer, model
+
+
+@contextmanager
+def _triton_hidden() -> Iterator[None]:
+    """Make ``import triton`` fail while the remote code is imported, then undo that.
+
+    DNABERT-S's bert_layers.py does ``try: from .flash_attn_triton import ...`` and
+    switches every attention call to that Triton kernel when the import succeeds; the
+    kernel breaks on some GPUs (and with newer triton). A ``None`` entry in
+    ``sys.modules`` makes any ``import triton`` raise ImportError, which sends the
+    remote code down its own fallback, the plain PyTorch attention the original used.
+    """
+    names = [n for n in sys.modules if n == "triton" or n.startswith("triton.")]
+    saved = {n: sys.modules[n] for n in names}
+    for n in [*names, "triton"]:
+        sys.modules[n] = None  # type: ignore[assignment]  # None blocks the import
+    try:
+        yield
+    finally:
+        for n in [*names, "triton"]:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
+
+
+def _disable_triton_kernel(model: Any) -> None:
+    """Clear the remote module's kernel if an earlier load already bound it.
+
+    Transformers imports remote code once per process: when the same model was loaded
+    before with triton importable, the module keeps the kernel it bound then, and
+    hiding triton now changes nothing. Its attention reads the global at call time, so
+    setting it to None selects the PyTorch path for every instance of that class.
+    """
+    module = sys.modules.get(type(model).__module__)
+    if module is not None and getattr(module, _TRITON_KERNEL_ATTR, None) is not None:
+        setattr(module, _TRITON_KERNEL_ATTR, None)
+
+
+@contextmanager
+def _auto_model_registry_restored() -> Iterator[None]:
+    """Undo the global registration transformers makes when it loads remote code.
+
+    ``AutoModel.from_pretrained`` with remote code calls ``AutoModel.register(
+    type(config), remote_class)``; with ``config=`` a stock ``BertConfig`` that maps
+    *every* stock BertConfig to DNABERT-S's class for the rest of the process, so a
+    later, unrelated BERT load would get DNABERT-S's code.
+    """
+    extra = getattr(AutoModel._model_mapping, "_extra_content", None)
+    saved = dict(extra) if isinstance(extra, dict) else None
+    try:
+        yield
+    finally:
+        if extra is not None and saved is not None:
+            extra.clear()
+            extra.update(saved)

@@ -1,0 +1,259 @@
+"""Streaming FASTA input: plain or gzip, read in bounded memory.
+
+Two passes over a file, both streaming:
+
+* `scan_fasta` walks the raw bytes once to validate the file and to find where each
+  record starts (byte offset, record index). It never holds a sequence whole, so a
+  10 GB file costs only a few bytes per record (an 8-byte hash of each id, to find
+  duplicate ids — VirNucPro silently breaks on them).
+* `read_records` parses records with Biopython from any record start onward; the
+  daemon uses the offsets from the scan to hand out contiguous ranges of records.
+
+Offsets are positions in the *decompressed* stream, so a `.gz` input is read from its
+start up to the offset (gzip cannot seek otherwise); plain files seek directly.
+"""
+
+from __future__ import annotations
+
+import array
+import gzip
+import hashlib
+import io
+import os
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+GZIP_MAGIC = b"\x1f\x8b"
+# IUPAC nucleotide codes plus gap characters. Anything else (digits, protein-only
+# letters such as E, F, I, L, P, Q) means the file is not a DNA FASTA.
+_DNA_BYTES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-."
+
+
+class FastaError(ValueError):
+    """Raised by the FASTA reader for any input it cannot use: where and why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, *, line: int | None = None):
+        where = f"{path}, line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FastaRecord:
+    """One input record. `id` is the header's first word, as VirNucPro uses it."""
+
+    id: str
+    sequence: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordStart:
+    """Where a record begins in the decompressed stream."""
+
+    index: int
+    offset: int
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FastaScan:
+    records: int
+    bases: int
+
+
+def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open a FASTA file for reading bytes, transparently gunzipping by magic number."""
+    path = Path(path)
+    if not path.exists():
+        raise FastaError(path, "no such file")
+    if path.is_dir():
+        raise FastaError(path, "is a directory, not a FASTA file")
+    try:
+        raw = path.open("rb")
+    except PermissionError as exc:
+        raise FastaError(path, "permission denied") from exc
+    if raw.read(2) == GZIP_MAGIC:
+        raw.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    raw.seek(0)
+    return raw
+
+
+def record_id(header: str) -> str:
+    """The header's first word: what VirNucPro (and our outputs) call the record id."""
+    words = header.split(None, 1)
+    return words[0] if words else ""
+
+
+def read_records(
+    path: str | os.PathLike[str], *, offset: int = 0, first_index: int = 0, count: int | None = None
+) -> Iterator[FastaRecord]:
+    """Yield records from `offset` (a record start from `scan_fasta`) onward.
+
+    `first_index` is the index of the record at `offset`; at most `count` records are
+    read. Biopython does the parsing; the file is never loaded whole.
+    """
+    if count == 0:
+        return
+    with open_binary(path) as raw:
+        _seek(raw, offset)
+        text = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline=None)
+        try:
+            for n, (title, sequence) in enumerate(SimpleFastaParser(text)):
+                yield FastaRecord(record_id(title), sequence, first_index + n)
+                if count is not None and n + 1 >= count:
+                    return
+        except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
+            raise FastaError(path, f"unreadable FASTA ({exc})") from exc
+
+
+def _seek(raw: BinaryIO, offset: int) -> None:
+    if offset:
+        raw.seek(offset)  # GzipFile seeks forward by decompressing; plain files jump
+
+
+def scan_fasta(
+    path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None = None
+) -> FastaScan:
+    """Validate the whole file and report each record start to `on_record`.
+
+    Raises `FastaError` naming the line for: no records, text before the first
+    header, an empty header, a record without sequence, characters that are not
+    nucleotides (binary data, protein or FASTQ files), a truncated gzip stream, and
+    duplicate record ids (naming them).
+    """
+    scanner = _Scanner(path, on_record)
+    try:
+        with open_binary(path) as raw:
+            for line in raw:
+                scanner.feed(line)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+        if isinstance(exc, FileNotFoundError | IsADirectoryError):
+            raise
+        raise FastaError(path, f"cannot read the file to its end: {exc} (truncated .gz?)") from exc
+    scan = scanner.finish()
+    _check_unique_ids(path, scanner.id_hashes)
+    return scan
+
+
+class _Scanner:
+    """Line-by-line state of `scan_fasta`; keeps O(1) memory per record."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None
+    ):
+        self.path = path
+        self.on_record = on_record
+        self.offset = 0
+        self.line_no = 0
+        self.records = 0
+        self.bases = 0
+        self.current_bases = -1  # -1: before the first header
+        self.header_line = 0
+        self.id_hashes = array.array("q")  # 8 bytes per record, not a set of str
+
+    def feed(self, line: bytes) -> None:
+        self.line_no += 1
+        start = self.offset
+        self.offset += len(line)
+        body = line.rstrip(b"\r\n")
+        if body.startswith(b">"):
+            self._header(body, start)
+        elif body.strip():
+            self._sequence(body)
+
+    def _header(self, body: bytes, start: int) -> None:
+        self._close_record()
+        header = _ascii(self.path, body[1:], self.line_no)
+        rid = record_id(header)
+        if not rid:
+            raise FastaError(self.path, "empty FASTA header (no record id)", line=self.line_no)
+        self.id_hashes.append(_id_hash(rid))
+        if self.on_record is not None:
+            self.on_record(RecordStart(self.records, start, rid))
+        self.records += 1
+        self.current_bases = 0
+        self.header_line = self.line_no
+
+    def _sequence(self, body: bytes) -> None:
+        if self.current_bases < 0:
+            hint = " (this looks like FASTQ)" if body.startswith(b"@") else ""
+            raise FastaError(
+                self.path, f"text before the first '>' header{hint}", line=self.line_no
+            )
+        residue = body.replace(b" ", b"").replace(b"\t", b"")
+        bad = residue.translate(None, _DNA_BYTES)
+        if bad:
+            raise FastaError(self.path, _describe_bad_bytes(bad), line=self.line_no)
+        self.current_bases += len(residue)
+
+    def _close_record(self) -> None:
+        if self.current_bases == 0:
+            raise FastaError(self.path, "record has no sequence", line=self.header_line)
+        self.bases += max(self.current_bases, 0)
+
+    def finish(self) -> FastaScan:
+        if self.records == 0:
+            raise FastaError(self.path, "no FASTA records ('>' header lines) found")
+        self._close_record()
+        return FastaScan(records=self.records, bases=self.bases)
+
+
+def _ascii(path: str | os.PathLike[str], data: bytes, line: int) -> str:
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise FastaError(path, "non-ASCII bytes: binary data, not FASTA", line=line) from exc
+
+
+def _describe_bad_bytes(bad: bytes) -> str:
+    if any(b > 127 or b < 32 for b in bad):
+        return "non-text bytes: binary data, not FASTA"
+    letters = "".join(sorted(set(bad.decode("ascii"))))
+    return f"characters that are not nucleotides: {letters!r} (protein FASTA? DNA is expected)"
+
+
+def _id_hash(rid: str) -> int:
+    return int.from_bytes(
+        hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little", signed=True
+    )
+
+
+def _check_unique_ids(path: str | os.PathLike[str], id_hashes: array.array[int]) -> None:
+    """Find duplicate ids from their 8-byte hashes; re-read only the suspects' names."""
+    hashes = np.sort(np.frombuffer(id_hashes, dtype=np.int64))
+    suspects = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+    if not suspects:
+        return
+    counts: Counter[str] = Counter()
+
+    def note(start: RecordStart) -> None:
+        if _id_hash(start.id) in suspects:
+            counts[start.id] += 1
+
+    with open_binary(path) as raw:
+        for start in _record_starts(raw):
+            note(start)
+    duplicated = sorted(rid for rid, n in counts.items() if n > 1)
+    if duplicated:
+        shown = ", ".join(duplicated[:10]) + (" …" if len(duplicated) > 10 else "")
+        raise FastaError(path, f"{len(duplicated)} duplicate record id(s): {shown}")
+
+
+def _record_starts(raw: BinaryIO) -> Iterator[RecordStart]:
+    offset = index = 0
+    for line in raw:
+        if line.startswith(b">"):
+            yield RecordStart(index, offset, record_id(line[1:].decode("ascii")))
+            index += 1
+        offset += len(line)

@@ -1,0 +1,124 @@
+"""The prediction engine: records in, `RecordResult`s out, in input order.
+
+Frames from consecutive records are pooled into blocks of about `block_frames`, so the
+embedders see enough sequences to batch well (they sort each block by length), yet
+memory stays bounded whatever the input: a huge record spans several blocks, and a
+record is released as soon as its last frame is scored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .classifier import classify
+from .fasta import FastaRecord
+from .frames import Frame, chunk_starts, record_frames
+from .models import ModelSet
+from .outputs import RecordResult
+
+DEFAULT_BLOCK_FRAMES = 2048
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record whose frames are being scored; pieces arrive block by block."""
+
+    record_id: str
+    length: int
+    chunks: int
+    frame_ids: list[str] = field(default_factory=list)
+    pieces: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = field(
+        default_factory=list
+    )
+    enumerated: bool = False
+
+    def result(self) -> RecordResult:
+        if not self.pieces:
+            return RecordResult(
+                self.record_id, self.length, self.chunks, [], np.zeros((0, 2), np.float32)
+            )
+        scores, nucleotide, protein = zip(*self.pieces, strict=True)
+        return RecordResult(
+            self.record_id,
+            self.length,
+            self.chunks,
+            self.frame_ids,
+            np.concatenate(scores),
+            None if nucleotide[0] is None else np.concatenate(nucleotide),
+            None if protein[0] is None else np.concatenate(protein),
+        )
+
+
+class Predictor:
+    """Runs VirNucPro's pipeline with a warm `ModelSet`."""
+
+    def __init__(
+        self,
+        models: ModelSet,
+        *,
+        keep_embeddings: bool = False,
+        block_frames: int = DEFAULT_BLOCK_FRAMES,
+    ):
+        self.models = models
+        self.keep_embeddings = keep_embeddings
+        self.block_frames = block_frames
+
+    def predict(self, records: Iterable[FastaRecord]) -> Iterator[RecordResult]:
+        pending: deque[_Pending] = deque()
+        block: list[tuple[Frame, _Pending]] = []
+        for record in records:
+            length = len(record.sequence)
+            current = _Pending(
+                record.id, length, len(chunk_starts(length, self.models.spec.chunk_length))
+            )
+            pending.append(current)
+            for frame in record_frames(record.id, record.sequence, self.models.spec.chunk_length):
+                block.append((frame, current))
+                if len(block) >= self.block_frames:
+                    self._score(block)
+                    block = []
+                    yield from _completed(pending)
+            current.enumerated = True
+            if not block:
+                yield from _completed(pending)
+        self._score(block)
+        yield from _completed(pending)
+
+    def _score(self, block: list[tuple[Frame, _Pending]]) -> None:
+        if not block:
+            return
+        frames = [frame for frame, _ in block]
+        nucleotide = self.models.dnabert.embed([f.nucleotides for f in frames])
+        protein = self.models.esm.embed([f.protein for f in frames])
+        scores = classify(self.models.classifier, np.concatenate([nucleotide, protein], axis=1))
+        start = 0
+        for owner, count in _runs(block):
+            end = start + count
+            owner.frame_ids.extend(f.id for f in frames[start:end])
+            kept = (
+                (nucleotide[start:end], protein[start:end])
+                if self.keep_embeddings
+                else (None, None)
+            )
+            owner.pieces.append((scores[start:end], *kept))
+            start = end
+
+
+def _runs(block: list[tuple[Frame, _Pending]]) -> Iterator[tuple[_Pending, int]]:
+    """Consecutive frames of the same record, as (record, count)."""
+    owner, count = block[0][1], 0
+    for _, frame_owner in block:
+        if frame_owner is not owner:
+            yield owner, count
+            owner, count = frame_owner, 0
+        count += 1
+    yield owner, count
+
+
+def _completed(pending: deque[_Pending]) -> Iterator[RecordResult]:
+    while pending and pending[0].enumerated:
+        yield pending.popleft().result()

@@ -1,0 +1,41 @@
+"""Numbers and names that both ends of every virnuc socket must agree on.
+
+Every key that appears on the wire is named here once, so a typo is a NameError
+instead of a silently missing field, and grepping for a key finds every user.
+"""
+
+from typing import Final
+
+#: The version every message carries in its ``v`` key. A peer that sees another
+#: number answers ``unsupported_version`` (requests) or drops the message (events,
+#: worker messages); it never guesses at a newer layout.
+PROTOCOL_VERSION: Final = 1
+
+#: Default upper bound on one payload frame, in bytes. Larger requests get a
+#: ``too_large`` reply; a daemon may also configure ZeroMQ to drop far larger ones.
+MAX_MESSAGE_SIZE: Final = 4 * 1024 * 1024
+
+#: Deepest container nesting a decoded message may have. Real messages need about
+#: five levels; the bound keeps a hostile payload from exhausting the recursion
+#: limit of whatever later walks it (logging, JSON output).
+MAX_DEPTH: Final = 32
+
+#: Longest request id the daemon accepts; ids are echoed back and logged.
+MAX_REQUEST_ID_LEN: Final = 128
+
+# --- keys of the control envelope (DESIGN §3) -------------------------------------
+KEY_VERSION: Final = "v"
+KEY_ID: Final = "id"
+KEY_OP: Final = "op"
+KEY_ARGS: Final = "args"
+KEY_OK: Final = "ok"
+KEY_RESULT: Final = "result"
+KEY_ERROR: Final = "error"
+KEY_CODE: Final = "code"
+KEY_MESSAGE: Final = "message"
+
+#: Discriminator of event bodies and daemon<->worker messages.
+KEY_TYPE: Final = "type"
+
+#: Id used in a reply to a request whose own id could not be read.
+UNKNOWN_REQUEST_ID: Final = ""
