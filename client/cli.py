@@ -1,10 +1,21 @@
 """virnucctl: the command line for virnuc.
 
+Commands: ``submit``, ``status``, ``list``, ``wait``, ``kill``, ``workers`` talk to a
+running virnucd (found by --state-dir, $VIRNUC_STATE_DIR, $XDG_STATE_HOME/virnuc or
+--endpoint); ``predict`` starts a private virnucd for one prediction.
+
 Exit codes (stable, for scripts):
-  0  success
-  1  the job failed, or an unexpected error
-  2  usage error (bad options)
-  4  invalid input: a FASTA, a model or an output directory we cannot use
+  0    success
+  1    the job failed or was killed, or an unexpected error
+  2    usage error (bad options)
+  3    virnucd did not answer (not running, or the wrong --state-dir/--endpoint)
+  4    invalid input, unknown job, conflict or forbidden (the daemon's error codes
+       invalid_input, not_found, conflict, forbidden): the message names the file,
+       job or directory
+  5    the daemon is shutting down (error code stopping)
+  130  interrupted (Ctrl-C)
+
+(errors.py holds the one table mapping daemon error codes to exit codes.)
 """
 
 from __future__ import annotations
@@ -13,20 +24,60 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INVALID_INPUT = 4
-
-DEMO_NOTICE = (
-    "NOTE: the demo profile uses tiny random models; its predictions are meaningless.\n"
-    "      For real predictions pass the published weights: --classifier 300_model.pth\n"
-    "      (or 500_model.pth with --chunk-length 500), and optionally\n"
-    "      --esm NAME|FILE and --dnabert ID|DIR."
+from .commands import DEMO_NOTICE, run_command
+from .errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
+    EXIT_OK,
+    EXIT_STOPPING,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ClientError,
 )
+
+__all__ = [
+    "DEMO_NOTICE",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID_INPUT",
+    "EXIT_OK",
+    "EXIT_STOPPING",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def _exit_codes_help() -> str:
+    """The docstring's exit-code table, reused as every parser's epilog."""
+    text = __doc__ or ""
+    start = text.find("Exit codes")
+    return text[start : text.find("\n\n", start)] if start >= 0 else ""
+
+
+EXIT_CODES_HELP = _exit_codes_help()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Model options shared by ``submit`` and ``predict``; the daemon resolves them."""
     group = parser.add_argument_group("models")
     group.add_argument(
         "--profile", choices=["demo"], help="tiny random models, for trying the pipeline"
@@ -44,33 +95,132 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=[300, 500],
         help="chunk length; default from the classifier's name, else 300",
     )
-    group.add_argument(
-        "--half",
-        action="store_true",
-        help="bf16/fp16 on CUDA (faster; scores differ slightly from VirNucPro's fp32)",
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """INPUT, --out and the per-job switches shared by ``submit`` and ``predict``."""
+    parser.add_argument("input", help="FASTA file (plain or .gz)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
+    parser.add_argument("--force", action="store_true", help="replace results already in --out")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        metavar="N",
+        help="records per checkpoint part (default: the daemon's)",
     )
+    add_model_options(parser)
+
+
+def _connection_options(defaults: bool, timeout_only: bool = False) -> argparse.ArgumentParser:
+    """Where the daemon is; accepted before or after the command name.
+
+    The top-level parser holds the defaults; each command's copy uses SUPPRESS so
+    an option given before the command is not reset by the command's parser.
+    ``predict`` runs its own daemon, so it takes only ``--timeout``.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("daemon")
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        metavar="SECONDS",
+        default=default(DEFAULT_TIMEOUT),
+        help=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g})",
+    )
+    if timeout_only:
+        return parent
+    group.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        default=default(None),
+        help="virnucd's state dir (default $VIRNUC_STATE_DIR, else $XDG_STATE_HOME/virnuc)",
+    )
+    group.add_argument(
+        "--endpoint", metavar="URL", default=default(None), help="control endpoint, e.g. tcp://…"
+    )
+    group.add_argument(
+        "--events-endpoint",
+        metavar="URL",
+        default=default(None),
+        help="events endpoint (default: beside an ipc:// control socket, else polling only)",
+    )
+    return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virnucctl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="virnucctl",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_connection_options(defaults=True)],
+    )
+    connection = _connection_options(defaults=False)
+    timeout_only = _connection_options(defaults=False, timeout_only=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    predict = commands.add_parser("predict", help="predict one FASTA file and wait for the outputs")
-    predict.add_argument("input", help="FASTA file (plain or .gz)")
-    predict.add_argument("--out", required=True, help="output directory")
-    predict.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
-    predict.add_argument("--force", action="store_true", help="replace results already in --out")
-    predict.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    predict.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    predict.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_model_options(predict)
+
+    def command(name: str, help_text: str, private: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXIT_CODES_HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[timeout_only if private else connection],
+        )
+        sub.add_argument("--json", action="store_true", help="print the result map as JSON")
+        return sub
+
+    _add_submit(command("submit", "submit a FASTA file to virnucd; print the job id"))
+    _add_status(command("status", "show one job, or every job"))
+    command("list", "list every job, oldest first")
+    command("wait", "show progress until a job ends; exit 0 done, 1 failed or killed").add_argument(
+        "job", metavar="JOB"
+    )
+    command("kill", "stop a job").add_argument("job", metavar="JOB")
+    command("workers", "show the worker processes: pid, device, state, job and unit")
+    _add_predict(
+        command("predict", "predict one FASTA file on a private virnucd and wait", private=True)
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .commands import run_command
+def _add_submit(sub: argparse.ArgumentParser) -> None:
+    add_job_options(sub)
+    sub.add_argument(
+        "--wait", action="store_true", help="after printing the id, wait like `virnucctl wait`"
+    )
 
-    return run_command(args)
+
+def _add_status(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("job", metavar="JOB", nargs="?", help="a job id (default: every job)")
+    sub.add_argument("--follow", action="store_true", help="show live progress until the job ends")
+
+
+def _add_predict(sub: argparse.ArgumentParser) -> None:
+    add_job_options(sub)
+    sub.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    sub.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "status" and args.follow and args.job is None:
+        parser.error("status --follow needs a JOB")
+    try:
+        return run_command(args)
+    except ClientError as exc:
+        print(f"virnucctl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("virnucctl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

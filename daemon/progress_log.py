@@ -35,9 +35,10 @@ from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
+from virnuc.protocol import JobState
+
 from . import schema
 
-JobState = Literal["queued", "running", "assembling", "done", "failed", "killed"]
 UnitState = Literal["pending", "running", "done"]
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "killed"})
 UNFINISHED_STATES: tuple[str, ...] = ("queued", "running", "assembling")
@@ -159,7 +160,8 @@ class UnitRow:
 @dataclass(frozen=True, slots=True)
 class PartRecord:
     """A worker's checkpoint ack: the part file for records
-    [first_record, first_record + record_count) of a unit. `sha256` is lowercase hex."""
+    [first_record, first_record + record_count) of a unit. `sha256` is lowercase hex;
+    `end_offset` is the input byte offset just past the part's last record."""
 
     job_id: str
     unit_id: int
@@ -169,6 +171,7 @@ class PartRecord:
     path: str
     size: int
     sha256: str
+    end_offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,7 @@ class PartRow:
     path: str
     size: int
     sha256: str
+    end_offset: int
     recorded_at: float
 
 
@@ -234,6 +238,7 @@ _PART_COLS = _columns(PartRow)
 def _job_row(row: tuple[Any, ...]) -> JobRow:
     values = dict(zip((f.name for f in fields(JobRow)), row, strict=True))
     values["spec"] = json.loads(values["spec"])
+    values["state"] = JobState(values["state"])
     for flag in ("save_embeddings", "force"):
         values[flag] = bool(values[flag])
     return JobRow(**values)
@@ -366,7 +371,7 @@ class _Store:
 
     def list_jobs(self, offset: int, limit: int) -> list[JobRow]:
         rows = self.conn.execute(
-            f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq DESC LIMIT ? OFFSET ?", (limit, offset)
+            f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
         )
         return [_job_row(r) for r in rows]
 
@@ -560,6 +565,19 @@ class _Store:
             )
         return int(end)
 
+    def resume_point(self, job_id: str, unit_id: int) -> tuple[int, int]:
+        """(record index, input byte offset) where the unit's computation resumes."""
+        unit = self._unit(job_id, unit_id)
+        record = self.resume_offset(job_id, unit_id)
+        if record == unit.first_record:
+            return record, unit.start_offset
+        row = self.conn.execute(
+            "SELECT end_offset FROM parts WHERE job_id = ? AND unit_id = ?"
+            " ORDER BY first_record DESC LIMIT 1",
+            (job_id, unit_id),
+        ).fetchone()
+        return record, int(row[0])
+
     @_transaction
     def record_part(self, part: PartRecord) -> RecordResult:
         _check_part_fields(part)
@@ -617,7 +635,7 @@ class _Store:
 
     def _insert_part(self, part: PartRecord) -> None:
         self.conn.execute(
-            f"INSERT INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 part.job_id,
                 part.unit_id,
@@ -627,6 +645,7 @@ class _Store:
                 part.path,
                 part.size,
                 part.sha256,
+                part.end_offset,
                 time.time(),
             ),
         )
@@ -845,7 +864,7 @@ class ProgressLog:
         return await self._call(self._store.get_job, job_id)
 
     async def list_jobs(self, offset: int = 0, limit: int = 100) -> list[JobRow]:
-        """Jobs newest first (by seq, descending), paged."""
+        """Jobs oldest first (submission order), paged."""
         return await self._call(self._store.list_jobs, offset, limit)
 
     async def unfinished_jobs(self) -> list[JobRow]:
@@ -911,6 +930,10 @@ class ProgressLog:
         """First record of the unit not covered by recorded parts. ProgressLogError if
         the recorded parts do not tile the unit from its start."""
         return await self._call(self._store.resume_offset, job_id, unit_id)
+
+    async def resume_point(self, job_id: str, unit_id: int) -> tuple[int, int]:
+        """(record index, input byte offset) to resume the unit from; see `resume_offset`."""
+        return await self._call(self._store.resume_point, job_id, unit_id)
 
     async def record_part(self, part: PartRecord) -> RecordResult:
         """Record a checkpoint part in one transaction: the row, the job's records/frames

@@ -61,6 +61,7 @@ CREATE TABLE parts (
     path         TEXT NOT NULL,
     size         INTEGER NOT NULL CHECK (size >= 0),
     sha256       TEXT NOT NULL CHECK (length(sha256) = 64),
+    end_offset   INTEGER NOT NULL CHECK (end_offset >= 0),   -- input byte offset after it
     recorded_at  REAL NOT NULL,
     PRIMARY KEY (job_id, unit_id, first_record),            -- also the input order
     FOREIGN KEY (job_id, unit_id) REFERENCES units (job_id, unit_id) ON DELETE CASCADE

@@ -18,10 +18,9 @@ from __future__ import annotations
 import array
 import gzip
 import hashlib
-import io
 import os
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,11 +48,17 @@ class FastaError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class FastaRecord:
-    """One input record. `id` is the header's first word, as VirNucPro uses it."""
+    """One input record. `id` is the header's first word, as VirNucPro uses it.
+
+    `offset` is where its header starts and `end_offset` where the next record (or
+    the data) starts, in the decompressed stream.
+    """
 
     id: str
     sequence: str
     index: int
+    offset: int = 0
+    end_offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +106,48 @@ def read_records(
     """Yield records from `offset` (a record start from `scan_fasta`) onward.
 
     `first_index` is the index of the record at `offset`; at most `count` records are
-    read. Biopython does the parsing; the file is never loaded whole.
+    read. Biopython does the parsing; the file is never loaded whole. Each record
+    knows its byte span, so a checkpoint can say where to resume.
     """
     if count == 0:
         return
     with open_binary(path) as raw:
         _seek(raw, offset)
-        text = io.TextIOWrapper(raw, encoding="ascii", errors="strict", newline=None)
+        lines = _TrackedLines(raw, offset)
         try:
-            for n, (title, sequence) in enumerate(SimpleFastaParser(text)):
-                yield FastaRecord(record_id(title), sequence, first_index + n)
+            for n, (title, sequence) in enumerate(SimpleFastaParser(lines)):
+                start, end = lines.span_of_oldest()
+                yield FastaRecord(record_id(title), sequence, first_index + n, start, end)
                 if count is not None and n + 1 >= count:
                     return
         except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
             raise FastaError(path, f"unreadable FASTA ({exc})") from exc
+
+
+class _TrackedLines:
+    """Text lines for Biopython that remember where each header line started.
+
+    Biopython yields a record when it reads the *next* header (or hits the end), so
+    at that moment the oldest remembered header is the record's start and the next
+    one, or the end of the data, is where it stops.
+    """
+
+    def __init__(self, raw: BinaryIO, offset: int):
+        self._raw = raw
+        self._offset = offset
+        self._headers: deque[int] = deque()
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._raw:
+            if line.startswith(b">"):
+                self._headers.append(self._offset)
+            self._offset += len(line)
+            yield line.decode("ascii").replace("\r\n", "\n")
+
+    def span_of_oldest(self) -> tuple[int, int]:
+        start = self._headers.popleft()
+        end = self._headers[0] if self._headers else self._offset
+        return start, end
 
 
 def _seek(raw: BinaryIO, offset: int) -> None:
@@ -248,6 +281,12 @@ def _check_unique_ids(path: str | os.PathLike[str], id_hashes: array.array[int])
     if duplicated:
         shown = ", ".join(duplicated[:10]) + (" …" if len(duplicated) > 10 else "")
         raise FastaError(path, f"{len(duplicated)} duplicate record id(s): {shown}")
+
+
+def record_starts(path: str | os.PathLike[str]) -> Iterator[RecordStart]:
+    """Where each record starts, reading header lines only (no validation: scan first)."""
+    with open_binary(path) as raw:
+        yield from _record_starts(raw)
 
 
 def _record_starts(raw: BinaryIO) -> Iterator[RecordStart]:

@@ -88,9 +88,10 @@ class JobStatus(TypedDict):
     job_id: str
     state: JobState
     records_total: int  # 0 until the input has been planned
-    records_done: int  # records whose results are recorded in checkpoints
+    records_done: int  # records computed: recorded in checkpoints, plus those since
     frames_done: int  # kept frames (rows of prediction_results.txt) so far
     restarts: int  # times a unit of this job was re-run after a worker failure
+    records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
     error: NotRequired[str]  # why the job failed; present only when state is failed
     input: NotRequired[str]
     output: NotRequired[str]
@@ -105,6 +106,7 @@ class WorkerInfo(TypedDict):
     state: WorkerState
     job_id: NotRequired[str]  # set while busy
     unit: NotRequired[int]  # unit index within job_id, set while busy
+    model_loads: NotRequired[int]  # model sets loaded by this slot's workers so far
 
 
 class PingResult(TypedDict):

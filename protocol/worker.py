@@ -133,12 +133,17 @@ class WorkerError(WorkerMessageBase):
 
 @dataclass(frozen=True)
 class ModelSpec(WireModel):
-    """Which models a unit needs; the worker reloads only when this changes."""
+    """Which models a unit needs; the worker reloads only when this changes.
+
+    ``profile`` is ``"demo"`` for the tiny demo models, which the worker builds at
+    the named paths when they are missing.
+    """
 
     esm: NonEmptyStr
     dnabert: NonEmptyStr
     classifier: NonEmptyStr
     chunk_length: Literal[300, 500]
+    profile: NonEmptyStr | None = None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,9 @@ async def planned_job(log: ProgressLog, counts: list[int], job_id: str = "j1") -
 
 def part(unit: int, first: int, count: int, tag: str = "", job: str = "j1") -> PartRecord:
     digest = hashlib.sha256(f"{job}/{unit}/{first}/{count}/{tag}".encode()).hexdigest()
-    return PartRecord(job, unit, first, count, 6 * count, f"/p/{unit}-{first}", 10, digest)
+    return PartRecord(
+        job, unit, first, count, 6 * count, f"/p/{unit}-{first}", 10, digest, 100 * (first + count)
+    )
 
 
 # --- opening, migrations, settings -------------------------------------------------------
@@ -155,12 +157,12 @@ async def test_close_finishes_queued_work_then_refuses_more(tmp_path: Path) -> N
 
 
 @pytest.mark.asyncio
-async def test_jobs_queue_in_order_and_list_newest_first(log: ProgressLog) -> None:
+async def test_jobs_queue_in_order_and_list_oldest_first(log: ProgressLog) -> None:
     for job_id in ("a", "b", "c"):
         await log.create_job(new_job(job_id))
     with pytest.raises(ConflictError, match="already taken"):
         await log.create_job(new_job("b"))
-    assert [j.seq for j in await log.list_jobs()] == [3, 2, 1]
+    assert [j.seq for j in await log.list_jobs()] == [1, 2, 3]
     assert [j.job_id for j in await log.list_jobs(offset=1, limit=1)] == ["b"]
     await log.set_job_state("a", "running")
     await log.set_job_state("b", "killed")

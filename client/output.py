@@ -1,0 +1,88 @@
+"""How results look on stdout: JSON for scripts, aligned text for people.
+
+``--json`` prints the op's result map unchanged (what the daemon sent, fields this
+virnucctl does not know included), so scripts see the documented wire shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def print_json(result: Mapping[str, Any]) -> None:
+    print(json.dumps(result, indent=2, sort_keys=False))
+
+
+def records(status: Mapping[str, Any]) -> str:
+    """``done/total (pct)``; the total is ``?`` until the daemon has planned the input."""
+    done, total = status["records_done"], status["records_total"]
+    if not total:
+        return f"{done}/?"
+    return f"{done}/{total} ({100.0 * done / total:.1f}%)"
+
+
+def job_lines(status: Mapping[str, Any]) -> str:
+    """One job, one ``field: value`` line each, for ``virnucctl status JOB``."""
+    rows = [
+        ("job", status["job_id"]),
+        ("state", status["state"]),
+        ("records", records(status)),
+        ("frames", status["frames_done"]),
+        ("restarts", status["restarts"]),
+    ]
+    rows += [(key, status[key]) for key in ("input", "output", "error") if status.get(key)]
+    return "\n".join(f"{key + ':':<10}{value}" for key, value in rows)
+
+
+def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
+    """``virnucctl list``: one row per job, oldest first, as the daemon lists them."""
+    if not jobs:
+        return "no jobs"
+    header = ("JOB", "STATE", "RECORDS", "FRAMES", "RESTARTS", "OUTPUT / ERROR")
+    rows = [
+        (
+            j["job_id"],
+            j["state"],
+            records(j),
+            j["frames_done"],
+            j["restarts"],
+            j.get("error") or j.get("output") or "",
+        )
+        for j in jobs
+    ]
+    return table(header, rows)
+
+
+def workers_table(workers: Sequence[Mapping[str, Any]]) -> str:
+    """``virnucctl workers``: id, pid, device, state, current job and unit."""
+    if not workers:
+        return "no workers"
+    header = ("ID", "PID", "DEVICE", "STATE", "JOB", "UNIT")
+    rows = [
+        (
+            w["id"],
+            _blank(w.get("pid")),
+            w["device"],
+            w["state"],
+            _blank(w.get("job_id")),
+            _blank(w.get("unit")),
+        )
+        for w in workers
+    ]
+    return table(header, rows)
+
+
+def _blank(value: object) -> object:
+    return "-" if value is None else value
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns two spaces apart; the last column is not padded."""
+    cells = [[str(c) for c in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Assemble a job's recorded parts, in input order, into its final output files.
+
+Nothing is trusted that can be checked again: each part's size and SHA-256 are
+re-verified against SQLite, the parts must tile the input from record 0 to the last
+without gap or overlap, each part's header must match its row, and its record ids
+must be the input's ids for that range (read afresh from the FASTA's headers), with
+every frame id belonging to its record. A part that fails any check raises
+`PartNeedsRecompute`: the scheduler deletes it and what follows in its unit, and the
+records are computed again. Output files take their final names only at the end
+(`ResultWriter`), so an interrupted assembly leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from virnuc.pipeline.fasta import RecordStart, record_starts
+from virnuc.pipeline.outputs import RecordResult, ResultWriter
+
+from .parts import PartContents, PartCorrupt, read_part
+from .progress_log import JobRow, PartRow, ProgressLog
+
+
+class PartNeedsRecompute(Exception):
+    """Raised by `assemble` for a part that failed a check; names where to restart."""
+
+    def __init__(self, part: PartRow, reason: str):
+        super().__init__(f"unit {part.unit_id} part at record {part.first_record}: {reason}")
+        self.unit_id = part.unit_id
+        self.first_record = part.first_record
+        self.reason = reason
+
+
+class AssemblyCancelled(Exception):
+    """Raised inside assembly when the job was killed meanwhile."""
+
+
+class _Assembly:
+    """State carried across parts; each method runs in a worker thread."""
+
+    def __init__(self, job: JobRow, cancel: threading.Event):
+        self.job = job
+        self.cancel = cancel
+        self.writer: ResultWriter | None = None
+        self.next_record = 0
+        self.input_ids: Iterator[RecordStart] = record_starts(job.input)
+
+    def add(self, row: PartRow) -> None:
+        if self.cancel.is_set():
+            raise AssemblyCancelled(self.job.job_id)
+        try:
+            part = read_part(Path(row.path), size=row.size, sha256=row.sha256)
+        except PartCorrupt as exc:
+            raise PartNeedsRecompute(row, exc.reason) from exc
+        self._check_place(row, part)
+        results = list(part.results())
+        self._check_ids(row, results)
+        writer = self._writer(part)
+        for result in results:
+            writer.write(result)
+        self.next_record += row.record_count
+
+    def _check_place(self, row: PartRow, part: PartContents) -> None:
+        if row.first_record != self.next_record:
+            raise PartNeedsRecompute(
+                row,
+                f"starts at record {row.first_record}, expected "
+                f"{self.next_record}: parts do not tile the input",
+            )
+        header = (part.job_id, part.unit_id, part.first_record, part.record_count, part.frames)
+        expected = (row.job_id, row.unit_id, row.first_record, row.record_count, row.frames)
+        if header != expected:
+            raise PartNeedsRecompute(
+                row, f"its header {header} does not match its record {expected}"
+            )
+
+    def _check_ids(self, row: PartRow, results: list[RecordResult]) -> None:
+        for result in results:
+            start = next(self.input_ids, None)
+            if start is None or start.id != result.record_id:
+                expected = "the end of the input" if start is None else f"record {start.id!r}"
+                raise PartNeedsRecompute(
+                    row, f"holds record {result.record_id!r} where the input has {expected}"
+                )
+            prefix = f"{result.record_id}_chunk_"
+            if any(not frame_id.startswith(prefix) for frame_id in result.frame_ids):
+                raise PartNeedsRecompute(row, f"record {result.record_id!r} has foreign frame ids")
+
+    def _writer(self, part: PartContents) -> ResultWriter:
+        if self.writer is None:
+            dims = None
+            if self.job.save_embeddings:
+                nucleotide, protein = part.arrays.get("nucleotide"), part.arrays.get("protein")
+                dims = _dims(nucleotide, protein)
+            # force: the outputs were checked free at submit; files here now are ours
+            # from an assembly that a crash interrupted.
+            self.writer = ResultWriter(self.job.output, embedding_dims=dims, force=True)
+        return self.writer
+
+    def finish(self) -> None:
+        total = self.job.records_total or 0
+        if self.next_record != total:
+            raise RuntimeError(f"parts cover {self.next_record} of {total} records")
+        if next(self.input_ids, None) is not None:
+            raise RuntimeError("the input has more records than were planned")
+        if self.writer is None:
+            raise RuntimeError("no parts recorded")
+        self.writer.commit()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+
+
+def _dims(nucleotide: np.ndarray | None, protein: np.ndarray | None) -> tuple[int, int]:
+    if nucleotide is None or protein is None:
+        raise RuntimeError("the job saves embeddings but its parts hold none")
+    return int(nucleotide.shape[1]), int(protein.shape[1])
+
+
+async def assemble(progress: ProgressLog, job: JobRow, cancel: threading.Event) -> None:
+    """Write the job's final outputs from its recorded parts, or raise why not."""
+    assembly = _Assembly(job, cancel)
+    try:
+        async for row in progress.iter_parts(job.job_id):
+            await asyncio.to_thread(assembly.add, row)
+        await asyncio.to_thread(assembly.finish)
+    except BaseException:
+        await asyncio.shield(asyncio.to_thread(assembly.abort))
+        raise

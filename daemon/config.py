@@ -1,0 +1,122 @@
+"""virnucd's settings: defaults, a TOML file (`--config`), then command-line overrides.
+
+Every knob lives here with its default and the reason for it, so README's
+configuration table and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CHECKPOINT_EVERY = 10_000  # records between parts: bounds the work lost to a kill
+DEFAULT_CHECKPOINT_SECONDS = 300.0  # ... and so does time, for slow records
+DEFAULT_UNIT_RECORDS = 10_000  # the most records one work unit holds
+
+
+class ConfigError(ValueError):
+    """Raised for a configuration file or option that cannot be used."""
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("VIRNUC_STATE_DIR"):
+        return Path(os.environ["VIRNUC_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "virnuc"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    state_dir: Path = field(default_factory=default_state_dir)
+    device: str = "cpu"  # cpu | cuda | cuda:0,cuda:1
+    workers: int | None = None  # CPU worker count (default 1); for cuda, the GPU count
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+    unit_records: int = DEFAULT_UNIT_RECORDS
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 30.0  # silence after which a worker counts as hung
+    hello_timeout: float = 120.0  # a worker's start-up (imports) before it must say hello
+    stop_grace: float = 30.0  # SIGTERM/shutdown -> SIGKILL
+    restart_backoff_max: float = 30.0
+    max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
+    max_message_size: int = 4 * 1024 * 1024
+    control_endpoint: str | None = None  # default ipc://{state_dir}/control.sock
+    events_endpoint: str | None = None  # default ipc://{state_dir}/events.sock
+    log_format: str = "auto"  # auto (console on a TTY, else JSON) | json | console
+    # Paths in requests must resolve (symlinks followed) under one of these.
+    input_roots: tuple[str, ...] = ("/",)
+    output_roots: tuple[str, ...] = ("/",)
+
+    @property
+    def control(self) -> str:
+        return self.control_endpoint or f"ipc://{self.state_dir}/control.sock"
+
+    @property
+    def events(self) -> str:
+        return self.events_endpoint or f"ipc://{self.state_dir}/events.sock"
+
+    @property
+    def workers_endpoint(self) -> str:
+        return f"ipc://{self.state_dir}/workers.sock"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "virnuc.db"
+
+    @property
+    def model_cache(self) -> Path:
+        return self.state_dir / "models"
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.state_dir / "jobs" / job_id
+
+    def devices(self) -> list[str]:
+        """One entry per worker slot, e.g. ['cpu', 'cpu'] or ['cuda:0', 'cuda:1']."""
+        if self.device == "cpu":
+            return ["cpu"] * (self.workers or 1)
+        if self.device == "cuda":
+            return [f"cuda:{i}" for i in range(self.workers or 1)]
+        devices = [d.strip() for d in self.device.split(",") if d.strip()]
+        if not devices or not all(re.fullmatch(r"cuda:\d+", d) for d in devices):
+            raise ConfigError(
+                f"--device must be cpu, cuda or cuda:N[,cuda:M...], not {self.device!r}"
+            )
+        if len(set(devices)) != len(devices):
+            raise ConfigError(f"--device names a GPU twice: {self.device!r}")
+        return devices
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
+    """Defaults <- TOML file (keys as the field names) <- non-None overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values.update(tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(DaemonConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+    if "state_dir" in values:
+        values["state_dir"] = Path(values["state_dir"])
+    for roots in ("input_roots", "output_roots"):
+        if roots in values:
+            values[roots] = tuple(str(Path(r).resolve()) for r in values[roots])
+    config = replace(DaemonConfig(), **values)
+    _check(config)
+    return config
+
+
+def _check(config: DaemonConfig) -> None:
+    for name in ("checkpoint_every", "unit_records", "max_unit_failures", "max_message_size"):
+        if int(getattr(config, name)) < 1:
+            raise ConfigError(f"{name} must be at least 1")
+    if config.workers is not None and config.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    config.devices()

@@ -1,0 +1,208 @@
+"""virnucd: the daemon's entry point, start-up order and two-stage shutdown.
+
+    virnucd [--config FILE] [--state-dir DIR] [--device cpu|cuda|cuda:0,cuda:1]
+            [--workers N] [--checkpoint-every N]
+
+Runs in the foreground (systemd `Type=notify`). Signals become the same command a
+client sends: SIGTERM and SIGINT request the shutdown that `virnucctl` can request.
+Shutdown is two-staged: stop taking work and let every worker write a checkpoint and
+exit (SIGKILL after the grace period), then close the sockets and the progress log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import structlog
+import zmq
+import zmq.asyncio
+
+from virnuc import __version__
+
+from .config import ConfigError, DaemonConfig, load_config
+from .control import ControlServer
+from .handlers import DaemonContext
+from .log_setup import configure_logging
+from .progress_log import ProgressLog, ProgressLogError
+from .publisher import EventPublisher
+from .scheduler import Scheduler
+from .supervisor import WorkerSupervisor
+from .worker_hub import WorkerHub
+
+log = structlog.get_logger()
+
+EXIT_CONFIG = 2
+EXIT_STATE_DIR = 3  # another virnucd holds the state dir, or it cannot be used
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="virnucd", description="the virnuc prediction daemon")
+    parser.add_argument("--config", type=Path, help="TOML file with settings (see README)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="default $VIRNUC_STATE_DIR or $XDG_STATE_HOME/virnuc"
+    )
+    parser.add_argument("--device", help="cpu (default), cuda, or cuda:0,cuda:1")
+    parser.add_argument("--workers", type=int, help="CPU worker processes (default 1)")
+    parser.add_argument(
+        "--checkpoint-every", type=int, help="records per checkpoint part (default 10000)"
+    )
+    parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    parser.add_argument("--version", action="version", version=f"virnucd {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        "state_dir": args.state_dir,
+        "device": args.device,
+        "workers": args.workers,
+        "checkpoint_every": args.checkpoint_every,
+        "log_format": args.log_format,
+    }
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"virnucd: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log_format)
+    try:
+        lock = claim_state_dir(config.state_dir)
+    except StateDirBusy as exc:
+        print(f"virnucd: error: {exc}", file=sys.stderr)
+        return EXIT_STATE_DIR
+    with lock:
+        return asyncio.run(Daemon(config).run())
+
+
+class StateDirBusy(Exception):
+    """Raised by `claim_state_dir` when the state dir is in use or unusable."""
+
+
+def claim_state_dir(state_dir: Path) -> IO[str]:
+    """Create the state dir (0700) and hold its lock for the daemon's lifetime."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = (state_dir / "virnucd.lock").open("a+")
+    except OSError as exc:
+        raise StateDirBusy(f"cannot use state dir {state_dir}: {exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StateDirBusy(f"another virnucd is running on {state_dir}") from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    for stale in ("control.sock", "events.sock", "workers.sock"):
+        (state_dir / stale).unlink(missing_ok=True)  # left by a daemon that was killed
+    return lock
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig):
+        self.config = config
+        self.stopping = asyncio.Event()
+        self.stop_reason = ""
+
+    def request_shutdown(self, reason: str) -> None:
+        if not self.stopping.is_set():
+            self.stop_reason = reason
+            self.stopping.set()
+
+    async def run(self) -> int:
+        try:
+            progress = await ProgressLog.open(self.config.database)
+        except ProgressLogError as exc:
+            log.error("daemon.progress_log_unusable", error=str(exc))
+            return EXIT_STATE_DIR
+        context = zmq.asyncio.Context()
+        try:
+            await self._serve(context, progress)
+        finally:
+            await asyncio.shield(progress.close())
+            context.term()
+        log.info("daemon.stopped", reason=self.stop_reason)
+        return 0
+
+    async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
+        config = self.config
+        events = EventPublisher(context, config.events)
+        hub = WorkerHub(context, config.workers_endpoint, config.max_message_size)
+        scheduler = Scheduler(config, progress, hub, events)
+        supervisors = self._supervisors(hub, progress, events, scheduler)
+        scheduler.workers = {s.worker_id: s for s in supervisors}
+        control = ControlServer(
+            context,
+            config.control,
+            DaemonContext(config, progress, scheduler, self.request_shutdown),
+        )
+        events.start()
+        hub.start()
+        await progress.clear_workers()
+        scheduler.start()
+        for supervisor in supervisors:
+            supervisor.start()
+        control.start()
+        self._install_signals()
+        log.info(
+            "daemon.ready",
+            version=__version__,
+            state_dir=str(config.state_dir),
+            control=config.control,
+            workers=[s.device for s in supervisors],
+        )
+        await self.stopping.wait()
+        log.info("daemon.stopping", reason=self.stop_reason)
+        await self._shutdown(scheduler, supervisors, control, hub, events)
+
+    def _supervisors(
+        self, hub: WorkerHub, progress: ProgressLog, events: EventPublisher, scheduler: Scheduler
+    ) -> list[WorkerSupervisor]:
+        return [
+            WorkerSupervisor(
+                f"w{i}",
+                device,
+                config=self.config,
+                hub=hub,
+                progress=progress,
+                events=events,
+                scheduler=scheduler,
+            )
+            for i, device in enumerate(self.config.devices())
+        ]
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_shutdown, f"signal {sig.name}")
+
+    async def _shutdown(
+        self,
+        scheduler: Scheduler,
+        supervisors: list[WorkerSupervisor],
+        control: ControlServer,
+        hub: WorkerHub,
+        events: EventPublisher,
+    ) -> None:
+        """Stage 1: no new work; workers checkpoint and exit. Stage 2: close everything."""
+        scheduler.accepting = False
+        await asyncio.gather(*(s.shutdown() for s in supervisors))
+        await scheduler.stop()
+        await control.stop()
+        await hub.stop()
+        with contextlib.suppress(Exception):
+            await events.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

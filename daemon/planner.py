@@ -1,0 +1,71 @@
+"""Plan a job's input into work units: contiguous ranges of records.
+
+Two streaming passes over the FASTA, both in a thread: `scan_fasta` validates the
+whole file (so a broken record fails the job before any model time is spent, naming
+its line) and counts the records; then the header-only pass cuts units of equal
+record counts and hands them to the progress log in batches, waiting for each batch
+to be written (backpressure: a 10-million-record file never sits in memory).
+
+Re-planning after a daemon crash replays the same passes; the progress log accepts
+units it already holds unchanged, so planning is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+from virnuc.pipeline.fasta import record_starts, scan_fasta
+
+from .progress_log import JobRow, ProgressLog, UnitPlan
+
+BATCH = 1000
+UNITS_PER_WORKER = 4  # small jobs still spread over every worker
+
+
+class PlanningCancelled(Exception):
+    """Raised inside the planning thread when the job was killed meanwhile."""
+
+
+def unit_size(records: int, workers: int, max_records: int) -> int:
+    """Records per unit: enough units to keep every worker busy, none over the cap."""
+    return max(1, min(max_records, math.ceil(records / (workers * UNITS_PER_WORKER))))
+
+
+async def plan_job(
+    progress: ProgressLog, job: JobRow, *, workers: int, max_records: int, cancel: threading.Event
+) -> int:
+    """Validate the input and record its units; returns the number of units."""
+    loop = asyncio.get_running_loop()
+    # A plan interrupted by a crash is replayed with the size it started with, even if
+    # the worker count changed since (planning is never resumed once units run).
+    planned = await progress.pending_units(job.job_id, limit=1)
+    fixed_size = planned[0].record_count if planned else None
+
+    def add(batch: list[UnitPlan]) -> None:
+        if cancel.is_set():
+            raise PlanningCancelled(job.job_id)
+        asyncio.run_coroutine_threadsafe(progress.add_units(job.job_id, batch), loop).result()
+
+    def plan() -> tuple[int, int]:
+        total = scan_fasta(job.input).records
+        size = fixed_size or unit_size(total, workers, max_records)
+        batch: list[UnitPlan] = []
+        units = 0
+        for start in record_starts(job.input):
+            if start.index % size:
+                continue
+            count = min(size, total - start.index)
+            batch.append(UnitPlan(units, start.offset, start.index, count))
+            units += 1
+            if len(batch) >= BATCH:
+                add(batch)
+                batch = []
+        if batch:
+            add(batch)
+        return total, units
+
+    total, units = await asyncio.to_thread(plan)
+    await progress.finish_planning(job.job_id, total, units)
+    return units

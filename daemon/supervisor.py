@@ -1,0 +1,327 @@
+"""One supervisor per worker slot: keeps a worker process alive and reads its messages.
+
+Two tasks per slot:
+
+* the **lifecycle** task spawns `python -m virnuc.daemon.worker` (device pinned with
+  CUDA_VISIBLE_DEVICES), waits for its hello under a deadline, watches it (exit, or
+  heartbeat silence -> SIGKILL), reports a death to the scheduler and respawns with
+  exponential backoff. A slot whose worker never comes up N times in a row is given
+  up on (state `failed`), loudly.
+* the **actor** loop handles the worker's messages in the order they were sent:
+  a checkpoint is verified (size, SHA-256) and recorded in the progress log before
+  the `unit_done` behind it is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from virnuc.protocol import (
+    BatchDone,
+    Checkpoint,
+    FromWorker,
+    Hello,
+    ModelsLoaded,
+    UnitDone,
+    WorkerError,
+    WorkerInfo,
+    WorkerShutdown,
+    WorkerState,
+    worker_event,
+)
+
+from . import scheduler_messages as sm
+from .actor import Actor
+from .config import DaemonConfig
+from .parts import file_sha256
+from .progress_log import PartRecord, PartRejected, ProgressLog
+from .publisher import EventPublisher
+from .worker_hub import WorkerHub
+
+log = structlog.get_logger()
+
+HEALTHY_RUN = 60.0  # a worker that lived this long resets the backoff
+MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The unit a worker computes: records [first_record, end_record), resumed at start."""
+
+    job_id: str
+    unit_id: int
+    first_record: int
+    start_record: int
+    end_record: int
+
+
+class WorkerSupervisor(Actor[FromWorker]):
+    def __init__(
+        self,
+        worker_id: str,
+        device: str,
+        *,
+        config: DaemonConfig,
+        hub: WorkerHub,
+        progress: ProgressLog,
+        events: EventPublisher,
+        scheduler: Actor[Any],
+    ):
+        super().__init__(inbox_size=10_000)
+        self.name = f"supervisor-{worker_id}"
+        self.worker_id = worker_id
+        self.device = device
+        self.config = config
+        self.hub = hub
+        self.progress = progress
+        self.events = events
+        self.scheduler = scheduler
+        self.state = WorkerState.STARTING
+        self.pid: int | None = None
+        self.models: dict[str, Any] | None = None
+        self.model_loads = 0
+        self.assignment: Assignment | None = None
+        self.last_seen = time.monotonic()
+        self.ever_ready = asyncio.Event()  # set at the first hello (for READY=1)
+        self._hello = asyncio.Event()
+        self._stopping = False
+        self._process: asyncio.subprocess.Process | None = None
+        self._lifecycle: asyncio.Task[None] | None = None
+        hub.slots[worker_id] = self
+
+    # --- what the hub, the scheduler and the control server see ----------------------
+
+    def deliver(self, message: FromWorker) -> None:
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.error("worker.inbox_full", worker=self.worker_id, type=message.TYPE)
+
+    def info(self) -> WorkerInfo:
+        info = WorkerInfo(id=self.worker_id, pid=self.pid, device=self.device, state=self.state,
+                          model_loads=self.model_loads)
+        if self.assignment is not None:
+            info["job_id"] = self.assignment.job_id
+            info["unit"] = self.assignment.unit_id
+        return info
+
+    def set_state(self, state: WorkerState, assignment: Assignment | None = None) -> None:
+        self.state = state
+        self.assignment = assignment
+        self.events.publish(worker_event(self.info(), models_loaded=self.models is not None))
+
+    @property
+    def ready(self) -> bool:
+        return self.state == WorkerState.IDLE
+
+    # --- actor: the worker's messages, in order --------------------------------------
+
+    async def setup(self) -> None:
+        self._lifecycle = asyncio.create_task(self._keep_alive(), name=f"{self.name}-life")
+
+    async def handle(self, message: FromWorker) -> None:
+        match message:
+            case Hello():
+                self.models = message.models
+                self._hello.set()
+            case ModelsLoaded():
+                self.models = message.models
+                self.model_loads += 1
+            case BatchDone():
+                await self.scheduler.tell(sm.Progress(self.worker_id, message))
+            case Checkpoint():
+                await self._checkpoint(message)
+            case UnitDone():
+                await self.scheduler.tell(sm.UnitFinished(self.worker_id, message))
+            case WorkerError():
+                await self.scheduler.tell(sm.UnitFailed(self.worker_id, message))
+
+    async def _checkpoint(self, ack: Checkpoint) -> None:
+        """Verify the part on disk against the ack, then record it in one transaction."""
+        problem = await asyncio.to_thread(self._verify_part, ack)
+        if problem is None:
+            part = PartRecord(
+                ack.job_id,
+                ack.unit_id,
+                ack.first_record,
+                ack.record_count,
+                ack.frames,
+                ack.path,
+                ack.size,
+                ack.sha256,
+                ack.end_offset,
+            )
+            try:
+                outcome = await self.progress.record_part(part)
+            except PartRejected as exc:
+                problem = f"{exc.reason}: {exc}"
+            else:
+                await self.scheduler.tell(sm.PartRecorded(self.worker_id, ack, outcome.unit_done))
+                return
+        log.warning(
+            "part.rejected",
+            worker=self.worker_id,
+            job_id=ack.job_id,
+            unit=ack.unit_id,
+            first_record=ack.first_record,
+            reason=problem,
+        )
+        await self.scheduler.tell(sm.PartRefused(self.worker_id, ack, problem))
+
+    def _verify_part(self, ack: Checkpoint) -> str | None:
+        parts_dir = self.config.job_dir(ack.job_id) / "parts"
+        path = Path(ack.path)
+        if path.parent != parts_dir:
+            return f"part path {path} is outside {parts_dir}"
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return f"part unreadable: {exc}"
+        if size != ack.size:
+            return f"part size {size} != acked {ack.size}"
+        if file_sha256(path) != ack.sha256:
+            return "part SHA-256 differs from the ack"
+        return None
+
+    # --- lifecycle: spawn, watch, respawn -------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        failures_to_start = 0
+        restarts = 0
+        while not self._stopping:
+            started = time.monotonic()
+            said_hello = await self._run_once()
+            if self._stopping:
+                break
+            failures_to_start = 0 if said_hello else failures_to_start + 1
+            if failures_to_start >= MAX_START_FAILURES:
+                log.error(
+                    "worker.gave_up",
+                    worker=self.worker_id,
+                    device=self.device,
+                    attempts=failures_to_start,
+                )
+                self.set_state(WorkerState.FAILED)
+                return
+            restarts = 0 if time.monotonic() - started > HEALTHY_RUN else restarts + 1
+            await asyncio.sleep(min(self.config.restart_backoff_max, 0.25 * 2**restarts))
+
+    async def _run_once(self) -> bool:
+        """Run one worker process to its end; True if it said hello."""
+        self._hello.clear()
+        self.pid = None
+        self.set_state(WorkerState.STARTING)
+        process = await self._spawn()
+        self._process = process
+        self.pid = process.pid
+        self.last_seen = time.monotonic()
+        said_hello = await self._await_hello(process)
+        if said_hello:
+            self.ever_ready.set()
+            self.set_state(WorkerState.IDLE)
+            await self.scheduler.tell(sm.WorkerUp(self.worker_id))
+            reason = await self._watch(process)
+        else:
+            reason = "no hello within the deadline" if process.returncode is None else "exited"
+            await _kill(process)
+        code = await process.wait()
+        self.pid = None
+        self._process = None
+        # Not idle any more before the scheduler hears of it: no unit may go to a corpse.
+        gone = WorkerState.STOPPING if self._stopping else WorkerState.RESTARTING
+        self.set_state(gone, self.assignment)
+        if not self._stopping:
+            log.warning("worker.died", worker=self.worker_id, reason=reason, returncode=code)
+        await self.scheduler.tell(sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})"))
+        return said_hello
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        env = dict(os.environ)
+        if self.device.startswith("cuda:"):
+            env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
+        env["VIRNUC_CACHE_DIR"] = str(self.config.model_cache)
+        command = [
+            sys.executable,
+            "-m",
+            "virnuc.daemon.worker",
+            "--endpoint",
+            self.config.workers_endpoint,
+            "--worker-id",
+            self.worker_id,
+            "--device",
+            self.device,
+            "--heartbeat-interval",
+            str(self.config.heartbeat_interval),
+            "--checkpoint-seconds",
+            str(self.config.checkpoint_seconds),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
+        return await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=env
+        )
+
+    async def _await_hello(self, process: asyncio.subprocess.Process) -> bool:
+        hello = asyncio.create_task(self._hello.wait())
+        exited = asyncio.create_task(process.wait())
+        done, _ = await asyncio.wait(
+            {hello, exited}, timeout=self.config.hello_timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (hello, exited):
+            task.cancel()
+        return hello in done
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> str:
+        """Wait for the process to exit or go silent; kill it in the second case."""
+        exited = asyncio.create_task(process.wait())
+        try:
+            while True:
+                silence = time.monotonic() - self.last_seen
+                remaining = self.config.heartbeat_timeout - silence
+                if remaining <= 0:
+                    await _kill(process)
+                    return f"no heartbeat for {silence:.0f} s (hung)"
+                done, _ = await asyncio.wait({exited}, timeout=remaining)
+                if done:
+                    return "exited" if not self._stopping else "stopped"
+        finally:
+            exited.cancel()
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Ask the worker to checkpoint and exit; SIGKILL after the grace period."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            self.set_state(WorkerState.STOPPING, self.assignment)
+            await self.hub.send(self.worker_id, WorkerShutdown())
+            try:
+                await asyncio.wait_for(process.wait(), self.config.stop_grace)
+            except TimeoutError:
+                await _kill(process)
+        if self._lifecycle is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lifecycle
+        await self.stop()  # drain the acks the worker sent on its way out
+
+    def kill_now(self) -> None:
+        """SIGKILL the worker (the daemon is going down hard)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGKILL)
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+        await process.wait()

@@ -1,0 +1,109 @@
+"""The one ROUTER socket all worker processes connect to, and its message routing.
+
+Each worker's DEALER identifies itself with its slot id (`w0`, `w1`, ...). Incoming
+messages go to that slot's supervisor inbox, in order; the time of every message is
+noted first, so a supervisor busy verifying a large part never mistakes its worker
+for a hung one. `ROUTER_HANDOVER` lets a restarted worker take over its slot's
+identity from the dead process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+import zmq
+import zmq.asyncio
+from virnuc.protocol import FromDaemon, FromWorker, ProtocolError, decode_from_worker
+
+log = structlog.get_logger()
+
+
+class WorkerEndpoint(Protocol):
+    """What the hub needs of a slot's supervisor."""
+
+    last_seen: float
+
+    def deliver(self, message: FromWorker) -> None: ...
+
+
+class WorkerHub:
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, max_message_size: int):
+        self.context = context
+        self.endpoint = endpoint
+        self.max_message_size = max_message_size
+        self.slots: dict[str, WorkerEndpoint] = {}
+        self._socket: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._warned = RateLimitedWarning()
+
+    def start(self) -> None:
+        socket = self.context.socket(zmq.ROUTER)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises
+        socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+        socket.bind(self.endpoint)
+        self._socket = socket
+        self._reader = asyncio.create_task(self._read_loop(), name="worker-hub")
+
+    async def send(self, worker_id: str, message: FromDaemon) -> bool:
+        """Send to a worker; False when it is not connected (it died or has not started)."""
+        assert self._socket is not None
+        try:
+            await self._socket.send_multipart([worker_id.encode(), message.encode()])
+        except zmq.ZMQError as exc:
+            log.warning("worker.send_failed", worker=worker_id, type=message.TYPE, error=str(exc))
+            return False
+        return True
+
+    async def _read_loop(self) -> None:
+        assert self._socket is not None
+        while True:
+            frames = await self._socket.recv_multipart()
+            self._route(frames)
+
+    def _route(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self._warned("worker.bad_frames", frames=len(frames))
+            return
+        worker_id = frames[0].decode(errors="replace")
+        slot = self.slots.get(worker_id)
+        if slot is None:
+            self._warned("worker.unknown_id", worker=worker_id)
+            return
+        slot.last_seen = time.monotonic()
+        try:
+            message = decode_from_worker(frames[1], self.max_message_size)
+        except ProtocolError as exc:
+            self._warned("worker.bad_message", worker=worker_id, error=exc.message)
+            return
+        slot.deliver(message)
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._socket is not None:
+            self._socket.close(linger=0)
+
+
+class RateLimitedWarning:
+    """Log a repeated complaint once per key and interval, counting what it suppressed."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, event: str, **fields: object) -> None:
+        now = self.clock()
+        if now - self._last.get(event, -self.interval) < self.interval:
+            self._suppressed[event] = self._suppressed.get(event, 0) + 1
+            return
+        self._last[event] = now
+        log.warning(event, suppressed=self._suppressed.pop(event, 0), **fields)

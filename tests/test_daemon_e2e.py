@@ -1,0 +1,159 @@
+"""End to end: the real virnucd, real worker subprocesses, real ZeroMQ over ipc://."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.synthetic import random_lengths, write_fasta
+from tests.harness import Daemon, RawClient, assert_same_outputs, wait_for, worker_pids_alive
+from virnuc.pipeline.run import predict_file
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("virnucd")
+    config = root / "virnucd.toml"
+    # Inputs may come from pytest's temporary directories only (a `forbidden` case below).
+    config.write_text(f'input_roots = ["{tmp_path_factory.getbasetemp()}", "{EXAMPLE.parent}"]\n')
+    daemon = Daemon(root / "state", demo_cache, "--workers", "2", "--config", str(config))
+    daemon.start()
+    daemon.workers_ready(2)
+    yield daemon
+    try:
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()
+
+
+@pytest.fixture(scope="module")
+def medium_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "medium.fa"
+    write_fasta(path, random_lengths(60, seed=11), seed=11)
+    return path
+
+
+def reference(demo_models, fasta: Path, out: Path) -> Path:
+    predict_file(demo_models, fasta, out)
+    return out
+
+
+def submit(client: RawClient, fasta: Path, out: Path, dealer: bool = False, **extra) -> str:
+    reply = client.call("submit", dealer=dealer, input=str(fasta), output=str(out), profile="demo",
+                        **extra)  # fmt: skip
+    assert reply["ok"], reply["error"]
+    return reply["result"]["job_id"]
+
+
+def test_raw_client_job_equals_the_in_process_pipeline(daemon, demo_models, tmp_path) -> None:
+    job = submit(daemon.client, EXAMPLE, tmp_path / "out", dealer=True)
+    status = daemon.client.wait_state(job, ("done", "failed"))
+    assert status["state"] == "done", status
+    assert status["records_done"] == status["records_total"] == 20
+    assert_same_outputs(reference(demo_models, EXAMPLE, tmp_path / "ref"), tmp_path / "out")
+
+
+def test_two_jobs_back_to_back_complete_without_reloading_models(
+    daemon, demo_models, medium_input, tmp_path
+) -> None:
+    daemon.client.call("ping")
+    before = {w["id"]: w["model_loads"] for w in daemon.workers_ready(2)}
+    first = submit(daemon.client, medium_input, tmp_path / "a", checkpoint_every=7)
+    second = submit(daemon.client, EXAMPLE, tmp_path / "b")
+    for job in (first, second):
+        assert daemon.client.wait_state(job, ("done", "failed"))["state"] == "done"
+    after = {w["id"]: w["model_loads"] for w in daemon.client.result("workers")["workers"]}
+    assert all(after[w] <= max(before[w], 1) for w in after), (before, after)
+    assert_same_outputs(reference(demo_models, medium_input, tmp_path / "ref"), tmp_path / "a")
+    listed = [j["job_id"] for j in daemon.client.result("list")["jobs"]]
+    assert listed.index(first) < listed.index(second)
+
+
+def test_workers_reports_real_worker_pids(daemon) -> None:
+    workers = daemon.workers_ready(2)
+    assert sorted(w["id"] for w in workers) == ["w0", "w1"]
+    for worker in workers:
+        cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
+        assert b"virnuc.daemon.worker" in cmdline
+        assert worker["device"] == "cpu"
+
+
+def test_kill_stops_the_job_everywhere_and_leaves_no_outputs(daemon, tmp_path) -> None:
+    big = tmp_path / "big.fa"
+    write_fasta(big, random_lengths(400, seed=3, low=1500, high=3000), seed=3)
+    out = tmp_path / "out"
+    job = submit(daemon.client, big, out, checkpoint_every=5)
+    wait_for(lambda: daemon.client.result("status", job_id=job)["records_done"] > 0, 60,
+             "the job to make progress")  # fmt: skip
+    assert daemon.client.result("kill", job_id=job) == {"job_id": job, "state": "killed"}
+    wait_for(lambda: all("job_id" not in w for w in daemon.client.result("workers")["workers"]),
+             10, "every worker to drop the killed job")  # fmt: skip
+    assert daemon.client.result("status", job_id=job)["state"] == "killed"
+    assert not out.exists() or list(out.iterdir()) == []
+    assert not (daemon.state_dir / "jobs" / job).exists()
+    again = daemon.client.call("kill", job_id=job)
+    assert again["error"]["code"] == "conflict"
+
+
+def test_a_worker_killed_with_sigkill_is_restarted_and_the_job_completes(
+    daemon, demo_models, medium_input, tmp_path
+) -> None:
+    job = submit(daemon.client, medium_input, tmp_path / "out", checkpoint_every=3)
+
+    def busy_worker() -> dict | None:
+        return next((w for w in daemon.client.result("workers")["workers"] if "job_id" in w), None)
+
+    victim = wait_for(busy_worker, 60, "a worker to be busy on the job")
+    os.kill(victim["pid"], signal.SIGKILL)
+    status = daemon.client.wait_state(job, ("done", "failed"))
+    assert status["state"] == "done", status
+    assert status["restarts"] >= 1
+    assert not worker_pids_alive([victim["pid"]])
+    restarted = {w["id"]: w for w in daemon.workers_ready(2)}[victim["id"]]
+    assert restarted["pid"] != victim["pid"]
+    assert_same_outputs(reference(demo_models, medium_input, tmp_path / "ref"), tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"v": 2, "id": "x", "op": "ping", "args": {}}, "unsupported_version"),
+        ({"v": 1, "id": "x", "op": "frobnicate", "args": {}}, "unknown_op"),
+        ({"v": 1, "id": "x", "op": "status", "args": {"job_id": 7}}, "bad_request"),
+        ({"v": 1, "id": "x", "op": "status", "args": {"job_id": "nope"}}, "not_found"),
+        ({"v": 1, "id": "x", "op": "ping", "args": {"pad": "x" * (5 << 20)}}, "too_large"),
+    ],
+)
+def test_protocol_errors_come_back_with_their_codes(daemon, message, code) -> None:
+    reply = daemon.client.request(message)
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == code
+    assert daemon.client.call("ping")["ok"]
+
+
+def test_submit_refusals_name_what_is_wrong(daemon, tmp_path) -> None:
+    fastq = tmp_path / "reads.fq"
+    fastq.write_text("@r1\nACGT\n+\nIIII\n")
+    cases = [
+        (tmp_path / "absent.fa", tmp_path / "o1", "invalid_input", "no such file"),
+        (fastq, tmp_path / "o2", "invalid_input", "FASTQ"),
+        (Path("/etc/hosts"), tmp_path / "o3", "forbidden", "outside the allowed input roots"),
+    ]
+    for fasta, out, code, text in cases:
+        reply = daemon.client.call("submit", input=str(fasta), output=str(out), profile="demo")
+        assert reply["error"]["code"] == code, reply
+        assert text in reply["error"]["message"]
+    done = tmp_path / "done"
+    job = submit(daemon.client, EXAMPLE, done)
+    daemon.client.wait_state(job, ("done",))
+    reply = daemon.client.call("submit", input=str(EXAMPLE), output=str(done), profile="demo")
+    assert reply["error"]["code"] == "conflict"
+    assert "--force" in reply["error"]["message"]
