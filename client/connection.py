@@ -95,7 +95,10 @@ def _guess_events(control: str) -> str | None:
 
 
 def _ipc_path(endpoint: str) -> Path | None:
-    return Path(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
+    """The socket file of an ``ipc://`` endpoint; None for tcp:// and abstract ``ipc://@``."""
+    if not endpoint.startswith("ipc://") or endpoint.startswith("ipc://@"):
+        return None
+    return Path(endpoint[len("ipc://") :])
 
 
 def _unix_listener(path: Path) -> bool:
@@ -132,7 +135,6 @@ class DaemonClient:
         self.endpoint = endpoint
         self.events_endpoint = events_endpoint
         self.timeout = timeout
-        self._answered = False  # once virnucd has answered, skip the socket-file checks
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
 
@@ -160,7 +162,6 @@ class DaemonClient:
             reply = decode_reply(payload)
             if reply.id != request.id:
                 raise DecodeError(f"reply id {reply.id!r} does not match request {request.id!r}")
-            self._answered = True
             result = reply.unwrap()
             parse_result(request.op, result)
         except ProtocolError as e:
@@ -172,10 +173,11 @@ class DaemonClient:
 
         ZeroMQ connects in the background and retries forever, so without this a
         missing or stale socket file (left by a virnucd that stopped or was killed)
-        would only show as a timeout.
+        would only show as a timeout. Checked on every call: it costs one local
+        connect, and a daemon killed during ``wait`` is then reported at once.
         """
         path = _ipc_path(self.endpoint)
-        if path is None or self._answered:
+        if path is None:
             return
         if not path.exists():
             raise DaemonUnreachable(

@@ -32,7 +32,9 @@ STARTUP_DEADLINE = 120.0
 #: How long a ping may go unanswered while the daemon starts, before asking again.
 PING_TIMEOUT = 1.0
 #: After ``shutdown``, how long the daemon may take to stop its workers and exit.
-SHUTDOWN_GRACE = 30.0
+#: Short on purpose: the job has ended (or is abandoned) and the whole state dir is
+#: about to be deleted, so a SIGKILL loses nothing; it only saves the user a wait.
+SHUTDOWN_GRACE = 10.0
 LOG_NAME = "virnucd.log"
 LOG_TAIL_LINES = 40
 #: Unix socket paths are limited to about 107 bytes.

@@ -69,6 +69,9 @@ class DaemonConfig:
 
     @property
     def model_cache(self) -> Path:
+        """Where the demo models are built: $VIRNUC_CACHE_DIR, else inside the state dir."""
+        if os.environ.get("VIRNUC_CACHE_DIR"):
+            return Path(os.environ["VIRNUC_CACHE_DIR"])
         return self.state_dir / "models"
 
     def job_dir(self, job_id: str) -> Path:

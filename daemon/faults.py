@@ -3,16 +3,17 @@
 Tests set ``VIRNUC_FAULT`` in a worker's environment to a comma-separated list of
 ``point`` or ``point@n`` ("the n-th time this point is reached", default 1). When a
 listed point is reached for the n-th time the worker SIGKILLs itself, exactly as an
-OOM killer or a power cut would stop it. Unset (the normal case), every hook is a
-dictionary miss and nothing else.
+OOM killer would stop it. Just before, it delivers every message it queued before
+that moment (`before_kill`), so a test knows exactly what the daemon saw: the crash
+happens at the point, not somewhere in the socket's buffers. Unset (the normal
+case), every hook is a dictionary miss and nothing else.
 
 Points (counted over the process's life, across units):
 
 * ``before_rename`` — a part's temporary file is written and fsynced, not renamed.
 * ``after_rename`` — the part is in place and its directory fsynced; no ack sent.
-* ``after_ack`` — the part's ``checkpoint`` ack has left the process (the socket is
-  flushed and closed first, so the daemon does receive it).
-* ``mid_unit`` — after the n-th ``batch_done`` of the process (delivered the same way).
+* ``after_ack`` — the part's ``checkpoint`` ack has been delivered to the daemon.
+* ``mid_unit`` — the n-th ``batch_done`` of the process has been delivered.
 """
 
 from __future__ import annotations
@@ -38,24 +39,23 @@ class Faults:
         self._armed = dict(armed or {})
         self._reached: Counter[str] = Counter()
         self._lock = threading.Lock()
+        #: Run just before the kill; the worker sets it to flush its socket.
+        self.before_kill: Callable[[], object] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Faults:
         return cls(parse(environ.get(ENV, "")))
 
-    def armed(self, point: str) -> bool:
-        return point in self._armed
-
-    def hit(self, point: str, before: Callable[[], object] | None = None) -> None:
-        """Count a visit to ``point``; on the armed visit run ``before``, then die."""
+    def hit(self, point: str) -> None:
+        """Count a visit to ``point``; on the armed visit run ``before_kill``, then die."""
         if point not in self._armed:
             return
         with self._lock:
             self._reached[point] += 1
             fire = self._reached[point] == self._armed[point]
         if fire:
-            if before is not None:
-                before()
+            if self.before_kill is not None:
+                self.before_kill()
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -17,7 +17,7 @@ import structlog
 def configure_logging(
     fmt: str = "auto", stream: TextIO | None = None, level: int = logging.INFO
 ) -> None:
-    stream = stream or sys.stderr
+    stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()

@@ -103,8 +103,7 @@ def claim_state_dir(state_dir: Path) -> IO[str]:
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
-    for stale in ("control.sock", "events.sock", "workers.sock"):
-        (state_dir / stale).unlink(missing_ok=True)  # left by a daemon that was killed
+    remove_sockets(state_dir)  # left by a daemon that was killed
     return lock
 
 
@@ -202,6 +201,16 @@ class Daemon:
         await hub.stop()
         with contextlib.suppress(Exception):
             await events.stop()
+        remove_sockets(self.config.state_dir)
+
+
+SOCKETS = ("control.sock", "events.sock", "workers.sock")
+
+
+def remove_sockets(state_dir: Path) -> None:
+    """ipc:// leaves socket files behind; a client finding none knows no one listens."""
+    for name in SOCKETS:
+        (state_dir / name).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -115,17 +115,21 @@ def write_part(
     first_record: int,
     end_offset: int,
     results: list[RecordResult],
+    embedding_dims: tuple[int, int] | None = None,
     fault: FaultHook | None = None,
 ) -> PartFile:
     """Write `results` as a durable part and return what its ack must carry.
 
-    The bytes are fsynced under a temporary name, renamed, and the directory fsynced
-    before the size and SHA-256 are taken by reading the file back, so the hash
-    describes what is on disk, not what we meant to write.
+    `embedding_dims` (nucleotide, protein) makes the part hold embedding arrays of
+    those widths even when none of its records has a frame, so every part of a job
+    that saves embeddings says so; without it they are stored if the results have
+    them. The bytes are fsynced under a temporary name, renamed, and the directory
+    fsynced before the size and SHA-256 are taken by reading the file back, so the
+    hash describes what is on disk, not what we meant to write.
     """
     if not results:
         raise ValueError("a part holds at least one record")
-    arrays = _to_arrays(job_id, unit_id, first_record, end_offset, results)
+    arrays = _to_arrays(job_id, unit_id, first_record, end_offset, results, embedding_dims)
     final = part_path(Path(parts_dir), unit_id, first_record)
     final.parent.mkdir(parents=True, exist_ok=True)
     _write_durably(final, arrays, fault)
@@ -152,7 +156,12 @@ def _write_durably(final: Path, arrays: dict[str, np.ndarray], fault: FaultHook 
 
 
 def _to_arrays(
-    job_id: str, unit_id: int, first_record: int, end_offset: int, results: list[RecordResult]
+    job_id: str,
+    unit_id: int,
+    first_record: int,
+    end_offset: int,
+    results: list[RecordResult],
+    embedding_dims: tuple[int, int] | None,
 ) -> dict[str, np.ndarray]:
     frame_ids = [fid for r in results for fid in r.frame_ids]
     arrays = {
@@ -163,7 +172,7 @@ def _to_arrays(
         "frame_ids": _strings(frame_ids),
         "scores": _rows([r.scores for r in results], 2, "scores"),
     }
-    arrays.update(_embedding_arrays(results))
+    arrays.update(_embedding_arrays(results, embedding_dims))
     meta = {
         "format": FORMAT_VERSION,
         "job_id": job_id,
@@ -194,18 +203,21 @@ def _rows(pieces: list[np.ndarray | None], width: int | None, name: str) -> np.n
     return out
 
 
-def _embedding_arrays(results: list[RecordResult]) -> dict[str, np.ndarray]:
+def _embedding_arrays(
+    results: list[RecordResult], dims: tuple[int, int] | None
+) -> dict[str, np.ndarray]:
     """Both embedding arrays, or none: a record with frames but no embeddings is a bug."""
     kept = [r for r in results if r.nucleotide is not None and r.protein is not None]
-    if not kept:
+    if not kept and dims is None:
         return {}
     kept_ids = {id(r) for r in kept}
     missing = [r.record_id for r in results if r.frame_ids and id(r) not in kept_ids]
     if missing:
         raise ValueError(f"embeddings were not kept for record(s) {', '.join(missing[:5])}")
+    nucleotide_dim, protein_dim = dims or (None, None)
     return {
-        "nucleotide": _rows([r.nucleotide for r in results], None, "nucleotide"),
-        "protein": _rows([r.protein for r in results], None, "protein"),
+        "nucleotide": _rows([r.nucleotide for r in results], nucleotide_dim, "nucleotide"),
+        "protein": _rows([r.protein for r in results], protein_dim, "protein"),
     }
 
 

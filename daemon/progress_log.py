@@ -788,6 +788,10 @@ class ProgressLog:
         self._store = store
         self._executor = executor
         self._closed = False
+        # Reads (`status`, `list`) use their own connection and thread: in WAL mode they
+        # never wait for a write's fsync, so the control plane stays fast under load.
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress-read")
+        self._reader: _Store | None = None
 
     @classmethod
     async def open(
@@ -825,6 +829,9 @@ class ProgressLog:
             self._executor.shutdown(wait=False)  # the close still runs, after the queue
             raise
         self._executor.shutdown(wait=True)  # the thread is idle: this only joins it
+        if self._reader is not None:
+            await loop.run_in_executor(self._read_executor, self._reader.close)
+        self._read_executor.shutdown(wait=True)
 
     async def __aenter__(self) -> ProgressLog:
         return self
@@ -850,6 +857,23 @@ class ProgressLog:
             name = getattr(fn, "__name__", "call")
             raise ProgressLogError(f"{self.path}: {name}: {exc}") from exc
 
+    async def _read(self, name: str, *args: Any) -> Any:
+        """Run the read-only `_Store` method `name` on the reading thread."""
+        if self._closed:
+            raise ProgressLogError(f"{self.path}: the progress log is closed")
+        loop = asyncio.get_running_loop()
+
+        def run() -> Any:
+            if self._reader is None:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0)
+                self._reader = _Store(conn, 0)
+            return getattr(self._reader, name)(*args)
+
+        try:
+            return await loop.run_in_executor(self._read_executor, run)
+        except sqlite3.Error as exc:
+            raise ProgressLogError(f"{self.path}: {name}: {exc}") from exc
+
     async def settings(self) -> dict[str, int | str]:
         """The connection's journal_mode, synchronous, foreign_keys and user_version."""
         return await self._call(self._store.settings)
@@ -861,18 +885,18 @@ class ProgressLog:
         return await self._call(self._store.create_job, job)
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        return await self._call(self._store.get_job, job_id)
+        return await self._read("get_job", job_id)  # type: ignore[no-any-return]
 
     async def list_jobs(self, offset: int = 0, limit: int = 100) -> list[JobRow]:
         """Jobs oldest first (submission order), paged."""
-        return await self._call(self._store.list_jobs, offset, limit)
+        return await self._read("list_jobs", offset, limit)  # type: ignore[no-any-return]
 
     async def unfinished_jobs(self) -> list[JobRow]:
         """Queued, running and assembling jobs, oldest first: the queue to resume."""
         return await self._call(self._store.unfinished_jobs)
 
     async def count_jobs(self) -> int:
-        return await self._call(self._store.count_jobs)
+        return await self._read("count_jobs")  # type: ignore[no-any-return]
 
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> JobRow:
         """Move a job to `state` (terminal states set finished_at) and log a `job.state`

@@ -34,7 +34,6 @@ from virnuc.protocol import (
     UnitDone,
     WorkerError,
     WorkerInfo,
-    WorkerShutdown,
     WorkerState,
     worker_event,
 )
@@ -304,7 +303,9 @@ class WorkerSupervisor(Actor[FromWorker]):
         process = self._process
         if process is not None and process.returncode is None:
             self.set_state(WorkerState.STOPPING, self.assignment)
-            await self.hub.send(self.worker_id, WorkerShutdown())
+            # SIGTERM, not a message: it also reaches a worker that is still starting.
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), self.config.stop_grace)
             except TimeoutError:

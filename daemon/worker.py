@@ -109,7 +109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parent-pid", type=int, help="the daemon's pid (exit if not ours)")
     parser.add_argument("--heartbeat-interval", type=_positive, default=1.0, metavar="S")
     parser.add_argument("--checkpoint-seconds", type=_positive, default=300.0, metavar="S")
-    parser.add_argument("--block-frames", type=int, default=2048, help="frames per GPU block")
+    parser.add_argument(
+        "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
+    )
     return parser.parse_args(argv)
 
 
@@ -117,6 +119,13 @@ def _device(text: str) -> str:
     if not _DEVICE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not cpu, cuda or cuda:N")
     return text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -208,15 +217,6 @@ class Flags:
 # --- the I/O thread ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Barrier:
-    """Set once every message queued before it was handed to zmq (and, with
-    `close`, delivered: the socket is closed with a linger and the context ended)."""
-
-    done: threading.Event
-    close: bool
-
-
 class IoLink:
     """Owns the DEALER socket on its own thread; other threads only use queues."""
 
@@ -236,7 +236,8 @@ class IoLink:
         self.flags = flags
         self.log = log
         self.inbox: queue.Queue[FromDaemon] = queue.Queue()
-        self._outbox: queue.Queue[bytes | _Barrier] = queue.Queue()
+        # bytes to send, or the Event of a `close` (set once all before it is delivered)
+        self._outbox: queue.Queue[bytes | threading.Event] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -251,24 +252,23 @@ class IoLink:
         """Queue a message for the daemon (any thread); order is kept."""
         self._put(message.encode())
 
-    def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
-        """Wait until everything queued so far is handed to zmq."""
-        return self._barrier(close=False, timeout=timeout)
-
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
-        """Deliver everything queued so far (up to `timeout`), then end the thread."""
-        delivered = self._barrier(close=True, timeout=timeout)
-        self._thread.join(timeout)
-        return delivered
+        """Deliver everything queued so far, then end the thread (any thread may call).
 
-    def _barrier(self, *, close: bool, timeout: float) -> bool:
+        zmq has no "flushed" call; closing the socket with a linger and ending the
+        context is what waits until queued messages are written to the peer.
+        Returns False when that did not finish within `timeout` (about twice that
+        in the worst case) or the thread was already gone.
+        """
         if not self._thread.is_alive():
             return False
-        barrier = _Barrier(threading.Event(), close)
-        self._put(barrier)
-        return barrier.done.wait(timeout)
+        delivered = threading.Event()
+        self._put(delivered)
+        finished = delivered.wait(timeout)
+        self._thread.join(timeout)
+        return finished
 
-    def _put(self, item: bytes | _Barrier) -> None:
+    def _put(self, item: bytes | threading.Event) -> None:
         self._outbox.put(item)
         with contextlib.suppress(BlockingIOError):  # pipe full: a wake-up is pending anyway
             os.write(self._wake_w, b"\0")
@@ -280,19 +280,19 @@ class IoLink:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
         try:
-            closing = self._loop(sock)
+            delivered = self._loop(sock)
         except Exception:  # a dead I/O thread would look like a hung worker: die loudly
             self.log.exception("worker.io_failed")
             os._exit(EXIT_FATAL)
         sock.close(linger=int(CLOSE_TIMEOUT_S * 1000))
         context.term()  # returns once queued messages are delivered or the linger ends
-        closing.done.set()
+        delivered.set()
 
-    def _loop(self, sock: zmq.Socket[bytes]) -> _Barrier:
-        """Serve the socket until a closing barrier is reached, and return it."""
+    def _loop(self, sock: zmq.Socket[bytes]) -> threading.Event:
+        """Serve the socket until a `close` request is reached; return its Event."""
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
-        pending: deque[bytes | _Barrier] = deque()
+        pending: deque[bytes | threading.Event] = deque()
         next_beat = time.monotonic() + self.interval
         while True:
             wait_s = min(max(next_beat - time.monotonic(), 0.0), 1.0)
@@ -310,7 +310,7 @@ class IoLink:
                     self._heartbeat(sock)
             self._check_parent()
 
-    def _take_outbox(self, pending: deque[bytes | _Barrier]) -> None:
+    def _take_outbox(self, pending: deque[bytes | threading.Event]) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
         with contextlib.suppress(queue.Empty):
@@ -318,20 +318,17 @@ class IoLink:
                 pending.append(self._outbox.get_nowait())
 
     def _send_pending(
-        self, sock: zmq.Socket[bytes], pending: deque[bytes | _Barrier]
-    ) -> _Barrier | None:
-        """Send in order without blocking; returns a closing barrier once reached."""
+        self, sock: zmq.Socket[bytes], pending: deque[bytes | threading.Event]
+    ) -> threading.Event | None:
+        """Send in order without blocking; returns a `close` request once reached."""
         while pending:
             item = pending[0]
-            if isinstance(item, _Barrier):
-                if item.close:
-                    return item
-                item.done.set()
-            else:
-                try:
-                    sock.send(item, zmq.NOBLOCK)
-                except zmq.Again:  # high-water mark: wait for POLLOUT
-                    return None
+            if isinstance(item, threading.Event):
+                return item
+            try:
+                sock.send(item, zmq.NOBLOCK)
+            except zmq.Again:  # high-water mark: wait for POLLOUT
+                return None
             pending.popleft()
         return None
 
@@ -378,6 +375,7 @@ class _PartJob:
     first_record: int
     end_offset: int
     results: list[RecordResult]
+    embedding_dims: tuple[int, int] | None  # set when the job saves embeddings
 
 
 class PartWriteError(RuntimeError):
@@ -445,6 +443,7 @@ class PartWriter:
             first_record=job.first_record,
             end_offset=job.end_offset,
             results=job.results,
+            embedding_dims=job.embedding_dims,
             fault=self.faults.hit,
         )
         self.link.send(
@@ -464,7 +463,7 @@ class PartWriter:
             "part.written", job=a.job_id, unit=a.unit_id, first_record=job.first_record,
             records=part.record_count, frames=part.frames, bytes=part.size,
         )  # fmt: skip
-        self.faults.hit("after_ack", before=self.link.close)
+        self.faults.hit("after_ack")
 
 
 # --- one unit ----------------------------------------------------------------------------
@@ -595,6 +594,7 @@ class UnitRun:
         self.models = models
         self.log = log
         self.feed = RecordFeed(assign, self._boundary)
+        self.dims = (models.dnabert.dim, models.esm.dim) if assign.save_embeddings else None
         self.done: list[RecordResult] = []
         self.next_first = assign.start_record  # first record of the next part
         self.end_offset = assign.start_offset
@@ -648,7 +648,7 @@ class UnitRun:
         """Hand the finished records to the writer as the next contiguous part."""
         if self.done:
             self.ctx.writer.submit(
-                _PartJob(self.assign, self.next_first, self.end_offset, self.done)
+                _PartJob(self.assign, self.next_first, self.end_offset, self.done, self.dims)
             )
             self.next_first += len(self.done)
             self.done = []
@@ -675,7 +675,7 @@ class UnitRun:
             )
         )
         self.reported, self.last_report = self.records_done, now
-        self.ctx.faults.hit("mid_unit", before=self.ctx.link.close)
+        self.ctx.faults.hit("mid_unit")
 
     def _abandon(self) -> None:
         """Cancelled: drop unwritten results; queued parts are skipped by the writer."""
@@ -833,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
     except (DeviceUnavailable, FaultSpecError) as exc:
         return _fatal(link, log, str(exc))
+    faults.before_kill = link.close
     return _serve(args, link, flags, faults, device, log)
 
 

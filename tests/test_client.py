@@ -627,6 +627,23 @@ def test_predict_failed_job_exits_1_and_shows_the_log(
     assert not daemon.state_dir.exists()
 
 
+def test_private_daemon_is_cleaned_up_after_ctrl_c(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(private_daemon, "make_state_dir", lambda: daemon.state_dir)
+    monkeypatch.setattr(private_daemon, "SHUTDOWN_GRACE", 0.1)
+    idle = [sys.executable, "-c", "import signal; signal.pause()"]
+    monkeypatch.setattr(private_daemon, "daemon_command", lambda *a: idle)
+    private = private_daemon.PrivateDaemon("cpu", 1, None, timeout=5)
+    with pytest.raises(KeyboardInterrupt), private:
+        raise KeyboardInterrupt
+    assert private.process is not None
+    assert private.process.returncode == -9  # ignored the shutdown op: killed after the grace
+    assert daemon.ops() == ["ping", "shutdown"]
+    assert not daemon.state_dir.exists()
+    assert "interrupt again to kill it" in capsys.readouterr().err
+
+
 # --- the progress line ------------------------------------------------------------------------
 
 

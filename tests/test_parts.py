@@ -99,6 +99,19 @@ def test_a_part_without_any_frames_round_trips(tmp_path: Path, embeddings: bool)
     assert_same(list(contents.results()), results)
 
 
+def test_embedding_dims_are_kept_without_frames(tmp_path: Path) -> None:
+    """A job saving embeddings says so in every part, even one without any frame."""
+    part = write(tmp_path, [result("a", 0, embeddings=True)], embedding_dims=(NUC, PROT))
+    contents = read_part(part.path)
+    assert contents.arrays["nucleotide"].shape == (0, NUC)
+    assert contents.arrays["protein"].shape == (0, PROT)
+    (only,) = contents.results()
+    assert only.nucleotide is not None
+    assert only.nucleotide.shape == (0, NUC)
+    with pytest.raises(ValueError, match=r"protein must be \[frames, 5\]"):
+        write(tmp_path, sample(True), embedding_dims=(NUC, 5))
+
+
 def test_only_plain_arrays_are_stored(tmp_path: Path) -> None:
     part = write(tmp_path, sample(True))
     with np.load(part.path, allow_pickle=False) as npz:

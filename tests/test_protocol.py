@@ -41,9 +41,9 @@ wire_values = st.recursive(
 )
 ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
 abs_paths = st.builds(
-    lambda s: "/" + s, st.text(st.characters(exclude_characters="\0"), max_size=20)
+    lambda s: "/" + s, st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=20)
 )
-names = st.text(min_size=1, max_size=12)
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
 counts = st.integers(0, 2**40)
 positive = st.integers(1, 2**40)
 

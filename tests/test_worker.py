@@ -5,6 +5,7 @@ Every wait is a socket poll or a process poll with a deadline; nothing sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,7 +39,6 @@ from virnuc.protocol import (
     ModelSpec,
     UnitDone,
     WorkerError,
-    WorkerShutdown,
     decode_from_worker,
 )
 
@@ -107,8 +107,8 @@ class FakeDaemon:
         self.sock.send_multipart([worker_id.encode(), message.encode()])
 
 
-@pytest.fixture
-def daemon() -> Iterator[FakeDaemon]:
+@contextlib.contextmanager
+def fake_daemon() -> Iterator[FakeDaemon]:
     """A ROUTER bound in a short temp dir (ipc paths are limited to ~100 bytes)."""
     where = tempfile.mkdtemp(prefix="vw", dir="/tmp")
     context = zmq.Context()
@@ -117,34 +117,85 @@ def daemon() -> Iterator[FakeDaemon]:
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
     endpoint = f"ipc://{where}/workers.sock"
     sock.bind(endpoint)
-    yield FakeDaemon(sock, endpoint)
-    sock.close()
-    context.term()
-    shutil.rmtree(where, ignore_errors=True)
+    try:
+        yield FakeDaemon(sock, endpoint)
+    finally:
+        sock.close()
+        context.term()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+class Spawner:
+    """Starts worker processes; `close` kills and reaps every one still running."""
+
+    def __init__(self, demo_cache: Path, log_dir: Path):
+        self.demo_cache = demo_cache
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def __call__(
+        self, endpoint: str, *extra: str, fault: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        env = worker_env(self.demo_cache)
+        if fault:
+            env["VIRNUC_FAULT"] = fault
+        log = self.log_dir / f"worker-{len(self.procs)}.log"  # its JSON log, for post-mortems
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                worker_command(endpoint, "w0", *extra),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
 
 
 @pytest.fixture
-def spawn(demo_cache: Path, tmp_path: Path) -> Iterator[Any]:
-    """Start worker processes; every one still running at the end is killed and reaped."""
-    procs: list[subprocess.Popen[bytes]] = []
+def daemon() -> Iterator[FakeDaemon]:
+    with fake_daemon() as d:
+        yield d
 
-    def start(endpoint: str, *extra: str, fault: str | None = None, worker_id: str = "w0"):
-        env = {**os.environ, "VIRNUC_CACHE_DIR": str(demo_cache)}
-        env.pop("VIRNUC_FAULT", None)
-        if fault:
-            env["VIRNUC_FAULT"] = fault
-        command = worker_command(endpoint, worker_id, *extra)
-        stderr = (tmp_path / f"{worker_id}-{len(procs)}.log").open("wb")
-        with stderr:
-            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-        procs.append(proc)
-        return proc
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+@pytest.fixture
+def spawn(demo_cache: Path, tmp_path: Path) -> Iterator[Spawner]:
+    spawner = Spawner(demo_cache, tmp_path)
+    yield spawner
+    spawner.close()
+
+
+@dataclass
+class WarmWorker:
+    """One worker process shared by the tests that leave it idle and healthy."""
+
+    daemon: FakeDaemon
+    proc: subprocess.Popen[bytes]
+    hello: Hello
+
+
+@pytest.fixture(scope="module")
+def warm(demo_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WarmWorker]:
+    spawner = Spawner(demo_cache, tmp_path_factory.mktemp("warm"))
+    with fake_daemon() as daemon:
+        proc = spawner(daemon.endpoint)
+        try:
+            yield WarmWorker(daemon, proc, daemon.expect(Hello, START_S))
+        finally:
+            spawner.close()
+
+
+def worker_env(demo_cache: Path) -> dict[str, str]:
+    """One torch thread: on a busy 2-core box, OpenMP threads spinning against other
+    processes make the tiny models 40x slower."""
+    env = {**os.environ, "VIRNUC_CACHE_DIR": str(demo_cache), "OMP_NUM_THREADS": "1"}
+    env.pop("VIRNUC_FAULT", None)
+    return env
 
 
 def worker_command(endpoint: str, worker_id: str, *extra: str) -> list[str]:
@@ -156,6 +207,11 @@ def worker_command(endpoint: str, worker_id: str, *extra: str) -> list[str]:
 
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float = STEP_S) -> int:
     return proc.wait(timeout)
+
+
+def of_type(messages: list[FromWorker], kind: Any) -> list[Any]:
+    """The messages of one type (or a union of types), in order."""
+    return [m for m in messages if isinstance(m, kind)]
 
 
 # --- inputs and expectations -------------------------------------------------------------
@@ -170,7 +226,7 @@ def example_records() -> list[FastaRecord]:
 def long_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Long enough that a unit is still running when the test interrupts it."""
     path = tmp_path_factory.mktemp("long") / "long.fa"
-    write_fasta(path, random_lengths(400, seed=11), seed=11)
+    write_fasta(path, random_lengths(1000, seed=11), seed=11)
     return path
 
 
@@ -254,62 +310,62 @@ def offsets_of(records: list[FastaRecord]) -> dict[int, int]:
 # --- one warm worker, many units ------------------------------------------------------------
 
 
-def test_hello_heartbeats_units_and_resume(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, example_records, reference
-) -> None:
-    proc = spawn(daemon.endpoint)
-    hello = daemon.expect(Hello, START_S)
-    assert (hello.worker_id, hello.pid, hello.device, hello.models) == ("w0", proc.pid, "cpu", None)
+def test_hello_then_heartbeats(warm: WarmWorker) -> None:
+    hello = warm.hello
+    assert (hello.worker_id, hello.pid, hello.device, hello.models) == (
+        "w0",
+        warm.proc.pid,
+        "cpu",
+        None,
+    )
     assert {"virnuc", "torch", "transformers", "fair-esm", "python"} <= set(hello.versions)
-    beats = [daemon.receive(STEP_S) for _ in range(2)]
+    beats = [warm.daemon.receive(STEP_S) for _ in range(2)]
     assert [type(b[1]) for b in beats if b] == [Heartbeat, Heartbeat]
     seqs = [b[1].seq for b in beats if b and isinstance(b[1], Heartbeat)]
     assert seqs[0] is not None
     assert seqs[1] == seqs[0] + 1
-    assert {identity for identity, _ in daemon.seen} == {"w0"}
+    assert {identity for identity, _ in warm.daemon.seen} == {"w0"}
 
-    # a whole unit: models load once, parts of 3 records tile it, then unit_done
+
+def test_units_are_tiled_by_parts_equal_to_the_predictor(
+    warm: WarmWorker, demo_cache: Path, tmp_path: Path, example_records, reference
+) -> None:
+    daemon = warm.daemon
+    # a whole unit: parts of 3 records tile it, then unit_done
     daemon.send("w0", assign(tmp_path, demo_cache, "j1", example_records))
-    loaded = daemon.expect(ModelsLoaded, STEP_S)
-    assert loaded.models["profile"] == "demo"
-    assert loaded.models["device"] == "cpu"
     messages, done = daemon.collect_until(UnitDone)
     assert (done.job_id, done.unit_id) == ("j1", 0)
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
+    for loaded in of_type(messages, ModelsLoaded):  # unless an earlier test loaded them
+        assert (loaded.models["profile"], loaded.models["device"]) == ("demo", "cpu")
+    acks = of_type(messages, Checkpoint)
     assert [a.record_count for a in acks] == [3, 3, 3, 3, 3, 3, 2]
     assert check_contiguous(acks, 0, offsets_of(example_records)) == 20
     assert acks[-1].end_offset == EXAMPLE.stat().st_size
     assert_same_results(part_results(acks), reference)
-    progress = [m for m in messages if isinstance(m, BatchDone)]
+    progress = of_type(messages, BatchDone)
     assert progress
-    assert all(p.records_done <= 20 for p in progress)
+    assert all(0 < p.records_done <= 20 for p in progress)
 
     # resume from the middle of a unit: only the rest is computed, models stay warm
     rest = example_records[7:]
     daemon.send("w0", assign(tmp_path, demo_cache, "j2", rest, checkpoint_every=5))
-    messages, done = daemon.collect_until(UnitDone)
-    assert not [m for m in messages if isinstance(m, ModelsLoaded | WorkerError)]
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
+    messages, _ = daemon.collect_until(UnitDone)
+    assert not of_type(messages, ModelsLoaded | WorkerError)
+    acks = of_type(messages, Checkpoint)
     assert [(a.first_record, a.record_count) for a in acks] == [(7, 5), (12, 5), (17, 3)]
     assert Path(acks[0].path).name == "u000000-r0000000007.npz"
     assert_same_results(part_results(acks), reference[7:])
+
     # without embeddings, the parts hold none
     daemon.send("w0", assign(tmp_path, demo_cache, "j3", rest, save_embeddings=False))
     messages, _ = daemon.collect_until(UnitDone)
-    results = part_results([m for m in messages if isinstance(m, Checkpoint)])
-    assert all(r.nucleotide is None for r in results)
-
-    # the shutdown message: exit 0 when idle
-    daemon.send("w0", WorkerShutdown())
-    assert wait_exit(proc) == 0
+    assert all(r.nucleotide is None for r in part_results(of_type(messages, Checkpoint)))
 
 
 def test_failures_are_reported_and_the_worker_carries_on(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, example_records
+    warm: WarmWorker, demo_cache: Path, tmp_path: Path, example_records
 ) -> None:
-    proc = spawn(daemon.endpoint)
-    daemon.expect(Hello, START_S)
-
+    daemon = warm.daemon
     # models that cannot load: a non-fatal error for this unit
     bad_models = models(demo_cache, classifier=str(tmp_path / "missing.pth"), profile=None)
     daemon.send("w0", assign(tmp_path, demo_cache, "bad", example_records, models=bad_models))
@@ -317,17 +373,15 @@ def test_failures_are_reported_and_the_worker_carries_on(
     assert (error.fatal, error.job_id, error.unit_id) == (False, "bad", 0)
     assert "cannot load the models" in error.message
 
-    # an input that ends before the unit does
-    short = assign(tmp_path, demo_cache, "short", example_records, record_count=25)
-    daemon.send("w0", short)
+    # an input that ends before the unit does: the records before the end are kept
+    daemon.send("w0", assign(tmp_path, demo_cache, "short", example_records, record_count=25))
     messages, error = daemon.collect_until(WorkerError)
-    assert error.fatal is False
+    assert (error.fatal, error.job_id) == (False, "short")
     assert "failed at record 20: the input ends there" in error.message
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
-    assert check_contiguous(acks, 0, offsets_of(example_records)) == 20  # finished work kept
-    assert not [m for m in messages if isinstance(m, UnitDone)]
+    assert check_contiguous(of_type(messages, Checkpoint), 0, offsets_of(example_records)) == 20
+    assert not of_type(messages, UnitDone)
 
-    # a FASTA that turns out unreadable at record 6
+    # a FASTA that turns out unreadable at record 6: records 0-5 are kept
     damaged = tmp_path / "damaged.fa"
     lines = EXAMPLE.read_bytes().split(b"\n")
     header_7 = next(i for i, line in enumerate(lines) if line.startswith(b">contig_00007"))
@@ -336,27 +390,26 @@ def test_failures_are_reported_and_the_worker_carries_on(
     daemon.send("w0", assign(tmp_path, demo_cache, "damaged", example_records[:10], damaged))
     messages, error = daemon.collect_until(WorkerError)
     assert "failed at record 6: cannot read the input" in error.message
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
-    assert check_contiguous(acks, 0, offsets_of(example_records)) == 6
+    assert check_contiguous(of_type(messages, Checkpoint), 0, offsets_of(example_records)) == 6
 
     # a start offset that is not a record start
     wrong = assign(tmp_path, demo_cache, "wrong", example_records[2:], start_offset=5)
     daemon.send("w0", wrong)
-    error = daemon.expect(WorkerError, skip=(ModelsLoaded,))
+    messages, error = daemon.collect_until(WorkerError)
     assert "failed at record 2: byte offset 5 is not the start of a record" in error.message
+    assert not of_type(messages, Checkpoint)
 
     # still healthy
     daemon.send("w0", assign(tmp_path, demo_cache, "ok", example_records[:4]))
     daemon.collect_until(UnitDone)
-    assert proc.poll() is None
+    assert warm.proc.poll() is None
 
 
 def test_cancel_stops_the_unit_and_the_next_assign_runs(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path, example_records
+    warm: WarmWorker, demo_cache: Path, tmp_path: Path, long_input: Path, example_records
 ) -> None:
+    daemon = warm.daemon
     records = list(read_records(long_input))
-    spawn(daemon.endpoint)
-    daemon.expect(Hello, START_S)
     daemon.send("w0", assign(tmp_path, demo_cache, "long", records, long_input))
     first = daemon.expect(Checkpoint, STEP_S, skip=(ModelsLoaded, BatchDone))
     cancelled_at = time.monotonic()
@@ -366,8 +419,8 @@ def test_cancel_stops_the_unit_and_the_next_assign_runs(
     assert done.job_id == "next"
     assert time.monotonic() - cancelled_at < 10
     stale = [m for m in messages if getattr(m, "job_id", None) == "long"]
-    assert not [m for m in stale if isinstance(m, UnitDone | WorkerError)]
-    acks = [first, *(m for m in stale if isinstance(m, Checkpoint))]
+    assert not of_type(stale, UnitDone | WorkerError)
+    acks = [first, *of_type(stale, Checkpoint)]
     assert check_contiguous(acks, 0, offsets_of(records)) < len(records)
     for ack in acks:  # every acked part is intact
         read_part(Path(ack.path), size=ack.size, sha256=ack.sha256)
@@ -392,12 +445,12 @@ def test_sigterm_mid_unit_writes_an_emergency_part_and_exits_0(
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc) == 0
     messages = [m for _, m in daemon.seen] + daemon.drain()
-    assert not [m for m in messages if isinstance(m, UnitDone | WorkerError)]
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
+    assert not of_type(messages, UnitDone | WorkerError)
+    acks = of_type(messages, Checkpoint)
     assert acks, "the records finished since the last part were not saved"
     end = check_contiguous(acks, 0, offsets_of(records))
     assert 0 < end < len(records)
-    reported = max(m.records_done for m in messages if isinstance(m, BatchDone))
+    reported = max(m.records_done for m in of_type(messages, BatchDone))
     assert end >= reported  # every record reported finished is in a part
     parts_dir = tmp_path / "j" / "parts"
     assert sorted(p.name for p in parts_dir.iterdir()) == sorted(Path(a.path).name for a in acks)
@@ -427,9 +480,9 @@ def test_fault_points_kill_at_the_right_moment(
     daemon.send("w0", job)
     assert wait_exit(proc) == -signal.SIGKILL
     messages = [m for _, m in daemon.seen] + daemon.drain()
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
+    acks = of_type(messages, Checkpoint)
     assert [a.first_record for a in acks] == acked
-    assert not [m for m in messages if isinstance(m, UnitDone)]
+    assert not of_type(messages, UnitDone)
     parts_dir = Path(job.parts_dir)
     temp = f".u000000-r0000000003.npz.{proc.pid}.tmp"  # see parts.temp_path
     names = {p.name for p in parts_dir.iterdir()}
@@ -449,25 +502,33 @@ def test_mid_unit_fault_kills_after_a_batch_done(
     daemon.send("w0", assign(tmp_path, demo_cache, "j", records, long_input))
     assert wait_exit(proc) == -signal.SIGKILL
     messages = [m for _, m in daemon.seen] + daemon.drain()
-    assert len([m for m in messages if isinstance(m, BatchDone)]) == 2
-    assert not [m for m in messages if isinstance(m, UnitDone)]
-    acks = [m for m in messages if isinstance(m, Checkpoint)]
+    assert len(of_type(messages, BatchDone)) == 2
+    assert not of_type(messages, UnitDone)
+    acks = of_type(messages, Checkpoint)
     assert check_contiguous(acks, 0, offsets_of(records)) < len(records)
 
 
-def test_a_restarted_worker_takes_over_its_identity(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, example_records
+def test_resume_after_a_crash_equals_an_uninterrupted_run(
+    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, example_records, reference
 ) -> None:
-    """ROUTER_HANDOVER: after a SIGKILL the new process with the same id gets the work."""
-    first = spawn(daemon.endpoint)
+    """Kill with a part renamed but unacked; a new w0 (ROUTER_HANDOVER) resumes after
+    the last ack, rewrites that part, and the acked parts equal the uninterrupted run."""
+    first = spawn(daemon.endpoint, fault="after_rename@3")
     daemon.expect(Hello, START_S)
-    first.kill()
-    first.wait()
+    daemon.send("w0", assign(tmp_path, demo_cache, "j", example_records))
+    assert wait_exit(first) == -signal.SIGKILL
+    acked = of_type([m for _, m in daemon.seen] + daemon.drain(), Checkpoint)
+    resume_at = check_contiguous(acked, 0, offsets_of(example_records))
+    assert resume_at == 6
+
     second = spawn(daemon.endpoint)
-    hello = daemon.expect(Hello, START_S)
-    assert hello.pid == second.pid
-    daemon.send("w0", assign(tmp_path, demo_cache, "j", example_records[:2]))
-    daemon.collect_until(UnitDone)
+    assert daemon.expect(Hello, START_S).pid == second.pid
+    rest = example_records[resume_at:]
+    daemon.send("w0", assign(tmp_path, demo_cache, "j", rest))
+    messages, _ = daemon.collect_until(UnitDone)
+    acks = acked + of_type(messages, Checkpoint)
+    assert check_contiguous(acks, 0, offsets_of(example_records)) == 20
+    assert_same_results(part_results(acks), reference)
 
 
 def test_dies_with_its_parent(daemon: FakeDaemon, demo_cache: Path) -> None:
@@ -479,7 +540,7 @@ def test_dies_with_its_parent(daemon: FakeDaemon, demo_cache: Path) -> None:
         "print(child.pid, flush=True)\n"
         "child.wait()\n"
     )
-    env = {**os.environ, "VIRNUC_CACHE_DIR": str(demo_cache)}
+    env = worker_env(demo_cache)
     command = [sys.executable, "-c", launcher, *worker_command(daemon.endpoint, "w0")]
     parent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE)
     try:
