@@ -38,6 +38,7 @@ format: venv
 
 bench: venv
 	$(BIN)/python -m bench.bench_pipeline
+	$(BIN)/python -m bench.bench_daemon
 
 clean:
 	rm -rf $(VENV) build demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -21,6 +21,7 @@ import numpy as np
 from virnuc.pipeline.fasta import RecordStart, record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
+from .faults import Faults
 from .parts import PartContents, PartCorrupt, read_part
 from .progress_log import JobRow, PartRow, ProgressLog
 
@@ -42,9 +43,10 @@ class AssemblyCancelled(Exception):
 class _Assembly:
     """State carried across parts; each method runs in a worker thread."""
 
-    def __init__(self, job: JobRow, cancel: threading.Event):
+    def __init__(self, job: JobRow, cancel: threading.Event, faults: Faults):
         self.job = job
         self.cancel = cancel
+        self.faults = faults
         self.writer: ResultWriter | None = None
         self.next_record = 0
         self.input_ids: Iterator[RecordStart] = record_starts(job.input)
@@ -63,6 +65,7 @@ class _Assembly:
         for result in results:
             writer.write(result)
         self.next_record += row.record_count
+        self.faults.hit("mid_assembly")
 
     def _check_place(self, row: PartRow, part: PartContents) -> None:
         if row.first_record != self.next_record:
@@ -122,9 +125,11 @@ def _dims(nucleotide: np.ndarray | None, protein: np.ndarray | None) -> tuple[in
     return int(nucleotide.shape[1]), int(protein.shape[1])
 
 
-async def assemble(progress: ProgressLog, job: JobRow, cancel: threading.Event) -> None:
+async def assemble(
+    progress: ProgressLog, job: JobRow, cancel: threading.Event, faults: Faults | None = None
+) -> None:
     """Write the job's final outputs from its recorded parts, or raise why not."""
-    assembly = _Assembly(job, cancel)
+    assembly = _Assembly(job, cancel, faults or Faults())
     try:
         async for row in progress.iter_parts(job.job_id):
             await asyncio.to_thread(assembly.add, row)

@@ -77,6 +77,10 @@ class DaemonConfig:
     def job_dir(self, job_id: str) -> Path:
         return self.state_dir / "jobs" / job_id
 
+    def threads_per_cpu_worker(self) -> int:
+        """CPU workers share the cores; torch's default (all cores each) thrashes."""
+        return max(1, (os.cpu_count() or 1) // len(self.devices()))
+
     def devices(self) -> list[str]:
         """One entry per worker slot, e.g. ['cpu', 'cpu'] or ['cuda:0', 'cuda:1']."""
         if self.device == "cpu":

@@ -14,6 +14,12 @@ Points (counted over the process's life, across units):
 * ``after_rename`` — the part is in place and its directory fsynced; no ack sent.
 * ``after_ack`` — the part's ``checkpoint`` ack has been delivered to the daemon.
 * ``mid_unit`` — the n-th ``batch_done`` of the process has been delivered.
+* ``mid_assembly`` — (virnucd itself) the n-th part has been appended to the outputs.
+
+``VIRNUC_FAULT_MARKER``, a path, makes a fault fire once over all processes: the
+process that fires creates the file, and no process fires while it exists. A restarted
+worker (or daemon) inherits the same ``VIRNUC_FAULT`` and must not die the same way
+again, or every crash test would end in the give-up policy.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 ENV = "VIRNUC_FAULT"
-POINTS = frozenset({"before_rename", "after_rename", "after_ack", "mid_unit"})
+MARKER_ENV = "VIRNUC_FAULT_MARKER"
+POINTS = frozenset({"before_rename", "after_rename", "after_ack", "mid_unit", "mid_assembly"})
 
 
 class FaultSpecError(ValueError):
@@ -35,8 +42,9 @@ class FaultSpecError(ValueError):
 class Faults:
     """The armed fault points of this process and how often each was reached."""
 
-    def __init__(self, armed: Mapping[str, int] | None = None):
+    def __init__(self, armed: Mapping[str, int] | None = None, marker: str | None = None):
         self._armed = dict(armed or {})
+        self._marker = marker
         self._reached: Counter[str] = Counter()
         self._lock = threading.Lock()
         #: Run just before the kill; the worker sets it to flush its socket.
@@ -44,7 +52,7 @@ class Faults:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Faults:
-        return cls(parse(environ.get(ENV, "")))
+        return cls(parse(environ.get(ENV, "")), environ.get(MARKER_ENV) or None)
 
     def hit(self, point: str) -> None:
         """Count a visit to ``point``; on the armed visit run ``before_kill``, then die."""
@@ -53,10 +61,20 @@ class Faults:
         with self._lock:
             self._reached[point] += 1
             fire = self._reached[point] == self._armed[point]
-        if fire:
+        if fire and self._claim():
             if self.before_kill is not None:
                 self.before_kill()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def _claim(self) -> bool:
+        """True if this process may fire: no marker configured, or it created it now."""
+        if self._marker is None:
+            return True
+        try:
+            os.close(os.open(self._marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
 
 def parse(text: str) -> dict[str, int]:

@@ -32,6 +32,7 @@ from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
 from .log_setup import configure_logging
+from .notify import Notifier
 from .progress_log import ProgressLog, ProgressLogError
 from .publisher import EventPublisher
 from .scheduler import Scheduler
@@ -42,6 +43,8 @@ log = structlog.get_logger()
 
 EXIT_CONFIG = 2
 EXIT_STATE_DIR = 3  # another virnucd holds the state dir, or it cannot be used
+EXIT_WORKERS = 4  # a configured worker (e.g. a GPU) never came up
+STATUS_INTERVAL = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +115,8 @@ class Daemon:
         self.config = config
         self.stopping = asyncio.Event()
         self.stop_reason = ""
+        self.exit_code = 0
+        self.notifier = Notifier()
 
     def request_shutdown(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -131,7 +136,8 @@ class Daemon:
             await asyncio.shield(progress.close())
             context.term()
         log.info("daemon.stopped", reason=self.stop_reason)
-        return 0
+        self.notifier.close()
+        return self.exit_code
 
     async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
         config = self.config
@@ -153,6 +159,10 @@ class Daemon:
             supervisor.start()
         control.start()
         self._install_signals()
+        background = [
+            asyncio.create_task(self._announce_ready(supervisors, scheduler)),
+            asyncio.create_task(self._keep_systemd_informed(supervisors, scheduler)),
+        ]
         log.info(
             "daemon.ready",
             version=__version__,
@@ -162,6 +172,10 @@ class Daemon:
         )
         await self.stopping.wait()
         log.info("daemon.stopping", reason=self.stop_reason)
+        self.notifier.stopping()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await self._shutdown(scheduler, supervisors, control, hub, events)
 
     def _supervisors(
@@ -179,6 +193,46 @@ class Daemon:
             )
             for i, device in enumerate(self.config.devices())
         ]
+
+    async def _announce_ready(
+        self, supervisors: list[WorkerSupervisor], scheduler: Scheduler
+    ) -> None:
+        """READY=1 once every worker said hello; a slot that never does stops us."""
+
+        async def up(supervisor: WorkerSupervisor) -> None:
+            ready = asyncio.create_task(supervisor.ever_ready.wait())
+            gave_up = asyncio.create_task(supervisor.gave_up.wait())
+            await asyncio.wait({ready, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            gave_up.cancel()
+            if not supervisor.ever_ready.is_set():
+                raise RuntimeError(f"worker {supervisor.worker_id} on {supervisor.device}")
+
+        try:
+            await asyncio.gather(*(up(s) for s in supervisors))
+        except RuntimeError as exc:
+            log.error(
+                "daemon.worker_never_started",
+                worker=str(exc),
+                advice="check the device exists and its driver works (nvidia-smi)",
+            )
+            self.exit_code = EXIT_WORKERS
+            self.request_shutdown(f"{exc} never started")
+            return
+        self.notifier.ready(status_line(supervisors, scheduler))
+        log.info("daemon.workers_ready", workers=len(supervisors))
+
+    async def _keep_systemd_informed(
+        self, supervisors: list[WorkerSupervisor], scheduler: Scheduler
+    ) -> None:
+        """WATCHDOG=1 from this loop (a wedged loop misses it) and a STATUS= line."""
+        interval = min(self.notifier.watchdog_interval or STATUS_INTERVAL, STATUS_INTERVAL)
+        if not self.notifier.enabled:
+            return
+        while True:
+            self.notifier.watchdog()
+            self.notifier.status(status_line(supervisors, scheduler))
+            await asyncio.sleep(interval)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,6 +259,12 @@ class Daemon:
 
 
 SOCKETS = ("control.sock", "events.sock", "workers.sock")
+
+
+def status_line(supervisors: list[WorkerSupervisor], scheduler: Scheduler) -> str:
+    states = [s.state.value for s in supervisors]
+    workers = ", ".join(f"{states.count(v)} {v}" for v in dict.fromkeys(states))
+    return f"{len(scheduler.jobs)} unfinished job(s); workers: {workers}"
 
 
 def remove_sockets(state_dir: Path) -> None:

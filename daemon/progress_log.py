@@ -403,8 +403,12 @@ class _Store:
         return self._job(job_id)
 
     @_transaction
-    def add_restart(self, job_id: str) -> int:
-        self._bump_job(job_id, "restarts = restarts + 1")
+    def add_restart(self, job_id: str, lost_records: int) -> int:
+        self._bump_job(
+            job_id,
+            "restarts = restarts + 1, records_recomputed = records_recomputed + ?",
+            (lost_records,),
+        )
         return self._job(job_id).restarts
 
     def _bump_job(self, job_id: str, assignments: str, params: tuple[Any, ...] = ()) -> None:
@@ -903,9 +907,9 @@ class ProgressLog:
         event. A terminal job cannot change state: ConflictError."""
         return await self._call(self._store.set_job_state, job_id, state, error)
 
-    async def add_restart(self, job_id: str) -> int:
-        """Count one more worker restart against the job; returns the new count."""
-        return await self._call(self._store.add_restart, job_id)
+    async def add_restart(self, job_id: str, lost_records: int = 0) -> int:
+        """Count a unit re-run after a worker death, and the computed records it lost."""
+        return await self._call(self._store.add_restart, job_id, lost_records)
 
     # planning
 

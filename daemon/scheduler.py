@@ -36,6 +36,7 @@ from . import scheduler_messages as sm
 from .actor import Actor
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .config import DaemonConfig
+from .faults import Faults
 from .planner import PlanningCancelled, plan_job
 from .progress_log import ConflictError, JobRow, ProgressLog, UnitRow
 from .publisher import EventPublisher
@@ -88,6 +89,7 @@ class Scheduler(Actor[Any]):
         self.workers: dict[str, WorkerSupervisor] = {}
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True
+        self.faults = Faults.from_env()  # crash tests only; inert when unset
         self._recorded: dict[str, tuple[int, int]] = {}  # worker -> recorded since assign
 
     # --- queries for the control server (same thread, read-only) -------------------
@@ -358,6 +360,14 @@ class Scheduler(Actor[Any]):
         await self._refresh(run)
         self.events.publish(job_event("progress", self.status_of(run.row)))
 
+    def _unrecorded_records(self, worker_id: str) -> int:
+        """Records the worker computed on its unit that no recorded part holds."""
+        assignment = self.workers[worker_id].assignment
+        run = self.jobs.get(assignment.job_id) if assignment else None
+        if assignment is None or run is None:
+            return 0
+        return run.live.get(assignment.unit_id, (0, 0))[0]
+
     async def _unit_finished(self, worker_id: str, job_id: str, unit_id: int) -> None:
         run = self._current(worker_id, job_id, unit_id)
         assignment = await self._release(worker_id)
@@ -391,6 +401,7 @@ class Scheduler(Actor[Any]):
         await self._finish(run, JobState.FAILED, f"unit {unit_id}: {message}")
 
     async def _worker_down(self, worker_id: str, reason: str) -> None:
+        lost = self._unrecorded_records(worker_id)
         assignment = await self._release(worker_id)
         if assignment is None:
             return
@@ -402,7 +413,7 @@ class Scheduler(Actor[Any]):
             await self.progress.set_unit_state(job_id, unit_id, "pending")
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
-        await self.progress.add_restart(job_id)
+        await self.progress.add_restart(job_id, lost)
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
             records = f"records {assignment.first_record}..{assignment.end_record - 1}"
@@ -441,7 +452,7 @@ class Scheduler(Actor[Any]):
     def _start_assembly(self, run: JobRun) -> None:
         async def assembling() -> None:
             try:
-                await assemble(self.progress, run.row, run.cancel)
+                await assemble(self.progress, run.row, run.cancel, self.faults)
             except AssemblyCancelled:
                 return
             except PartNeedsRecompute as exc:

@@ -91,6 +91,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.assignment: Assignment | None = None
         self.last_seen = time.monotonic()
         self.ever_ready = asyncio.Event()  # set at the first hello (for READY=1)
+        self.gave_up = asyncio.Event()  # set when the slot is given up on
         self._hello = asyncio.Event()
         self._stopping = False
         self._process: asyncio.subprocess.Process | None = None
@@ -106,8 +107,13 @@ class WorkerSupervisor(Actor[FromWorker]):
             log.error("worker.inbox_full", worker=self.worker_id, type=message.TYPE)
 
     def info(self) -> WorkerInfo:
-        info = WorkerInfo(id=self.worker_id, pid=self.pid, device=self.device, state=self.state,
-                          model_loads=self.model_loads)
+        info = WorkerInfo(
+            id=self.worker_id,
+            pid=self.pid,
+            device=self.device,
+            state=self.state,
+            model_loads=self.model_loads,
+        )
         if self.assignment is not None:
             info["job_id"] = self.assignment.job_id
             info["unit"] = self.assignment.unit_id
@@ -210,6 +216,7 @@ class WorkerSupervisor(Actor[FromWorker]):
                     attempts=failures_to_start,
                 )
                 self.set_state(WorkerState.FAILED)
+                self.gave_up.set()
                 return
             restarts = 0 if time.monotonic() - started > HEALTHY_RUN else restarts + 1
             await asyncio.sleep(min(self.config.restart_backoff_max, 0.25 * 2**restarts))
@@ -247,6 +254,8 @@ class WorkerSupervisor(Actor[FromWorker]):
         env = dict(os.environ)
         if self.device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
+        else:
+            env.setdefault("OMP_NUM_THREADS", str(self.config.threads_per_cpu_worker()))
         env["VIRNUC_CACHE_DIR"] = str(self.config.model_cache)
         command = [
             sys.executable,

@@ -19,12 +19,18 @@ Three threads, one job each:
   `checkpoint` ack; its queue holds two parts, so memory stays bounded and compute
   only waits when the disk is slower than the models.
 
-Messages, in order, for a unit: [`models_loaded`] `batch_done`* `checkpoint`+
-`unit_done`. A cancelled unit ends silently (parts already acked stay acked). A failed
-unit ends with `error` (fatal=false, naming the record) after the acks of the parts
-finished before the failure. SIGTERM/SIGINT or `shutdown`: at the next block boundary
-the finished records become an emergency part, its ack is flushed, and the process
-exits 0 without `unit_done` (unless the unit happened to be complete).
+What the daemon sees: `hello`, then `heartbeat`s for the life of the process. Per
+`assign`: [`models_loaded`] then `batch_done`s and `checkpoint`s interleaved (the
+checkpoints contiguous from `start_record`), then `unit_done` once every record is in
+an acked part. A model-load failure is one `error` (fatal=false) instead. A cancelled
+unit ends silently (parts already acked stay acked). A failed unit ends with `error`
+(fatal=false, naming the record) after the acks of the parts finished before the
+failure, so they need not be recomputed. SIGTERM/SIGINT or `shutdown`: at the next
+block boundary the finished records become an emergency part, its ack is delivered,
+and the process exits 0 without `unit_done` (unless the unit happened to be complete).
+
+Exit codes: 0 after a stop; 3 (`EXIT_FATAL`, after an `error` with fatal=true) when the
+device is unusable or `VIRNUC_FAULT` is malformed; 4 when the daemon is gone.
 
 The protocol never uses stdout; logs are structlog lines on stderr. If the daemon
 dies the worker dies too (PR_SET_PDEATHSIG, and the I/O thread watches the parent

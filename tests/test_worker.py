@@ -69,14 +69,18 @@ class FakeDaemon:
         self.seen.append(item)
         return item
 
-    def expect(self, kind: type, timeout: float = STEP_S, *, skip: tuple[type, ...] = ()) -> Any:
-        """The next message that is not a heartbeat (or in `skip`); must be a `kind`."""
+    def expect(
+        self, kind: type, timeout: float = STEP_S, *, skip: tuple[type, ...] = (), beats=False
+    ) -> Any:
+        """The next message that is not in `skip` (nor a heartbeat, unless `beats`);
+        it must be a `kind`."""
+        ignored = skip if beats else (Heartbeat, *skip)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             item = self.receive(left)
             if item is None:
                 break
-            if isinstance(item[1], (Heartbeat, *skip)):
+            if isinstance(item[1], ignored):
                 continue
             assert isinstance(item[1], kind), f"expected {kind.__name__}, got {item[1]}"
             return item[1]
@@ -366,6 +370,10 @@ def test_failures_are_reported_and_the_worker_carries_on(
     warm: WarmWorker, demo_cache: Path, tmp_path: Path, example_records
 ) -> None:
     daemon = warm.daemon
+    # malformed messages are dropped (and logged), never fatal
+    daemon.sock.send_multipart([b"w0", b"\xc1 not msgpack"])
+    daemon.send("w0", UnitDone(job_id="j", unit_id=0))  # a worker's message, wrong way round
+
     # models that cannot load: a non-fatal error for this unit
     bad_models = models(demo_cache, classifier=str(tmp_path / "missing.pth"), profile=None)
     daemon.send("w0", assign(tmp_path, demo_cache, "bad", example_records, models=bad_models))
@@ -442,7 +450,8 @@ def test_sigterm_mid_unit_writes_an_emergency_part_and_exits_0(
     daemon.expect(Hello, START_S)
     daemon.send("w0", assign(tmp_path, demo_cache, "j", records, long_input, checkpoint_every=50))
     daemon.expect(BatchDone, STEP_S, skip=(ModelsLoaded,))
-    proc.send_signal(signal.SIGTERM)
+    assert daemon.expect(Heartbeat, STEP_S, skip=(BatchDone, Checkpoint), beats=True)
+    proc.send_signal(signal.SIGTERM)  # the heartbeat came while computing; stop now
     assert wait_exit(proc) == 0
     messages = [m for _, m in daemon.seen] + daemon.drain()
     assert not of_type(messages, UnitDone | WorkerError)
@@ -493,18 +502,23 @@ def test_fault_points_kill_at_the_right_moment(
         read_part(Path(ack.path), size=ack.size, sha256=ack.sha256)
 
 
-def test_mid_unit_fault_kills_after_a_batch_done(
+def test_mid_unit_fault_and_time_based_checkpoints(
     daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
 ) -> None:
+    """Killed after its 3rd batch_done (>= 1 s in): parts were cut every 0.2 s meanwhile,
+    not every `checkpoint_every` (1000) records."""
     records = list(read_records(long_input))
-    proc = spawn(daemon.endpoint, fault="mid_unit@2")
+    proc = spawn(daemon.endpoint, "--checkpoint-seconds", "0.2", fault="mid_unit@3")
     daemon.expect(Hello, START_S)
-    daemon.send("w0", assign(tmp_path, demo_cache, "j", records, long_input))
+    job = assign(tmp_path, demo_cache, "j", records, long_input, checkpoint_every=1000)
+    daemon.send("w0", job)
     assert wait_exit(proc) == -signal.SIGKILL
     messages = [m for _, m in daemon.seen] + daemon.drain()
-    assert len(of_type(messages, BatchDone)) == 2
+    progress = of_type(messages, BatchDone)
+    assert len(progress) == 3
     assert not of_type(messages, UnitDone)
     acks = of_type(messages, Checkpoint)
+    assert len(acks) >= 2
     assert check_contiguous(acks, 0, offsets_of(records)) < len(records)
 
 
