@@ -39,6 +39,7 @@ format: venv
 bench: venv
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_daemon
+	$(BIN)/python -m bench.bench_recovery
 
 clean:
 	rm -rf $(VENV) build demo-output .pytest_cache .mypy_cache .ruff_cache .hypothesis

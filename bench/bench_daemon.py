@@ -46,9 +46,10 @@ class Client:
             raise RuntimeError(reply["error"])
         return reply["result"]  # type: ignore[no-any-return]
 
-    def run_job(self, fasta: Path, out: Path) -> float:
+    def run_job(self, fasta: Path, out: Path, **extra: object) -> float:
         start = time.perf_counter()
-        job = self.call("submit", input=str(fasta), output=str(out), profile="demo", force=True)
+        job = self.call("submit", input=str(fasta), output=str(out), profile="demo", force=True,
+                        **extra)  # fmt: skip
         while self.call("status", job_id=job["job_id"])["state"] not in ("done", "failed"):
             time.sleep(0.05)
         return time.perf_counter() - start

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from esm.data import FastaBatchedDataset
+
 from virnuc.pipeline.classifier import MLPClassifier, classify
 from virnuc.pipeline.fasta import read_records
 from virnuc.pipeline.frames import record_frames

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+
 from virnuc.protocol import (
     DecodeError,
     Event,

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
 from virnuc.pipeline.fasta import RecordStart, record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 

@@ -37,6 +37,7 @@ class DaemonConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     unit_records: int = DEFAULT_UNIT_RECORDS
+    block_frames: int = 2048  # frames a worker batches together; larger suits big GPUs
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 30.0  # silence after which a worker counts as hung
     hello_timeout: float = 120.0  # a worker's start-up (imports) before it must say hello
@@ -121,7 +122,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
 
 
 def _check(config: DaemonConfig) -> None:
-    for name in ("checkpoint_every", "unit_records", "max_unit_failures", "max_message_size"):
+    positive = ("checkpoint_every", "unit_records", "block_frames", "max_unit_failures",
+                "max_message_size")  # fmt: skip
+    for name in positive:
         if int(getattr(config, name)) < 1:
             raise ConfigError(f"{name} must be at least 1")
     if config.workers is not None and config.workers < 1:

@@ -13,6 +13,7 @@ import asyncio
 import structlog
 import zmq
 import zmq.asyncio
+
 from virnuc.protocol import (
     DecodeError,
     EncodeError,

@@ -13,11 +13,13 @@ Points (counted over the process's life, across units):
 * ``before_rename`` — a part's temporary file is written and fsynced, not renamed.
 * ``after_rename`` — the part is in place and its directory fsynced; no ack sent.
 * ``after_ack`` — the part's ``checkpoint`` ack has been delivered to the daemon.
-* ``mid_unit`` — the n-th ``batch_done`` of the process has been delivered.
+* ``mid_unit`` — the n-th block of the process is computed (its ``batch_done``, if
+  one was due, delivered).
 * ``mid_assembly`` — (virnucd itself) the n-th part has been appended to the outputs.
 
-``VIRNUC_FAULT_MARKER``, a path, makes a fault fire once over all processes: the
-process that fires creates the file, and no process fires while it exists. A restarted
+``VIRNUC_FAULT_MARKER``, a path prefix, makes each point fire once over all processes:
+the process that fires creates ``PREFIX.POINT``, and no process fires that point while
+the file exists. A restarted
 worker (or daemon) inherits the same ``VIRNUC_FAULT`` and must not die the same way
 again, or every crash test would end in the give-up policy.
 """
@@ -61,17 +63,17 @@ class Faults:
         with self._lock:
             self._reached[point] += 1
             fire = self._reached[point] == self._armed[point]
-        if fire and self._claim():
+        if fire and self._claim(point):
             if self.before_kill is not None:
                 self.before_kill()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _claim(self) -> bool:
+    def _claim(self, point: str) -> bool:
         """True if this process may fire: no marker configured, or it created it now."""
         if self._marker is None:
             return True
         try:
-            os.close(os.open(self._marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            os.close(os.open(f"{self._marker}.{point}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return False
         return True

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+
 from virnuc.protocol import (
     ErrorCode,
     KillArgs,

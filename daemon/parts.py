@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from virnuc.pipeline.outputs import RecordResult
 
 FORMAT_VERSION = 1

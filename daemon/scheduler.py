@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from virnuc.protocol import (
     Assign,
     Cancel,

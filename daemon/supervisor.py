@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from virnuc.protocol import (
     BatchDone,
     Checkpoint,
@@ -271,6 +272,8 @@ class WorkerSupervisor(Actor[FromWorker]):
             str(self.config.heartbeat_interval),
             "--checkpoint-seconds",
             str(self.config.checkpoint_seconds),
+            "--block-frames",
+            str(self.config.block_frames),
             "--parent-pid",
             str(os.getpid()),
         ]

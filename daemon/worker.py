@@ -63,6 +63,7 @@ from typing import Any, cast
 import structlog
 import torch
 import zmq
+
 from virnuc.daemon.faults import Faults, FaultSpecError
 from virnuc.daemon.log_setup import configure_logging
 from virnuc.daemon.parts import write_part
@@ -670,6 +671,7 @@ class UnitRun:
     def _report_progress(self) -> None:
         now = time.monotonic()
         if self.records_done == self.reported or now - self.last_report < PROGRESS_EVERY_S:
+            self.ctx.faults.hit("mid_unit")
             return
         a = self.assign
         self.ctx.link.send(

@@ -17,6 +17,7 @@ from typing import Protocol
 import structlog
 import zmq
 import zmq.asyncio
+
 from virnuc.protocol import FromDaemon, FromWorker, ProtocolError, decode_from_worker
 
 log = structlog.get_logger()

@@ -21,6 +21,7 @@ import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
 from transformers.models.bert.configuration_bert import BertConfig
+
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"

@@ -26,6 +26,7 @@ import esm.pretrained
 import numpy as np
 import torch
 from esm.model.esm2 import ESM2
+
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
 
 DEFAULT_ESM_MODEL = "esm2_t36_3B_UR50D"

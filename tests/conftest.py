@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from virnuc.pipeline.tiny_models import build_tiny_bert, build_tiny_esm2
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from virnuc.pipeline.classifier import ClassifierLoadError, MLPClassifier, classify, load_classifier
 
 # The original training script defines the class in __main__ and pickles the whole module.

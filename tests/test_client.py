@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-import virnuc.protocol as p
 import zmq
+
+import virnuc.protocol as p
 from virnuc.client import cli, commands, follow, private_daemon
 from virnuc.client.connection import DaemonAddress
 from virnuc.client.progress import ProgressLine

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from virnuc.pipeline.run import predict_file
+
 from bench.synthetic import random_lengths, write_fasta
 from tests.harness import Daemon, RawClient, assert_same_outputs, wait_for, worker_pids_alive
-from virnuc.pipeline.run import predict_file
 
 pytestmark = pytest.mark.e2e
 

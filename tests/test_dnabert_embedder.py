@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertModel
+
 from virnuc.pipeline import dnabert_embedder
 from virnuc.pipeline.dnabert_embedder import DnabertEmbedder
 from virnuc.pipeline.tiny_models import build_tiny_bert

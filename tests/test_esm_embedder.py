@@ -14,6 +14,7 @@ import esm
 import numpy as np
 import pytest
 import torch
+
 from virnuc.pipeline import esm_embedder
 from virnuc.pipeline.esm_embedder import EsmEmbedder
 from virnuc.pipeline.tiny_models import build_tiny_esm2

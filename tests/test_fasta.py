@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+
 from virnuc.pipeline.fasta import FastaError, RecordStart, read_records, scan_fasta
 
 GOOD = ">a first record\nACGT\nacgtn\n>b\nGGGG\n\n>c x\nTT\n"

@@ -6,6 +6,7 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from virnuc.pipeline.frames import chunk_frames, chunk_starts, record_frames, translate
 
 CODONS = {

@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from virnuc.pipeline.outputs import (
     EMBEDDINGS,
     HIGHEST_SCORE,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from virnuc.daemon.parts import (
     PartCorrupt,
     file_sha256,

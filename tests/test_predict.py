@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.synthetic import random_lengths, write_fasta
 from virnuc.pipeline.classifier import classify
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.frames import record_frames
 from virnuc.pipeline.outputs import PREDICTIONS, SUMMARY
 from virnuc.pipeline.predict import Predictor
 from virnuc.pipeline.run import predict_file
+
+from bench.synthetic import random_lengths, write_fasta
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
 

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from virnuc.daemon import schema
 from virnuc.daemon.progress_log import (
     ConflictError,

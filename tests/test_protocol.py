@@ -13,10 +13,11 @@ from typing import Any
 
 import msgpack
 import pytest
-import virnuc.protocol as p
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import virnuc.protocol as p
 from virnuc.protocol import codec
 from virnuc.protocol.constants import MAX_DEPTH
 from virnuc.protocol.events import JobEventKind

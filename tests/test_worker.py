@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
+
 from virnuc.daemon.parts import read_part
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.outputs import RecordResult
@@ -505,17 +506,17 @@ def test_fault_points_kill_at_the_right_moment(
 def test_mid_unit_fault_and_time_based_checkpoints(
     daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
 ) -> None:
-    """Killed after its 3rd batch_done (>= 1 s in): parts were cut every 0.2 s meanwhile,
-    not every `checkpoint_every` (1000) records."""
+    """Killed at its 40th block: parts were cut every 0.2 s meanwhile, not every
+    `checkpoint_every` (1000) records, and progress was reported on the way."""
     records = list(read_records(long_input))
-    proc = spawn(daemon.endpoint, "--checkpoint-seconds", "0.2", fault="mid_unit@3")
+    proc = spawn(daemon.endpoint, "--checkpoint-seconds", "0.2", fault="mid_unit@40")
     daemon.expect(Hello, START_S)
     job = assign(tmp_path, demo_cache, "j", records, long_input, checkpoint_every=1000)
     daemon.send("w0", job)
     assert wait_exit(proc) == -signal.SIGKILL
     messages = [m for _, m in daemon.seen] + daemon.drain()
     progress = of_type(messages, BatchDone)
-    assert len(progress) == 3
+    assert 1 <= len(progress) <= 40
     assert not of_type(messages, UnitDone)
     acks = of_type(messages, Checkpoint)
     assert len(acks) >= 2
