@@ -48,8 +48,9 @@ class Client:
 
     def run_job(self, fasta: Path, out: Path, **extra: object) -> float:
         start = time.perf_counter()
-        job = self.call("submit", input=str(fasta), output=str(out), profile="demo", force=True,
-                        **extra)  # fmt: skip
+        job = self.call(
+            "submit", input=str(fasta), output=str(out), profile="demo", force=True, **extra
+        )
         while self.call("status", job_id=job["job_id"])["state"] not in ("done", "failed"):
             time.sleep(0.05)
         return time.perf_counter() - start
@@ -61,8 +62,17 @@ class Client:
 
 def start_daemon(state_dir: Path, cache: Path, workers: int) -> subprocess.Popen[bytes]:
     shutil.copytree(cache, state_dir / "models")
-    command = [sys.executable, "-m", "virnuc.daemon.main", "--state-dir", str(state_dir),
-               "--workers", str(workers), "--log-format", "json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "virnuc.daemon.main",
+        "--state-dir",
+        str(state_dir),
+        "--workers",
+        str(workers),
+        "--log-format",
+        "json",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = Client(state_dir)
     client.call("ping")
@@ -117,9 +127,11 @@ def status_latency(root: Path, cache: Path, fasta: Path) -> None:
     client.close()
     stop_daemon(state, process)
     samples.sort()
-    print(f"status round trip over 1000 calls ({busy} workers still busy at the end): "
-          f"median {statistics.median(samples):.2f} ms, p99 {samples[989]:.2f} ms, "
-          f"max {samples[-1]:.2f} ms")  # fmt: skip
+    print(
+        f"status round trip over 1000 calls ({busy} workers still busy at the end): "
+        f"median {statistics.median(samples):.2f} ms, p99 {samples[989]:.2f} ms, "
+        f"max {samples[-1]:.2f} ms"
+    )
 
 
 def main() -> None:

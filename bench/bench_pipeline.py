@@ -123,8 +123,10 @@ def main() -> None:
             f.protein for r in read_records(fasta) for f in record_frames(r.id, r.sequence, 300)
         ]
         rate, ceiling = esm_ceiling(models, proteins)
-        print(f"ESM stage: {rate:,.0f} tokens/s; bare forward ceiling {ceiling:,.0f} tokens/s "
-              f"({100 * rate / ceiling:.0f}% of ceiling)")  # fmt: skip
+        print(
+            f"ESM stage: {rate:,.0f} tokens/s; bare forward ceiling {ceiling:,.0f} tokens/s "
+            f"({100 * rate / ceiling:.0f}% of ceiling)"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,19 @@ from .synthetic import random_lengths, write_fasta
 def start(state: Path, cache: Path, log: Path, unit_records: int) -> subprocess.Popen[bytes]:
     config = state.parent / f"{state.name}.toml"
     config.write_text(f"unit_records = {unit_records}\nrestart_backoff_max = 0.25\n")
-    command = [sys.executable, "-m", "virnuc.daemon.main", "--state-dir", str(state),
-               "--workers", "1", "--config", str(config), "--log-format", "json"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "virnuc.daemon.main",
+        "--state-dir",
+        str(state),
+        "--workers",
+        "1",
+        "--config",
+        str(config),
+        "--log-format",
+        "json",
+    ]
     env = {**os.environ, "VIRNUC_CACHE_DIR": str(cache)}
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
@@ -67,8 +78,13 @@ def recovery(root: Path, cache: Path, fasta: Path, every: int, kills: int) -> No
     state, log = root / "recovery", root / "recovery.log"
     process = start(state, cache, log, unit_records=10**9)
     client = Client(state)
-    job = client.call("submit", input=str(fasta), output=str(root / "rec-out"), profile="demo",
-                      checkpoint_every=every)["job_id"]  # fmt: skip
+    job = client.call(
+        "submit",
+        input=str(fasta),
+        output=str(root / "rec-out"),
+        profile="demo",
+        checkpoint_every=every,
+    )["job_id"]
     waits = []
     for _ in range(kills):
         while client.call("status", job_id=job)["records_done"] < every:
@@ -84,13 +100,20 @@ def recovery(root: Path, cache: Path, fasta: Path, every: int, kills: int) -> No
         time.sleep(0.05)
     client.close()
     stop(state, process)
-    loads = [json.loads(line).get("seconds", 0.0) for line in log.read_text().splitlines()
-             if '"models.loaded"' in line][1:]  # fmt: skip
+    loads = [
+        json.loads(line).get("seconds", 0.0)
+        for line in log.read_text().splitlines()
+        if '"models.loaded"' in line
+    ][1:]
     per_kill = [w - load for w, load in zip(waits, loads, strict=False)]
-    print(f"recovery, SIGKILL -> first new batch: {[f'{w:.2f}' for w in waits]} s; "
-          f"minus model load: {[f'{w:.2f}' for w in per_kill]} s")  # fmt: skip
-    print(f"records recomputed: {status['records_recomputed']} over {kills} kills "
-          f"({status['records_recomputed'] / kills:.0f} per kill; interval {every})")
+    print(
+        f"recovery, SIGKILL -> first new batch: {[f'{w:.2f}' for w in waits]} s; "
+        f"minus model load: {[f'{w:.2f}' for w in per_kill]} s"
+    )
+    print(
+        f"records recomputed: {status['records_recomputed']} over {kills} kills "
+        f"({status['records_recomputed'] / kills:.0f} per kill; interval {every})"
+    )
 
 
 def main() -> None:
@@ -107,8 +130,10 @@ def main() -> None:
         write_fasta(fasta, random_lengths(args.records, seed=4, low=150, high=1200), seed=4)
         every = timed_job(root, cache, fasta, args.checkpoint_every, "every")
         at_end = timed_job(root, cache, fasta, 10**9, "unit-end")
-        print(f"checkpoint every {args.checkpoint_every} records: {every:.2f} s; "
-              f"only at unit end: {at_end:.2f} s; overhead {100 * (every / at_end - 1):+.1f} %")
+        print(
+            f"checkpoint every {args.checkpoint_every} records: {every:.2f} s; "
+            f"only at unit end: {at_end:.2f} s; overhead {100 * (every / at_end - 1):+.1f} %"
+        )
         recovery(root, cache, fasta, args.checkpoint_every, args.kills)
 
 

@@ -889,18 +889,18 @@ class ProgressLog:
         return await self._call(self._store.create_job, job)
 
     async def get_job(self, job_id: str) -> JobRow | None:
-        return await self._read("get_job", job_id)  # type: ignore[no-any-return]
+        return await self._read("get_job", job_id)
 
     async def list_jobs(self, offset: int = 0, limit: int = 100) -> list[JobRow]:
         """Jobs oldest first (submission order), paged."""
-        return await self._read("list_jobs", offset, limit)  # type: ignore[no-any-return]
+        return await self._read("list_jobs", offset, limit)
 
     async def unfinished_jobs(self) -> list[JobRow]:
         """Queued, running and assembling jobs, oldest first: the queue to resume."""
         return await self._call(self._store.unfinished_jobs)
 
     async def count_jobs(self) -> int:
-        return await self._read("count_jobs")  # type: ignore[no-any-return]
+        return await self._read("count_jobs")
 
     async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> JobRow:
         """Move a job to `state` (terminal states set finished_at) and log a `job.state`

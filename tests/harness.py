@@ -72,7 +72,9 @@ class RawClient:
         assert reply["ok"], reply["error"]
         return reply["result"]  # type: ignore[no-any-return]
 
-    def wait_state(self, job_id: str, states: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+    def wait_state(
+        self, job_id: str, states: tuple[str, ...], timeout: float = 120
+    ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
             status = self.result("status", job_id=job_id)
             return status if status["state"] in states else None
@@ -86,7 +88,9 @@ class RawClient:
 class Daemon:
     """virnucd as a subprocess on a temporary state dir, with the demo models pre-built."""
 
-    def __init__(self, state_dir: Path, demo_cache: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self, state_dir: Path, demo_cache: Path, *args: str, env: dict[str, str] | None = None
+    ):
         self.state_dir = state_dir
         self.args = args
         self.env = {**os.environ, **(env or {})}
@@ -98,10 +102,20 @@ class Daemon:
         self.client = RawClient(f"ipc://{state_dir}/control.sock")
 
     def start(self) -> Daemon:
-        command = [sys.executable, "-m", "virnuc.daemon.main", "--state-dir", str(self.state_dir),
-                   "--log-format", "json", *self.args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "virnuc.daemon.main",
+            "--state-dir",
+            str(self.state_dir),
+            "--log-format",
+            "json",
+            *self.args,
+        ]
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         wait_for(self._answers, 60, "virnucd to answer ping")
         return self
 
@@ -137,7 +151,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"virnucd did not stop in {timeout} s:\n{self.log_tail()}") from None
+                raise AssertionError(
+                    f"virnucd did not stop in {timeout} s:\n{self.log_tail()}"
+                ) from None
         return self.process.returncode
 
     def kill9(self) -> None:

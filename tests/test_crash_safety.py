@@ -51,8 +51,9 @@ def medium_reference(demo_models, medium: Path, tmp_path_factory: pytest.TempPat
 
 
 def submit(daemon: Daemon, fasta: Path, out: Path, **extra) -> str:
-    return daemon.client.result("submit", input=str(fasta), output=str(out), profile="demo",
-                                **extra)["job_id"]  # fmt: skip
+    return daemon.client.result(
+        "submit", input=str(fasta), output=str(out), profile="demo", **extra
+    )["job_id"]
 
 
 def progressed(daemon: Daemon, job: str, records: int) -> bool:
@@ -87,8 +88,9 @@ def test_a_worker_killed_at_a_fault_point_ends_exactly_once(
 ) -> None:
     marker = tmp_path / f"fired.{point.split('@')[0]}"
     env = {"VIRNUC_FAULT": point, "VIRNUC_FAULT_MARKER": str(tmp_path / "fired")}
-    daemon = Daemon(tmp_path / "state", demo_cache, "--workers", "1", "--config", config(tmp_path),
-                    env=env)  # fmt: skip
+    daemon = Daemon(
+        tmp_path / "state", demo_cache, "--workers", "1", "--config", config(tmp_path), env=env
+    )
     try:
         daemon.start()
         job = submit(daemon, medium, tmp_path / "out", checkpoint_every=2)

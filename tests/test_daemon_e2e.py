@@ -48,8 +48,9 @@ def reference(demo_models, fasta: Path, out: Path) -> Path:
 
 
 def submit(client: RawClient, fasta: Path, out: Path, dealer: bool = False, **extra) -> str:
-    reply = client.call("submit", dealer=dealer, input=str(fasta), output=str(out), profile="demo",
-                        **extra)  # fmt: skip
+    reply = client.call(
+        "submit", dealer=dealer, input=str(fasta), output=str(out), profile="demo", **extra
+    )
     assert reply["ok"], reply["error"]
     return reply["result"]["job_id"]
 
@@ -92,11 +93,17 @@ def test_kill_stops_the_job_everywhere_and_leaves_no_outputs(daemon, tmp_path) -
     write_fasta(big, random_lengths(400, seed=3, low=1500, high=3000), seed=3)
     out = tmp_path / "out"
     job = submit(daemon.client, big, out, checkpoint_every=5)
-    wait_for(lambda: daemon.client.result("status", job_id=job)["records_done"] > 0, 60,
-             "the job to make progress")  # fmt: skip
+    wait_for(
+        lambda: daemon.client.result("status", job_id=job)["records_done"] > 0,
+        60,
+        "the job to make progress",
+    )
     assert daemon.client.result("kill", job_id=job) == {"job_id": job, "state": "killed"}
-    wait_for(lambda: all("job_id" not in w for w in daemon.client.result("workers")["workers"]),
-             10, "every worker to drop the killed job")  # fmt: skip
+    wait_for(
+        lambda: all("job_id" not in w for w in daemon.client.result("workers")["workers"]),
+        10,
+        "every worker to drop the killed job",
+    )
     assert daemon.client.result("status", job_id=job)["state"] == "killed"
     assert not out.exists() or list(out.iterdir()) == []
     assert not (daemon.state_dir / "jobs" / job).exists()

@@ -401,8 +401,11 @@ async def test_workers_snapshot(log: ProgressLog) -> None:
     await log.upsert_worker("w0", pid=10, device="cuda:0", state="busy", job_id="j", unit_id=3)
     busy = (await log.list_workers())[0]
     assert (busy.state, busy.job_id, busy.unit_id, busy.started_at) == (
-        "busy", "j", 3, first.started_at,
-    )  # fmt: skip
+        "busy",
+        "j",
+        3,
+        first.started_at,
+    )
     await log.upsert_worker("w0", pid=11, device="cuda:0", state="starting")  # restarted
     restarted = (await log.list_workers())[0]
     assert (restarted.pid, restarted.job_id) == (11, None)

@@ -205,9 +205,19 @@ def worker_env(demo_cache: Path) -> dict[str, str]:
 
 def worker_command(endpoint: str, worker_id: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "virnuc.daemon.worker", "--endpoint", endpoint,
-        "--worker-id", worker_id, "--heartbeat-interval", "0.2", "--block-frames", "8", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "virnuc.daemon.worker",
+        "--endpoint",
+        endpoint,
+        "--worker-id",
+        worker_id,
+        "--heartbeat-interval",
+        "0.2",
+        "--block-frames",
+        "8",
+        *extra,
+    ]
 
 
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float = STEP_S) -> int:
