@@ -2,7 +2,8 @@
 
 Commands: ``submit``, ``status``, ``list``, ``wait``, ``kill``, ``workers`` talk to a
 running virnucd (found by --state-dir, $VIRNUC_STATE_DIR, $XDG_STATE_HOME/virnuc or
---endpoint); ``predict`` starts a private virnucd for one prediction.
+--endpoint; over tcp:// with --curve-server-key and --curve-client-key); ``predict``
+starts a private virnucd for one prediction; ``keys generate`` writes a CURVE key pair.
 
 Exit codes (stable, for scripts):
   0    success
@@ -35,6 +36,7 @@ from .errors import (
     EXIT_USAGE,
     ClientError,
 )
+from .keys import keys_command
 
 __all__ = [
     "DEMO_NOTICE",
@@ -149,6 +151,20 @@ def _connection_options(defaults: bool, timeout_only: bool = False) -> argparse.
         default=default(None),
         help="events endpoint (default: beside an ipc:// control socket, else polling only)",
     )
+    group.add_argument(
+        "--curve-server-key",
+        metavar="FILE",
+        default=default(None),
+        help="the daemon's public CURVE key (server.key), for tcp:// "
+        "(default $VIRNUC_CURVE_SERVER_KEY)",
+    )
+    group.add_argument(
+        "--curve-client-key",
+        metavar="FILE",
+        default=default(None),
+        help="your secret CURVE key (NAME.key_secret, from `virnucctl keys generate`) "
+        "(default $VIRNUC_CURVE_CLIENT_KEY)",
+    )
     return parent
 
 
@@ -187,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(
         command("predict", "predict one FASTA file on a private virnucd and wait", private=True)
     )
+    _add_keys(commands)
     return parser
 
 
@@ -208,13 +225,41 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
 
 
+def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``keys generate``: local files only, so no daemon options."""
+    keys = commands.add_parser(
+        "keys", help="CURVE key pairs for tcp:// (README: Security)", description=KEYS_HELP
+    )
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    generate = actions.add_parser(
+        "generate",
+        help="write NAME.key (public) and NAME.key_secret (secret, 0600)",
+        description=KEYS_HELP,
+    )
+    generate.add_argument(
+        "--dir", metavar="DIR", help="where to write them (default ~/.config/virnuc/keys)"
+    )
+    generate.add_argument(
+        "--name", default="client", help="file name stem (default client; server for virnucd's)"
+    )
+    generate.add_argument("--json", action="store_true", help="print the two paths as JSON")
+
+
+KEYS_HELP = (
+    "CURVE key pairs: virnucd listens on tcp:// only with CURVE. Make the daemon's pair with "
+    "`virnucctl keys generate --dir STATE_DIR/curve --name server`, each client's with "
+    "`virnucctl keys generate`, and copy each client's public NAME.key into the daemon's "
+    "curve_allow_dir (default STATE_DIR/curve/clients)."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "status" and args.follow and args.job is None:
         parser.error("status --follow needs a JOB")
     try:
-        return run_command(args)
+        return keys_command(args) if args.command == "keys" else run_command(args)
     except ClientError as exc:
         print(f"virnucctl: error: {exc}", file=sys.stderr)
         return exc.exit_code

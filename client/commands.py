@@ -16,7 +16,7 @@ from typing import Any
 
 from virnuc.protocol import JobState, KillArgs, ListArgs, StatusArgs, SubmitArgs, WorkersArgs
 
-from .connection import DaemonAddress, DaemonClient
+from .connection import CurveKeys, DaemonAddress, DaemonClient
 from .errors import EXIT_OK, DaemonUnreachable, JobEnded
 from .follow import follow_job
 from .output import job_lines, jobs_table, print_json, workers_table
@@ -42,7 +42,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "predict":
         return predict(args)
     address = DaemonAddress.resolve(args.state_dir, args.endpoint, args.events_endpoint)
-    with DaemonClient(address.control, address.events, args.timeout) as client:
+    curve = CurveKeys.from_options(args.curve_server_key, args.curve_client_key)
+    with DaemonClient(address.control, address.events, args.timeout, curve=curve) as client:
         try:
             return COMMANDS[args.command](args, client)
         except DaemonUnreachable as e:

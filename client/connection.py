@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.auth import load_certificate
 
 from virnuc.protocol import (
     DecodeError,
@@ -30,7 +31,7 @@ from virnuc.protocol import (
     parse_result,
 )
 
-from .errors import ClientError, DaemonUnreachable, from_protocol_error
+from .errors import EXIT_USAGE, ClientError, DaemonUnreachable, from_protocol_error
 
 CONTROL_SOCKET = "control.sock"
 EVENTS_SOCKET = "events.sock"
@@ -119,6 +120,62 @@ def _unix_listener(path: Path) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """What a client needs to talk to a virnucd that listens with CURVE (README, Security).
+
+    ``server`` is the daemon's public key: the client checks it is talking to that
+    daemon. ``public``/``secret`` are the client's own pair; the daemon admits the
+    client only if ``public`` is in its ``curve_allow_dir``.
+    """
+
+    server: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def from_options(
+        cls, server_key: str | None, client_key: str | None, env: Mapping[str, str] = os.environ
+    ) -> CurveKeys | None:
+        """--curve-server-key/--curve-client-key, else $VIRNUC_CURVE_*; None: no CURVE."""
+        server_key = server_key or env.get("VIRNUC_CURVE_SERVER_KEY") or None
+        client_key = client_key or env.get("VIRNUC_CURVE_CLIENT_KEY") or None
+        if server_key is None and client_key is None:
+            return None
+        if server_key is None or client_key is None:
+            raise ClientError(
+                "CURVE needs both --curve-server-key (the daemon's public server.key) and "
+                "--curve-client-key (your client.key_secret), or $VIRNUC_CURVE_SERVER_KEY "
+                "and $VIRNUC_CURVE_CLIENT_KEY",
+                EXIT_USAGE,
+            )
+        server, _ = _load_key(server_key, "--curve-server-key")
+        public, secret = _load_key(client_key, "--curve-client-key")
+        if secret is None:
+            raise ClientError(
+                f"--curve-client-key {client_key} holds no secret key; pass your "
+                "NAME.key_secret file (NAME.key is the public half, for the daemon)",
+                EXIT_USAGE,
+            )
+        return cls(server, public, secret)
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Make ``sock`` a CURVE client of the daemon; call before connect."""
+        sock.curve_serverkey = self.server
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+def _load_key(path: str, option: str) -> tuple[bytes, bytes | None]:
+    try:
+        return load_certificate(os.path.expanduser(path))
+    except (OSError, ValueError) as exc:
+        raise ClientError(
+            f"cannot read {option} {path}: {exc} (make keys with: virnucctl keys generate)",
+            EXIT_USAGE,
+        ) from exc
+
+
 class DaemonClient:
     """Requests to one virnucd, and subscriptions to its events, over one zmq.Context.
 
@@ -132,10 +189,12 @@ class DaemonClient:
         events_endpoint: str | None = None,
         timeout: float = 10.0,
         context: zmq.Context[Any] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.events_endpoint = events_endpoint
         self.timeout = timeout
+        self.curve = curve
         self._own_context = context is None
         self._context: zmq.Context[Any] = context or zmq.Context()
 
@@ -195,6 +254,8 @@ class DaemonClient:
         sock = self._context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
+            if self.curve is not None:
+                self.curve.apply(sock)
             sock.connect(self.endpoint)
             # A connect-side REQ queues the message even before the peer exists, so
             # this does not block; NOBLOCK makes sure of it.
@@ -202,7 +263,8 @@ class DaemonClient:
             if not sock.poll(int(timeout * 1000), zmq.POLLIN):
                 raise DaemonUnreachable(
                     self.endpoint,
-                    f"no answer from virnucd at {self.endpoint} within {timeout:g} s",
+                    f"no answer from virnucd at {self.endpoint} within {timeout:g} s"
+                    + self._curve_hint(),
                 )
             return sock.recv()
         except zmq.Again as e:
@@ -213,6 +275,20 @@ class DaemonClient:
             raise ClientError(f"cannot talk to virnucd at {self.endpoint}: {e}") from e
         finally:
             sock.close()
+
+    def _curve_hint(self) -> str:
+        """Why a daemon that runs may still not answer: CURVE refuses silently."""
+        if self.curve is not None:
+            return (
+                " (with CURVE, a client key missing from the daemon's curve_allow_dir, or "
+                "a --curve-server-key that is not the daemon's, looks just like this)"
+            )
+        if _ipc_path(self.endpoint) is None:
+            return (
+                " (virnucd listens on tcp:// only with CURVE: pass --curve-server-key and "
+                "--curve-client-key, see `virnucctl keys generate --help`)"
+            )
+        return ""
 
     @contextmanager
     def subscribe(self, topic_prefix: str) -> Iterator[Subscription]:
@@ -226,6 +302,8 @@ class DaemonClient:
             sock = self._context.socket(zmq.SUB)
             sock.setsockopt(zmq.LINGER, 0)
             try:
+                if self.curve is not None:
+                    self.curve.apply(sock)
                 sock.setsockopt_string(zmq.SUBSCRIBE, topic_prefix)
                 sock.connect(self.events_endpoint)
             except zmq.ZMQError:

@@ -6,12 +6,15 @@ configuration table and the code cannot drift apart.
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from .access import needs_curve
 
 DEFAULT_CHECKPOINT_EVERY = 10_000  # records between parts: bounds the work lost to a kill
 DEFAULT_CHECKPOINT_SECONDS = 300.0  # ... and so does time, for slow records
@@ -43,6 +46,7 @@ class DaemonConfig:
     hello_timeout: float = 120.0  # a worker's start-up (imports) before it must say hello
     stop_grace: float = 30.0  # SIGTERM/shutdown -> SIGKILL
     restart_backoff_max: float = 30.0
+    warm_standby: bool = True  # keep an imported spare process per slot for fast restarts
     max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
     max_message_size: int = 4 * 1024 * 1024
     control_endpoint: str | None = None  # default ipc://{state_dir}/control.sock
@@ -51,6 +55,13 @@ class DaemonConfig:
     # Paths in requests must resolve (symlinks followed) under one of these.
     input_roots: tuple[str, ...] = ("/",)
     output_roots: tuple[str, ...] = ("/",)
+    # Members of this group may use the sockets too: state dir 0750, sockets 0660.
+    group: str | None = None
+    # CURVE (encryption + client keys) on the control and events sockets; required
+    # for tcp://, which file permissions cannot protect. See daemon/access.py.
+    curve: bool = False
+    curve_server_key: Path | None = None  # default {state_dir}/curve/server.key_secret
+    curve_allow_dir: Path | None = None  # default {state_dir}/curve/clients
 
     @property
     def control(self) -> str:
@@ -63,6 +74,19 @@ class DaemonConfig:
     @property
     def workers_endpoint(self) -> str:
         return f"ipc://{self.state_dir}/workers.sock"
+
+    @property
+    def server_key_file(self) -> Path:
+        return self.curve_server_key or self.state_dir / "curve" / "server.key_secret"
+
+    @property
+    def client_keys_dir(self) -> Path:
+        return self.curve_allow_dir or self.state_dir / "curve" / "clients"
+
+    @property
+    def group_id(self) -> int | None:
+        """The gid of `group` (checked to exist when the config is loaded)."""
+        return None if self.group is None else grp.getgrnam(self.group).gr_gid
 
     @property
     def database(self) -> Path:
@@ -111,8 +135,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    if "state_dir" in values:
-        values["state_dir"] = Path(values["state_dir"])
+    for name in ("state_dir", "curve_server_key", "curve_allow_dir"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name]).expanduser()
     for roots in ("input_roots", "output_roots"):
         if roots in values:
             values[roots] = tuple(str(Path(r).resolve()) for r in values[roots])
@@ -130,3 +155,35 @@ def _check(config: DaemonConfig) -> None:
     if config.workers is not None and config.workers < 1:
         raise ConfigError("--workers must be at least 1")
     config.devices()
+    _check_access(config)
+
+
+def _check_access(config: DaemonConfig) -> None:
+    """Refuse, before anything starts, an endpoint that would let anyone in."""
+    if config.group is not None:
+        try:
+            grp.getgrnam(config.group)
+        except KeyError:
+            raise ConfigError(
+                f"group {config.group!r} does not exist (create it: groupadd {config.group})"
+            ) from None
+    if config.curve:
+        return
+    endpoints = {"control_endpoint": config.control, "events_endpoint": config.events}
+    for name, endpoint in endpoints.items():
+        if needs_curve(endpoint):
+            raise ConfigError(_needs_curve(name, endpoint, config.state_dir))
+
+
+def _needs_curve(name: str, endpoint: str, state_dir: Path) -> str:
+    curve = state_dir / "curve"
+    return (
+        f"{name} = {endpoint!r} can be reached by anyone who can reach this host, so "
+        "virnucd listens there only with CURVE (encryption and client keys). Set it up:\n"
+        f"  virnucctl keys generate --dir {curve.absolute()} --name server\n"
+        f"  virnucctl keys generate        # per client; then copy its client.key into "
+        f"{curve.absolute()}/clients/\n"
+        "and add `curve = true` to the config (curve_server_key and curve_allow_dir "
+        f"default to {curve.absolute()}/server.key_secret and {curve.absolute()}/clients). "
+        "See README, section Security."
+    )

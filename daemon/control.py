@@ -26,22 +26,34 @@ from virnuc.protocol import (
     split_request_frames,
 )
 
+from .access import Listener
 from .handlers import DaemonContext, dispatch
 from .worker_hub import RateLimitedWarning
 
 log = structlog.get_logger()
 
 MAX_IN_FLIGHT = 64
-# ZeroMQ drops (and disconnects) a peer sending more than this; between the protocol's
-# limit and this one the client still gets a `too_large` reply.
-HARD_SIZE_FACTOR = 4
+# ZeroMQ drops (and disconnects) a peer sending a frame over the limit plus this
+# fraction of it; in between the client still gets a `too_large` reply. Small, because
+# ZeroMQ receives every frame whole before we can look at it: with up to `RECEIVE_QUEUE`
+# of them queued per client, a hostile client can make virnucd hold at most about
+# RECEIVE_QUEUE * 1.25 * max_message_size (320 MiB by default), and only while it sends.
+HARD_SIZE_SLACK = 0.25
+RECEIVE_QUEUE = MAX_IN_FLIGHT
 
 
 class ControlServer:
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, ctx: DaemonContext):
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        endpoint: str,
+        ctx: DaemonContext,
+        listener: Listener | None = None,
+    ):
         self.context = context
         self.endpoint = endpoint
         self.ctx = ctx
+        self.listener = listener or Listener()
         self.max_size = ctx.config.max_message_size
         self._socket: zmq.asyncio.Socket | None = None
         self._loop: asyncio.Task[None] | None = None
@@ -49,23 +61,44 @@ class ControlServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned = RateLimitedWarning()
 
-    def start(self) -> None:
+    def bind(self) -> None:
+        """Listen (requests queue until `start`); raises `AccessError` if it cannot.
+
+        Separate from `start` so that virnucd binds before it starts any worker: a
+        tcp port in use then stops it at once, with nothing to clean up.
+        """
         socket = self.context.socket(zmq.ROUTER)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, self.max_size * HARD_SIZE_FACTOR)
-        socket.setsockopt(zmq.RCVHWM, 1000)
-        socket.bind(self.endpoint)
+        socket.setsockopt(zmq.MAXMSGSIZE, int(self.max_size * (1 + HARD_SIZE_SLACK)))
+        socket.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
+        try:
+            self.listener.bind(socket, self.endpoint)
+        except BaseException:
+            socket.close(linger=0)
+            raise
         self._socket = socket
+
+    def start(self) -> None:
+        if self._socket is None:
+            self.bind()
         self._loop = asyncio.create_task(self._serve(), name="control")
 
     async def _serve(self) -> None:
         assert self._socket is not None
         while True:
             frames = await self._socket.recv_multipart(copy=True)
+            if sum(map(len, frames)) > self.max_size:
+                # Refused by size alone: answer (or drop) it now, so no oversized frame
+                # waits in memory for a slot while more arrive.
+                await self._answer(frames)
+                continue
             await self._slots.acquire()
             task = asyncio.create_task(self._answer(frames))
             self._tasks.add(task)
             task.add_done_callback(self._done)
+            # recv returns at once while messages are queued; yield so each request is
+            # decoded (and mostly answered) before the next is read: frames never pile up.
+            await asyncio.sleep(0)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -32,7 +32,7 @@ from .actor import Stopping
 from .config import DaemonConfig
 from .progress_log import NewJob, ProgressLog
 from .scheduler import JobFinished, JobNotFound, Scheduler
-from .submission import SubmitRefused, check_submission
+from .submission import SubmitRefused, check_submission, output_busy
 
 log = structlog.get_logger()
 
@@ -70,21 +70,30 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
         raise HandlerError(
             ErrorCode.STOPPING, "virnucd is shutting down; submit again after restart"
         )
-    busy = {run.row.output for run in ctx.scheduler.jobs.values()}
-    spec = check_submission(args, ctx.config, busy)
+    # The checks touch the filesystem (a slow mount must not stall ping or the watchdog),
+    # so they run in a thread; the output is claimed only after them, without an await
+    # in between, so two submits into one directory cannot both pass.
+    busy = ctx.scheduler.busy_outputs()
+    spec = await asyncio.to_thread(check_submission, args, ctx.config, busy)
     job_id = secrets.token_hex(4)
-    await ctx.progress.create_job(
-        NewJob(
-            job_id=job_id,
-            input=args.input,
-            output=args.output,
-            spec=spec.as_dict(),
-            checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
-            save_embeddings=args.save_embeddings,
-            force=args.force,
+    if not ctx.scheduler.claim_output(args.output, job_id):
+        raise output_busy(args.output)
+    try:
+        await ctx.progress.create_job(
+            NewJob(
+                job_id=job_id,
+                input=args.input,
+                output=args.output,
+                spec=spec.as_dict(),
+                checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
+                save_embeddings=args.save_embeddings,
+                force=args.force,
+            )
         )
-    )
-    await ctx.scheduler.tell(sm.JobSubmitted(job_id))
+        await ctx.scheduler.tell(sm.JobSubmitted(job_id))
+    except BaseException:
+        ctx.scheduler.release_output(args.output, job_id)
+        raise
     log.info("job.submitted", job_id=job_id, input=args.input, output=args.output)
     return {"job_id": job_id}
 

@@ -28,6 +28,8 @@ import zmq.asyncio
 
 from virnuc import __version__
 
+from . import access
+from .access import AccessError, Listener
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
@@ -79,22 +81,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(config.log_format)
     try:
-        lock = claim_state_dir(config.state_dir)
+        lock = claim_state_dir(config.state_dir, config.group_id)
     except StateDirBusy as exc:
         print(f"virnucd: error: {exc}", file=sys.stderr)
         return EXIT_STATE_DIR
     with lock:
-        return asyncio.run(Daemon(config).run())
+        try:
+            listener = Listener.from_config(config)  # reads the CURVE keys
+        except AccessError as exc:
+            print(f"virnucd: error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return asyncio.run(Daemon(config, listener).run())
 
 
 class StateDirBusy(Exception):
     """Raised by `claim_state_dir` when the state dir is in use or unusable."""
 
 
-def claim_state_dir(state_dir: Path) -> IO[str]:
-    """Create the state dir (0700) and hold its lock for the daemon's lifetime."""
+def claim_state_dir(state_dir: Path, gid: int | None = None) -> IO[str]:
+    """Make the state dir ours and private (see access.py); hold its lock while we run."""
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        access.prepare_state_dir(state_dir, gid)
+    except AccessError as exc:
+        raise StateDirBusy(str(exc)) from exc
+    try:
         lock = (state_dir / "virnucd.lock").open("a+")
     except OSError as exc:
         raise StateDirBusy(f"cannot use state dir {state_dir}: {exc}") from exc
@@ -111,8 +121,9 @@ def claim_state_dir(state_dir: Path) -> IO[str]:
 
 
 class Daemon:
-    def __init__(self, config: DaemonConfig):
+    def __init__(self, config: DaemonConfig, listener: Listener | None = None):
         self.config = config
+        self.listener = listener or Listener(config.group_id)
         self.stopping = asyncio.Event()
         self.stop_reason = ""
         self.exit_code = 0
@@ -130,9 +141,11 @@ class Daemon:
             log.error("daemon.progress_log_unusable", error=str(exc))
             return EXIT_STATE_DIR
         context = zmq.asyncio.Context()
+        auth = access.start_authenticator(context, self.listener.curve)
         try:
             await self._serve(context, progress)
         finally:
+            access.stop_authenticator(auth)
             await asyncio.shield(progress.close())
             context.term()
         log.info("daemon.stopped", reason=self.stop_reason)
@@ -141,7 +154,7 @@ class Daemon:
 
     async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
         config = self.config
-        events = EventPublisher(context, config.events)
+        events = EventPublisher(context, config.events, self.listener)
         hub = WorkerHub(context, config.workers_endpoint, config.max_message_size)
         scheduler = Scheduler(config, progress, hub, events)
         supervisors = self._supervisors(hub, progress, events, scheduler)
@@ -150,9 +163,13 @@ class Daemon:
             context,
             config.control,
             DaemonContext(config, progress, scheduler, self.request_shutdown),
+            self.listener,
         )
+        if not self._bind_public(events, control):
+            return
         events.start()
-        hub.start()
+        with access.private_umask(gid=None):  # 0600 even with a group: only our workers
+            hub.start()
         await progress.clear_workers()
         scheduler.start()
         for supervisor in supervisors:
@@ -177,6 +194,19 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self._shutdown(scheduler, supervisors, control, hub, events)
+
+    def _bind_public(self, events: EventPublisher, control: ControlServer) -> bool:
+        """Bind the client-facing sockets before any worker starts; False if one cannot."""
+        try:
+            events.bind()
+            control.bind()
+        except AccessError as exc:
+            log.error("daemon.cannot_listen", error=str(exc))
+            events.close()
+            self.stop_reason = "cannot listen"
+            self.exit_code = EXIT_CONFIG
+            return False
+        return True
 
     def _supervisors(
         self, hub: WorkerHub, progress: ProgressLog, events: EventPublisher, scheduler: Scheduler

@@ -13,6 +13,7 @@ import structlog
 import zmq
 import zmq.asyncio
 
+from .access import Listener
 from .actor import Actor
 
 log = structlog.get_logger()
@@ -21,19 +22,31 @@ log = structlog.get_logger()
 class EventPublisher(Actor[list[bytes]]):
     name = "events"
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str):
+    def __init__(
+        self, context: zmq.asyncio.Context, endpoint: str, listener: Listener | None = None
+    ):
         super().__init__(inbox_size=10_000)
         self.context = context
         self.endpoint = endpoint
+        self.listener = listener or Listener()
         self.dropped = 0
         self._socket: zmq.asyncio.Socket | None = None
 
-    async def setup(self) -> None:
+    def bind(self) -> None:
+        """Listen now, synchronously; raises `AccessError` if it cannot (see ControlServer)."""
         socket = self.context.socket(zmq.PUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 10_000)
-        socket.bind(self.endpoint)
+        try:
+            self.listener.bind(socket, self.endpoint)
+        except BaseException:
+            socket.close(linger=0)
+            raise
         self._socket = socket
+
+    async def setup(self) -> None:
+        if self._socket is None:
+            self.bind()
 
     def publish(self, frames: list[bytes]) -> None:
         """Queue an event; drop it (and count) if the inbox is full."""
@@ -47,5 +60,9 @@ class EventPublisher(Actor[list[bytes]]):
         await self._socket.send_multipart(message)
 
     async def teardown(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket; also for a publisher bound but never started."""
         if self._socket is not None:
             self._socket.close(linger=0)

@@ -92,6 +92,8 @@ class Scheduler(Actor[Any]):
         self.accepting = True
         self.faults = Faults.from_env()  # crash tests only; inert when unset
         self._recorded: dict[str, tuple[int, int]] = {}  # worker -> recorded since assign
+        # Output dirs claimed by a submit whose job is not in `jobs` yet: output -> job id.
+        self._claimed: dict[str, str] = {}
 
     # --- queries for the control server (same thread, read-only) -------------------
 
@@ -113,6 +115,22 @@ class Scheduler(Actor[Any]):
         if row.error:
             status["error"] = row.error
         return status
+
+    def busy_outputs(self) -> set[str]:
+        """Output directories an unfinished (or just submitted) job writes to."""
+        return {run.row.output for run in self.jobs.values()} | set(self._claimed)
+
+    def claim_output(self, output: str, job_id: str) -> bool:
+        """Reserve `output` for a job being submitted; False if another job has it."""
+        if output in self.busy_outputs():
+            return False
+        self._claimed[output] = job_id
+        return True
+
+    def release_output(self, output: str, job_id: str) -> None:
+        """Drop a claim: the job is in `jobs` now, or its submission failed."""
+        if self._claimed.get(output) == job_id:
+            del self._claimed[output]
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -180,6 +198,7 @@ class Scheduler(Actor[Any]):
             return
         run = JobRun(row, planned=False)
         self.jobs[job_id] = run
+        self.release_output(row.output, job_id)  # `jobs` holds it from now on
         self._publish_state(run)
         self._start_planning(run)
 

@@ -9,6 +9,8 @@ the line and reason if something is found later.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from virnuc.pipeline.fasta import GZIP_MAGIC
@@ -30,11 +32,32 @@ class SubmitRefused(Exception):
 
 def check_submission(args: SubmitArgs, config: DaemonConfig, busy_outputs: set[str]) -> ModelSpec:
     """Validate input, output and models; return the resolved model spec."""
-    check_allowed("input", Path(args.input), config.input_roots)
-    check_allowed("output", Path(args.output), config.output_roots)
-    check_input(Path(args.input))
-    check_output(Path(args.output), force=args.force, busy=busy_outputs)
+    source, target = Path(args.input), Path(args.output)
+    with _os_refusals("input", source):
+        check_allowed("input", source, config.input_roots)
+    with _os_refusals("output", target):
+        check_allowed("output", target, config.output_roots)
+    with _os_refusals("input", source):
+        check_input(source)
+    with _os_refusals("output", target):
+        check_output(target, force=args.force, busy=busy_outputs)
     return check_models(args, config)
+
+
+@contextmanager
+def _os_refusals(what: str, path: Path) -> Iterator[None]:
+    """A path the OS itself refuses (name too long, a symlink loop, an I/O error) is
+    the client's `invalid_input`, never a daemon `internal` error."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: {_os_reason(exc)}") from exc
+
+
+def _os_reason(exc: OSError | RuntimeError) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{exc}; fix or remove the symlink"  # pathlib's "Symlink loop from ..."
 
 
 def check_allowed(what: str, path: Path, roots: tuple[str, ...]) -> None:
@@ -49,28 +72,82 @@ def check_allowed(what: str, path: Path, roots: tuple[str, ...]) -> None:
 
 
 def check_input(path: Path) -> None:
+    """The input exists, is a readable regular file and starts like FASTA or gzip."""
     if not path.exists():
         raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: no such file")
-    if not path.is_file():
-        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: not a regular file")
-    if not os.access(path, os.R_OK):
-        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: permission denied")
-    with path.open("rb") as handle:
-        head = handle.read(4096)
-    if not head:
-        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: empty file")
-    if not head.startswith(GZIP_MAGIC) and not head.lstrip().startswith(b">"):
-        hint = " (FASTQ?)" if head.lstrip().startswith(b"@") else ""
+    if path.is_dir():
         raise SubmitRefused(
-            ErrorCode.INVALID_INPUT, f"input {path}: not a FASTA file{hint}; it must start with '>'"
+            ErrorCode.INVALID_INPUT, f"input {path}: is a directory, not a FASTA file"
         )
+    if not path.is_file():
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"input {path}: not a regular file (a device, FIFO or socket cannot be planned)",
+        )
+    if not os.access(path, os.R_OK):
+        raise _unreadable(path, "permission denied")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except PermissionError as exc:  # os.access said yes, yet an ACL or an LSM says no
+        raise _unreadable(path, exc.strerror or "permission denied") from exc
+    if not head:
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT, f"input {path}: empty file (0 bytes), nothing to classify"
+        )
+    if head.startswith(GZIP_MAGIC):
+        return
+    text = head.lstrip()
+    if text.startswith(b">"):
+        return
+    if _looks_binary(head):
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"input {path}: binary data, not a FASTA file (nor gzip-compressed FASTA)",
+        )
+    if text.startswith(b"@"):
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"input {path}: this looks like FASTQ (it starts with '@'); virnuc reads FASTA: "
+            "convert it to FASTA first (e.g. `seqtk seq -A reads.fq > reads.fa`)",
+        )
+    raise SubmitRefused(
+        ErrorCode.INVALID_INPUT,
+        f"input {path}: not a FASTA file; FASTA starts with a '>' header line",
+    )
+
+
+def output_busy(path: Path | str) -> SubmitRefused:
+    return SubmitRefused(
+        ErrorCode.CONFLICT,
+        f"output {path}: another unfinished job writes there; "
+        "wait for it (virnucctl wait), kill it, or choose another --out",
+    )
+
+
+def _unreadable(path: Path, reason: str) -> SubmitRefused:
+    return SubmitRefused(
+        ErrorCode.INVALID_INPUT,
+        f"input {path}: {reason}: virnucd (uid {os.geteuid()}) cannot read it; "
+        "make it readable by that user, or copy it somewhere it can read",
+    )
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NUL or other control bytes, or not UTF-8: no FASTA (or FASTQ) text file."""
+    if any(b < 32 and b not in b"\t\n\r\x0b\x0c" for b in head):
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 4  # a character cut at the 4 KiB edge is text
+    return False
 
 
 def check_output(path: Path, *, force: bool, busy: set[str]) -> None:
+    """The output is a directory (or can become one), not busy, without old results."""
     if str(path) in busy:
-        raise SubmitRefused(
-            ErrorCode.CONFLICT, f"output {path}: another unfinished job writes there"
-        )
+        raise output_busy(path)
     if path.exists() and not path.is_dir():
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT, f"output {path}: exists and is not a directory"
@@ -85,8 +162,18 @@ def check_output(path: Path, *, force: bool, busy: set[str]) -> None:
     ancestor = path
     while not ancestor.exists():
         ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"output {path}: {ancestor} is a file, not a directory, so {path} cannot be "
+            "created; choose another --out",
+        )
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"output {path}: {ancestor} is not writable")
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"output {path}: {ancestor} is not writable by virnucd (uid {os.geteuid()}); "
+            "make it writable by that user or choose another --out",
+        )
 
 
 def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
@@ -101,6 +188,10 @@ def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
         )
     except ModelSpecError as exc:
         raise SubmitRefused(ErrorCode.INVALID_INPUT, str(exc)) from exc
+    except (OSError, RuntimeError) as exc:  # resolving the classifier's path
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT, f"classifier {args.classifier}: {_os_reason(exc)}"
+        ) from exc
     if spec.profile is None:
         _check_model_path("classifier", spec.classifier, want_dir=False)
         if spec.esm.endswith(".pt"):
@@ -112,7 +203,10 @@ def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
 
 def _check_model_path(what: str, value: str, *, want_dir: bool) -> None:
     path = Path(value)
-    ok = path.is_dir() if want_dir else path.is_file()
+    try:
+        ok = path.is_dir() if want_dir else path.is_file()
+    except OSError as exc:
+        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: {_os_reason(exc)}") from exc
     if not ok:
         kind = "directory" if want_dir else "file"
         raise SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: no such {kind}")

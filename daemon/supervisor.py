@@ -2,7 +2,7 @@
 
 Two tasks per slot:
 
-* the **lifecycle** task spawns `python -m virnuc.daemon.worker` (device pinned with
+* the **lifecycle** task spawns `python -m virnuc.daemon.worker_boot` (device pinned with
   CUDA_VISIBLE_DEVICES), waits for its hello under a deadline, watches it (exit, or
   heartbeat silence -> SIGKILL), reports a death to the scheduler and respawns with
   exponential backoff. A slot whose worker never comes up N times in a row is given
@@ -94,8 +94,12 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.ever_ready = asyncio.Event()  # set at the first hello (for READY=1)
         self.gave_up = asyncio.Event()  # set when the slot is given up on
         self._hello = asyncio.Event()
+        self._fatal_error: str | None = None  # what the current process said before dying
         self._stopping = False
         self._process: asyncio.subprocess.Process | None = None
+        # A worker process that has done its imports and waits for a line on stdin:
+        # replacing a dead worker then costs no Python/torch start-up.
+        self._standby: asyncio.subprocess.Process | None = None
         self._lifecycle: asyncio.Task[None] | None = None
         hub.slots[worker_id] = self
 
@@ -138,6 +142,9 @@ class WorkerSupervisor(Actor[FromWorker]):
         match message:
             case Hello():
                 self.models = message.models
+                log.info(
+                    "worker.hello", worker=self.worker_id, pid=message.pid, device=message.device
+                )
                 self._hello.set()
             case ModelsLoaded():
                 self.models = message.models
@@ -149,6 +156,8 @@ class WorkerSupervisor(Actor[FromWorker]):
             case UnitDone():
                 await self.scheduler.tell(sm.UnitFinished(self.worker_id, message))
             case WorkerError():
+                if message.fatal:
+                    self._fatal_error = message.message
                 await self.scheduler.tell(sm.UnitFailed(self.worker_id, message))
 
     async def _checkpoint(self, ack: Checkpoint) -> None:
@@ -215,19 +224,25 @@ class WorkerSupervisor(Actor[FromWorker]):
                     worker=self.worker_id,
                     device=self.device,
                     attempts=failures_to_start,
+                    last_error=self._fatal_error,
+                    advice="check that the device exists and works (nvidia-smi), "
+                    "or configure another --device",
                 )
                 self.set_state(WorkerState.FAILED)
                 self.gave_up.set()
                 return
+            # Right away after a healthy run; then 0.25 s, 0.5 s, ... up to the cap.
             restarts = 0 if time.monotonic() - started > HEALTHY_RUN else restarts + 1
-            await asyncio.sleep(min(self.config.restart_backoff_max, 0.25 * 2**restarts))
+            if restarts:
+                await asyncio.sleep(min(self.config.restart_backoff_max, 0.125 * 2**restarts))
 
     async def _run_once(self) -> bool:
         """Run one worker process to its end; True if it said hello."""
         self._hello.clear()
+        self._fatal_error = None
         self.pid = None
         self.set_state(WorkerState.STARTING)
-        process = await self._spawn()
+        process = await self._activate_standby() or await self._spawn()
         self._process = process
         self.pid = process.pid
         self.last_seen = time.monotonic()
@@ -236,11 +251,15 @@ class WorkerSupervisor(Actor[FromWorker]):
             self.ever_ready.set()
             self.set_state(WorkerState.IDLE)
             await self.scheduler.tell(sm.WorkerUp(self.worker_id))
+            if self.config.warm_standby:
+                self._standby = await self._spawn(standby=True)
             reason = await self._watch(process)
         else:
             reason = "no hello within the deadline" if process.returncode is None else "exited"
             await _kill(process)
         code = await process.wait()
+        if self._fatal_error:
+            reason = f"{reason}: {self._fatal_error}"
         self.pid = None
         self._process = None
         # Not idle any more before the scheduler hears of it: no unit may go to a corpse.
@@ -251,7 +270,24 @@ class WorkerSupervisor(Actor[FromWorker]):
         await self.scheduler.tell(sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})"))
         return said_hello
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
+    async def _activate_standby(self) -> asyncio.subprocess.Process | None:
+        standby, self._standby = self._standby, None
+        if standby is None or standby.returncode is not None or standby.stdin is None:
+            return None
+        try:
+            standby.stdin.write(b"go\n")
+            await standby.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            await _kill(standby)
+            return None
+        return standby
+
+    async def _discard_standby(self) -> None:
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            await _kill(standby)
+
+    async def _spawn(self, standby: bool = False) -> asyncio.subprocess.Process:
         env = dict(os.environ)
         if self.device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
@@ -261,7 +297,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         command = [
             sys.executable,
             "-m",
-            "virnuc.daemon.worker",
+            "virnuc.daemon.worker_boot",
             "--endpoint",
             self.config.workers_endpoint,
             "--worker-id",
@@ -276,9 +312,11 @@ class WorkerSupervisor(Actor[FromWorker]):
             str(self.config.block_frames),
             "--parent-pid",
             str(os.getpid()),
+            *(["--standby"] if standby else []),
         ]
+        stdin = asyncio.subprocess.PIPE if standby else asyncio.subprocess.DEVNULL
         return await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, env=env
+            *command, stdin=stdin, stdout=asyncio.subprocess.DEVNULL, env=env
         )
 
     async def _await_hello(self, process: asyncio.subprocess.Process) -> bool:
@@ -312,6 +350,7 @@ class WorkerSupervisor(Actor[FromWorker]):
     async def shutdown(self) -> None:
         """Ask the worker to checkpoint and exit; SIGKILL after the grace period."""
         self._stopping = True
+        await self._discard_standby()
         process = self._process
         if process is not None and process.returncode is None:
             self.set_state(WorkerState.STOPPING, self.assignment)
@@ -327,10 +366,6 @@ class WorkerSupervisor(Actor[FromWorker]):
                 await self._lifecycle
         await self.stop()  # drain the acks the worker sent on its way out
 
-    def kill_now(self) -> None:
-        """SIGKILL the worker (the daemon is going down hard)."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.send_signal(signal.SIGKILL)
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

@@ -19,7 +19,8 @@ Three threads, one job each:
   `checkpoint` ack; its queue holds two parts, so memory stays bounded and compute
   only waits when the disk is slower than the models.
 
-What the daemon sees: `hello`, then `heartbeat`s for the life of the process. Per
+What the daemon sees: `hello`, then `heartbeat`s for the life of the process — or,
+from a worker whose device cannot be used, one fatal `error` and no hello at all. Per
 `assign`: [`models_loaded`] then `batch_done`s and `checkpoint`s interleaved (the
 checkpoints contiguous from `start_record`), then `unit_done` once every record is in
 an acked part. A model-load failure is one `error` (fatal=false) instead. A cancelled
@@ -118,6 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-seconds", type=_positive, default=300.0, metavar="S")
     parser.add_argument(
         "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
+    )
+    parser.add_argument(
+        "--standby",
+        action="store_true",
+        help="import everything, then wait for a line on stdin before connecting",
     )
     return parser.parse_args(argv)
 
@@ -251,8 +257,10 @@ class IoLink:
         self._beats = 0
         self._thread = threading.Thread(target=self._run, name="worker-io", daemon=True)
 
-    def start(self, hello: Hello) -> None:
-        self.send(hello)
+    def start(self, hello: Hello | None) -> None:
+        """Start the thread; `hello` goes first (None: a worker that cannot start)."""
+        if hello is not None:
+            self.send(hello)
         self._thread.start()
 
     def send(self, message: WorkerMessageBase) -> None:
@@ -829,18 +837,24 @@ def main(argv: list[str] | None = None) -> int:
     if parent is None:
         log.warning("worker.orphaned_at_start", parent_pid=args.parent_pid)
         return EXIT_ORPHANED
+    if args.standby and not sys.stdin.readline():
+        return EXIT_OK  # a warm standby the daemon no longer needs (stdin closed)
     flags = Flags()
     _install_signal_handlers(flags)
     link = IoLink(args.endpoint, args.worker_id, args.heartbeat_interval, parent, flags, log)
-    link.start(
-        Hello(worker_id=args.worker_id, pid=os.getpid(), device=args.device, versions=versions())
-    )
-    log.info("worker.started", endpoint=args.endpoint, device=args.device)
+    # The device is checked before the hello: a hello means "ready to work", and the
+    # daemon tells systemd READY=1 on it. A worker that cannot work sends one fatal
+    # `error` instead, and the daemon counts a start that failed.
     try:
         faults = Faults.from_env()
         device = resolve_device(args.device)
     except (DeviceUnavailable, FaultSpecError) as exc:
+        link.start(None)
         return _fatal(link, log, str(exc))
+    link.start(
+        Hello(worker_id=args.worker_id, pid=os.getpid(), device=args.device, versions=versions())
+    )
+    log.info("worker.started", endpoint=args.endpoint, device=args.device)
     faults.before_kill = link.close
     return _serve(args, link, flags, faults, device, log)
 

@@ -20,7 +20,7 @@ import gzip
 import hashlib
 import os
 import zlib
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,13 +170,26 @@ def scan_fasta(
         with open_binary(path) as raw:
             for line in raw:
                 scanner.feed(line)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+    except (EOFError, OSError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError | IsADirectoryError):
             raise
-        raise FastaError(path, f"cannot read the file to its end: {exc} (truncated .gz?)") from exc
+        raise _unreadable(path, exc, scanner.line_no + 1) from exc
     scan = scanner.finish()
     _check_unique_ids(path, scanner.id_hashes)
     return scan
+
+
+def _unreadable(path: str | os.PathLike[str], exc: BaseException, line: int) -> FastaError:
+    """A read that failed at `line`: a damaged .gz, or the disk itself."""
+    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
+        return FastaError(
+            path,
+            f"the compressed data ends early or is damaged ({exc}); a truncated .gz? "
+            "Copy or compress the file again (check it with `gzip -t`)",
+            line=line,
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return FastaError(path, f"cannot read the file: {reason}", line=line)
 
 
 class _Scanner:
@@ -193,6 +206,7 @@ class _Scanner:
         self.bases = 0
         self.current_bases = -1  # -1: before the first header
         self.header_line = 0
+        self.current_id = ""
         self.id_hashes = array.array("q")  # 8 bytes per record, not a set of str
 
     def feed(self, line: bytes) -> None:
@@ -217,6 +231,7 @@ class _Scanner:
         self.records += 1
         self.current_bases = 0
         self.header_line = self.line_no
+        self.current_id = rid
 
     def _sequence(self, body: bytes) -> None:
         if self.current_bases < 0:
@@ -232,7 +247,12 @@ class _Scanner:
 
     def _close_record(self) -> None:
         if self.current_bases == 0:
-            raise FastaError(self.path, "record has no sequence", line=self.header_line)
+            raise FastaError(
+                self.path,
+                f"record {self.current_id!r} has no sequence (a header with no sequence "
+                "lines after it); remove the header or add its sequence",
+                line=self.header_line,
+            )
         self.bases += max(self.current_bases, 0)
 
     def finish(self) -> FastaScan:
@@ -268,19 +288,31 @@ def _check_unique_ids(path: str | os.PathLike[str], id_hashes: array.array[int])
     suspects = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
     if not suspects:
         return
-    counts: Counter[str] = Counter()
-
-    def note(start: RecordStart) -> None:
-        if _id_hash(start.id) in suspects:
-            counts[start.id] += 1
-
+    first_line: dict[str, int] = {}  # suspect id -> line of its first header
+    repeats: list[tuple[str, int]] = []  # (id, line) of each repeated header, in order
     with open_binary(path) as raw:
-        for start in _record_starts(raw):
-            note(start)
-    duplicated = sorted(rid for rid, n in counts.items() if n > 1)
-    if duplicated:
-        shown = ", ".join(duplicated[:10]) + (" …" if len(duplicated) > 10 else "")
-        raise FastaError(path, f"{len(duplicated)} duplicate record id(s): {shown}")
+        for line_no, line in enumerate(raw, 1):
+            if not line.startswith(b">"):
+                continue
+            rid = record_id(line[1:].decode("ascii"))
+            if _id_hash(rid) not in suspects:
+                continue
+            if rid in first_line:
+                repeats.append((rid, line_no))
+            else:
+                first_line[rid] = line_no
+    if not repeats:
+        return  # only a hash collision
+    rid, line = repeats[0]
+    duplicated = list(dict.fromkeys(r for r, _ in repeats))
+    shown = ", ".join(duplicated[:10]) + (" …" if len(duplicated) > 10 else "")
+    raise FastaError(
+        path,
+        f"duplicate record id {rid!r} (first on line {first_line[rid]}); "
+        f"{len(duplicated)} id(s) occur more than once: {shown}. Record ids (the "
+        "header's first word) must be unique: rename or remove the duplicates",
+        line=line,
+    )
 
 
 def record_starts(path: str | os.PathLike[str]) -> Iterator[RecordStart]:

@@ -74,8 +74,11 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 NonEmptyStr = Annotated[str, Check(bool, "a non-empty string")]
 AbsPath = Annotated[str, Check(_is_abs_path, "an absolute path")]
-Count = Annotated[int, Check(lambda n: n >= 0, "a non-negative int")]
-PositiveInt = Annotated[int, Check(lambda n: n > 0, "a positive int")]
+#: Counts, offsets and sizes are stored as SQLite integers (signed 64-bit), so larger
+#: values (msgpack ints reach 2**64 - 1) are refused here, not by the database.
+MAX_INT = 2**63 - 1
+Count = Annotated[int, Check(lambda n: 0 <= n <= MAX_INT, "a non-negative int below 2**63")]
+PositiveInt = Annotated[int, Check(lambda n: 0 < n <= MAX_INT, "a positive int below 2**63")]
 Sha256Hex = Annotated[str, Check(lambda s: bool(_SHA256.fullmatch(s)), "64 lowercase hex digits")]
 
 

@@ -6,6 +6,8 @@ another tool to: if it works, the documented protocol is enough to drive virnucd
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -102,6 +104,12 @@ class Daemon:
         self.client = RawClient(f"ipc://{state_dir}/control.sock")
 
     def start(self) -> Daemon:
+        self.spawn()
+        wait_for(self._answers, 60, "virnucd to answer ping")
+        return self
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start virnucd without waiting for it (for tests of its start-up itself)."""
         command = [
             sys.executable,
             "-m",
@@ -116,8 +124,7 @@ class Daemon:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=self.env
             )
-        wait_for(self._answers, 60, "virnucd to answer ping")
-        return self
+        return self.process
 
     def _answers(self) -> bool:
         assert self.process is not None
@@ -135,6 +142,16 @@ class Daemon:
             return workers if len(idle) >= count else None
 
         return wait_for(probe, timeout, f"{count} workers to say hello", interval=0.1)
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """The JSON lines of the log (virnucd's and its workers'), in order."""
+        events = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    events.append(event)
+        return events
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

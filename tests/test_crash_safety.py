@@ -190,6 +190,7 @@ def test_chaos_twenty_sigkills_of_workers_and_daemon(
     env = {"VIRNUC_FAULT": ",".join(points), "VIRNUC_FAULT_MARKER": str(tmp_path / "fired")}
     kills: list[str] = []
     pids: list[int] = []
+    daemon_kills_at = set(rng.sample(range(3, 21), 3))  # the rest are worker kills
 
     def restart(daemon: Daemon, why: str) -> Daemon:
         daemon.kill9()
@@ -217,7 +218,7 @@ def test_chaos_twenty_sigkills_of_workers_and_daemon(
             time.sleep(rng.uniform(0.05, 0.6))  # the random moment of the next kill
             if len(kills) >= 24:
                 continue
-            if rng.random() < 0.12 or len(kills) in (7, 15):
+            if len(kills) in daemon_kills_at:
                 daemon = restart(daemon, "daemon")
             elif busy := [w for w in workers if "job_id" in w]:
                 with contextlib.suppress(ProcessLookupError):  # it may have died meanwhile

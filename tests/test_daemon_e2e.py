@@ -84,7 +84,7 @@ def test_workers_reports_real_worker_pids(daemon) -> None:
     assert sorted(w["id"] for w in workers) == ["w0", "w1"]
     for worker in workers:
         cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
-        assert b"virnuc.daemon.worker" in cmdline
+        assert b"virnuc.daemon.worker_boot" in cmdline
         assert worker["device"] == "cpu"
 
 
@@ -137,7 +137,7 @@ def test_a_worker_killed_with_sigkill_is_restarted_and_the_job_completes(
         ({"v": 1, "id": "x", "op": "frobnicate", "args": {}}, "unknown_op"),
         ({"v": 1, "id": "x", "op": "status", "args": {"job_id": 7}}, "bad_request"),
         ({"v": 1, "id": "x", "op": "status", "args": {"job_id": "nope"}}, "not_found"),
-        ({"v": 1, "id": "x", "op": "ping", "args": {"pad": "x" * (5 << 20)}}, "too_large"),
+        ({"v": 1, "id": "x", "op": "ping", "args": {"pad": "x" * (9 << 19)}}, "too_large"),
     ],
 )
 def test_protocol_errors_come_back_with_their_codes(daemon, message, code) -> None:

@@ -74,11 +74,14 @@ def test_reading_is_lazy(tmp_path: Path) -> None:
             "line 1: text before the first '>' header (this looks like FASTQ)",
         ),
         (">p1\nMKVLAEFIQ\n", "line 2: characters that are not nucleotides: 'EFILQ'"),
-        (">a\nACGT\n>b\n>c\nAC\n", "line 3: record has no sequence"),
-        (">a\nACGT\n>b\n", "line 3: record has no sequence"),
+        (">a\nACGT\n>b\n>c\nAC\n", "line 3: record 'b' has no sequence"),
+        (">a\nACGT\n>b\n", "line 3: record 'b' has no sequence"),
         (">\nACGT\n", "line 1: empty FASTA header"),
         (">a\nAC1GT\n", "line 2: characters that are not nucleotides: '1'"),
-        (">a\nACGT\n>b x\nAA\n>a again\nCC\n>b\nG\n", "2 duplicate record id(s): a, b"),
+        (
+            ">a\nACGT\n>b x\nAA\n>a again\nCC\n>b\nG\n",
+            "line 5: duplicate record id 'a' (first on line 1); 2 id(s) occur more than once: a, b",
+        ),
     ],
 )
 def test_bad_content_is_named_with_its_line(tmp_path: Path, content: str, message: str) -> None:
@@ -95,7 +98,7 @@ def test_binary_data_is_refused(tmp_path: Path) -> None:
 
 def test_truncated_gzip_is_refused(tmp_path: Path) -> None:
     whole = gzip.compress((GOOD * 200).encode())
-    with pytest.raises(FastaError, match="truncated"):
+    with pytest.raises(FastaError, match=r"line \d+: the compressed data ends early.*truncated"):
         scan_fasta(write(tmp_path, whole[: len(whole) // 2], "cut.fa.gz"))
 
 

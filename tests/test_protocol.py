@@ -427,7 +427,7 @@ BAD_REQUESTS: list[tuple[str, Any, p.ErrorCode, str, str]] = [
         "zero checkpoint",
         wire_request("submit", {"input": "/a", "output": "/b", "checkpoint_every": 0}),
         p.ErrorCode.BAD_REQUEST,
-        "field 'args.checkpoint_every' must be a positive int, got 0",
+        "field 'args.checkpoint_every' must be a positive int below 2**63, got 0",
         "r1",
     ),
     (
@@ -462,14 +462,21 @@ BAD_REQUESTS: list[tuple[str, Any, p.ErrorCode, str, str]] = [
         "negative offset",
         wire_request("list", {"offset": -1}),
         p.ErrorCode.BAD_REQUEST,
-        "field 'args.offset' must be a non-negative int, got -1",
+        "field 'args.offset' must be a non-negative int below 2**63, got -1",
+        "r1",
+    ),
+    (
+        "offset past SQLite's integers",
+        wire_request("list", {"offset": 2**63}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.offset' must be a non-negative int below 2**63, got 9223372036854775808",
         "r1",
     ),
     (
         "zero limit",
         wire_request("list", {"limit": 0}),
         p.ErrorCode.BAD_REQUEST,
-        "field 'args.limit' must be a positive int, got 0",
+        "field 'args.limit' must be a positive int below 2**63, got 0",
         "r1",
     ),
 ]

@@ -1,0 +1,340 @@
+"""Every bad input, end to end: its error code and message, and the daemon lives on.
+
+One real virnucd (one worker) serves the whole table. A bad input is refused either
+at `submit` (cheap checks: `invalid_input`, `conflict`) or, when only reading the
+whole file shows the problem, the job is accepted and then ends `failed` with an
+error naming the file, the line and the reason (the planner's full scan), leaving
+no output file behind. Windows line endings and lowercase bases are valid input
+and must give the very outputs of the plain, uppercase file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from virnuc.daemon import submission
+from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
+from virnuc.protocol import ErrorCode
+
+from bench.synthetic import random_lengths, write_fasta
+from tests.harness import Daemon
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("bad-input")
+    daemon = Daemon(root / "state", demo_cache, "--workers", "1")
+    daemon.start()
+    daemon.workers_ready(1)
+    yield daemon
+    try:
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()
+
+
+def valid_fasta(path: Path, count: int = 6, seed: int = 5) -> Path:
+    write_fasta(path, random_lengths(count, seed=seed, low=200, high=900), seed=seed)
+    return path
+
+
+def submit(daemon: Daemon, fasta: Path, out: Path, **extra: object) -> dict:
+    return daemon.client.call(
+        "submit", input=str(fasta), output=str(out), profile="demo", **extra
+    )
+
+
+def assert_still_answers(daemon: Daemon) -> None:
+    assert daemon.client.call("ping")["ok"], daemon.log_tail()
+
+
+def assert_no_outputs(out: Path) -> None:
+    """Nothing that could pass for a result: no final file, no temporary one."""
+    if not out.is_dir():
+        return
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n in OUTPUT_NAMES or n.endswith(".partial")], names
+
+
+# --- the table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """A bad input: how to make it, and what the daemon must say about it.
+
+    `make(dir)` returns (input, output). `stage` is where it is refused: "submit"
+    (an error reply with `code`) or "job" (accepted, then `failed`). `reason` is a
+    regex the message must match; `line` (for "job" cases) the line it must name
+    (or a function of the input that computes it).
+    """
+
+    make: Callable[[Path], tuple[Path, Path]]
+    stage: str
+    code: str
+    reason: str
+    line: int | Callable[[Path], int] | None = None
+
+
+def _input(name: str, content: bytes) -> Callable[[Path], tuple[Path, Path]]:
+    def make(tmp: Path) -> tuple[Path, Path]:
+        path = tmp / name
+        path.write_bytes(content)
+        return path, tmp / "out"
+
+    return make
+
+
+def _missing(tmp: Path) -> tuple[Path, Path]:
+    return tmp / "absent.fa", tmp / "out"
+
+
+def _directory(tmp: Path) -> tuple[Path, Path]:
+    (tmp / "a_dir.fa").mkdir()
+    return tmp / "a_dir.fa", tmp / "out"
+
+
+def _name_too_long(tmp: Path) -> tuple[Path, Path]:
+    return tmp / ("x" * 300) / "in.fa", tmp / "out"
+
+
+def _symlink_loop(tmp: Path) -> tuple[Path, Path]:
+    (tmp / "loop_a").symlink_to(tmp / "loop_b")
+    (tmp / "loop_b").symlink_to(tmp / "loop_a")
+    return tmp / "loop_a", tmp / "out"
+
+
+def _binary() -> bytes:
+    data = random.Random(3).randbytes(4096)
+    return b"\x00\x01" + data  # neither '>' nor the gzip magic at the start
+
+
+def _truncated_gz(tmp: Path) -> tuple[Path, Path]:
+    plain = valid_fasta(tmp / "whole.fa", count=40)
+    whole = gzip.compress(plain.read_bytes())
+    path = tmp / "cut.fa.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    return path, tmp / "out"
+
+
+def _first_unreadable_line(path: Path) -> int:
+    """The line the cut falls in: one past the last line the gzip data still holds."""
+    return zlib.decompressobj(wbits=31).decompress(path.read_bytes()).count(b"\n") + 1
+
+
+def _output_under_a_file(tmp: Path) -> tuple[Path, Path]:
+    # We run as root, so file modes do not make a directory unwritable; a path whose
+    # parent is a regular file cannot be created by anyone.
+    (tmp / "plain_file").write_text("not a directory\n")
+    return valid_fasta(tmp / "in.fa"), tmp / "plain_file" / "out"
+
+
+def _output_is_a_file(tmp: Path) -> tuple[Path, Path]:
+    (tmp / "out").write_text("not a directory\n")
+    return valid_fasta(tmp / "in.fa"), tmp / "out"
+
+
+FASTA_HEAD = b">ok1 fine\nACGTACGTAC\n"
+
+CASES = {
+    "missing file": Case(_missing, "submit", "invalid_input", r"no such file"),
+    "path too long": Case(_name_too_long, "submit", "invalid_input", r"File name too long"),
+    "symlink loop": Case(_symlink_loop, "submit", "invalid_input", r"[Ss]ymlink loop"),
+    "directory": Case(_directory, "submit", "invalid_input", r"is a directory, not a FASTA file"),
+    "empty file": Case(_input("empty.fa", b""), "submit", "invalid_input", r"empty file"),
+    "binary data": Case(
+        _input("blob.fa", _binary()), "submit", "invalid_input", r"binary data, not a FASTA file"
+    ),
+    "FASTQ": Case(
+        _input("reads.fq", b"@r1\nACGT\n+\nIIII\n"),
+        "submit",
+        "invalid_input",
+        r"looks like FASTQ.*convert it to FASTA",
+    ),
+    "binary inside FASTA": Case(
+        _input("mixed.fa", FASTA_HEAD + b">r2\n" + bytes(range(256)) + b"\n"),
+        "job",
+        "",
+        r"non-text bytes: binary data, not FASTA",
+        line=4,
+    ),
+    "protein FASTA": Case(
+        _input("protein.fa", b">p1 kinase\nMKVLAAGIVEQLLK\n"),
+        "job",
+        "",
+        r"characters that are not nucleotides: 'EILQ' \(protein FASTA\?",
+        line=2,
+    ),
+    "record with no sequence": Case(
+        _input("noseq.fa", FASTA_HEAD + b">empty_one\n>r3\nACGT\n"),
+        "job",
+        "",
+        r"record 'empty_one' has no sequence",
+        line=3,
+    ),
+    "record with no sequence at the end": Case(
+        _input("noseq_end.fa", FASTA_HEAD + b">last_one\n\n"),
+        "job",
+        "",
+        r"record 'last_one' has no sequence",
+        line=3,
+    ),
+    "duplicate ids": Case(
+        _input("dups.fa", FASTA_HEAD + b">r2\nACGT\n>ok1 again\nGGCC\n"),
+        "job",
+        "",
+        r"duplicate record id 'ok1' \(first on line 1\).*must be unique",
+        line=5,
+    ),
+    "truncated gz": Case(
+        _truncated_gz,
+        "job",
+        "",
+        r"the compressed data ends early.*truncated \.gz\? Copy or compress the file again",
+        line=_first_unreadable_line,
+    ),
+    "output under a regular file": Case(
+        _output_under_a_file, "submit", "invalid_input", r"plain_file is a file, not a directory"
+    ),
+    "output is a regular file": Case(
+        _output_is_a_file, "submit", "invalid_input", r"exists and is not a directory"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_bad_input_is_named_and_the_daemon_lives_on(
+    daemon: Daemon, tmp_path: Path, case: Case
+) -> None:
+    fasta, out = case.make(tmp_path)
+    reply = submit(daemon, fasta, out)
+    if case.stage == "submit":
+        assert reply["ok"] is False, reply
+        assert reply["error"]["code"] == case.code, reply
+        message = reply["error"]["message"]
+        named = out if "output" in message.split(":")[0] else fasta
+        assert str(named) in message, message
+        assert re.search(case.reason, message), message
+    else:
+        assert reply["ok"], reply
+        status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed"), 60)
+        assert status["state"] == "failed", status
+        error = status["error"]
+        line = case.line(fasta) if callable(case.line) else case.line
+        where = rf"{re.escape(str(fasta))}, line {line}: "
+        assert re.search(where + case.reason, error), error
+    assert_no_outputs(out)
+    assert_still_answers(daemon)
+
+
+def test_unreadable_input_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """At unit level: tests run as root, and root reads a file whatever its mode, so
+    a real unreadable file cannot be made here. `check_input` asks `os.access`."""
+    fasta = valid_fasta(tmp_path / "secret.fa")
+    real_access = submission.os.access
+
+    def access(path: object, mode: int) -> bool:
+        return False if Path(str(path)) == fasta else real_access(path, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(submission.os, "access", access)
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submission.check_input(fasta)
+    assert refused.value.code == ErrorCode.INVALID_INPUT
+    assert str(fasta) in refused.value.message
+    assert "permission denied" in refused.value.message
+    assert "make it readable" in refused.value.message
+
+
+# --- valid variants: Windows line endings, lowercase ------------------------------------
+
+
+def _recase(text: str, case: Callable[[str], str]) -> str:
+    """Change the case of sequence lines only: ids must stay as they are."""
+    return "".join(
+        line if line.startswith(">") else case(line) for line in text.splitlines(keepends=True)
+    )
+
+
+def run_job(daemon: Daemon, fasta: Path, out: Path, **extra: object) -> str:
+    reply = submit(daemon, fasta, out, **extra)
+    assert reply["ok"], reply
+    status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed", "killed"))
+    assert status["state"] == "done", status
+    return (out / PREDICTIONS).read_text()
+
+
+def test_windows_line_endings_and_lowercase_give_the_same_outputs(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    text = valid_fasta(tmp_path / "mixed.fa", count=8, seed=9).read_text()
+    upper = tmp_path / "upper.fa"
+    upper.write_text(_recase(text, str.upper))
+    variants = {
+        "crlf.fa": _recase(text, str.upper).replace("\n", "\r\n"),
+        "lower.fa": _recase(text, str.lower),
+        "lower_crlf.fa": _recase(text, str.lower).replace("\n", "\r\n"),
+    }
+    expected = run_job(daemon, upper, tmp_path / "out-upper")
+    assert expected.count("\n") > 8  # rows were scored: the comparison means something
+    for name, content in variants.items():
+        path = tmp_path / name
+        path.write_bytes(content.encode())
+        assert run_job(daemon, path, tmp_path / f"out-{name}") == expected, name
+    assert_still_answers(daemon)
+
+
+def test_output_holding_results_is_a_conflict_unless_forced(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    fasta = valid_fasta(tmp_path / "in.fa")
+    out = tmp_path / "out"
+    first = run_job(daemon, fasta, out)
+    reply = submit(daemon, fasta, out)
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "conflict"
+    message = reply["error"]["message"]
+    assert str(out) in message and PREDICTIONS in message and "--force" in message, message
+    (out / PREDICTIONS).write_text("stale\n")
+    assert run_job(daemon, fasta, out, force=True) == first
+    assert_still_answers(daemon)
+
+
+def test_two_submits_into_one_output_at_once_get_one_job_and_one_conflict(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """Sent together on one DEALER, so both are checked while neither job exists yet."""
+    fasta = valid_fasta(tmp_path / "in.fa")
+    out = tmp_path / "out"
+    sock = daemon.client.context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.client.endpoint)
+    try:
+        for n in range(2):
+            args = {"input": str(fasta), "output": str(out), "profile": "demo"}
+            request = {"v": 1, "id": f"s{n}", "op": "submit", "args": args}
+            sock.send_multipart([b"", msgpack.packb(request)])
+        replies = []
+        for _ in range(2):
+            assert sock.poll(10_000), "no reply to a submit"
+            replies.append(msgpack.unpackb(sock.recv_multipart()[-1]))
+    finally:
+        sock.close()
+    accepted = [r for r in replies if r["ok"]]
+    refused = [r for r in replies if not r["ok"]]
+    assert len(accepted) == 1 and len(refused) == 1, replies
+    assert refused[0]["error"]["code"] == "conflict", refused
+    assert "another unfinished job writes there" in refused[0]["error"]["message"]
+    job = accepted[0]["result"]["job_id"]
+    assert daemon.client.wait_state(job, ("done", "failed", "killed"))["state"] == "done"
