@@ -26,7 +26,7 @@ from pathlib import Path
 from virnuc.pipeline.models import ensure_demo_models
 from virnuc.pipeline.spec import demo_spec
 
-from .bench_daemon import Client
+from .bench_daemon import Client, stop_daemon
 from .synthetic import random_lengths, write_fasta
 
 
@@ -59,13 +59,6 @@ def start(state: Path, cache: Path, log: Path, unit_records: int) -> subprocess.
     return process
 
 
-def stop(state: Path, process: subprocess.Popen[bytes]) -> None:
-    client = Client(state)
-    client.call("shutdown")
-    client.close()
-    process.wait(120)
-
-
 def timed_job(root: Path, cache: Path, fasta: Path, every: int, name: str) -> float:
     state = root / name
     process = start(state, cache, root / f"{name}.log", unit_records=10**9)
@@ -73,7 +66,7 @@ def timed_job(root: Path, cache: Path, fasta: Path, every: int, name: str) -> fl
     client.run_job(fasta, root / f"{name}-warm")  # models load on the first job
     seconds = client.run_job(fasta, root / f"{name}-out", checkpoint_every=every)
     client.close()
-    stop(state, process)
+    stop_daemon(state, process)
     return seconds
 
 
@@ -101,7 +94,7 @@ def recovery(root: Path, cache: Path, fasta: Path, every: int, kills: int) -> No
     while client.call("status", job_id=job)["state"] not in ("done", "failed"):
         time.sleep(0.05)
     client.close()
-    stop(state, process)
+    stop_daemon(state, process)
     loads = [json.loads(line).get("load_seconds", 0.0) for line in log.read_text().splitlines()
              if '"models.loaded"' in line][1:]  # fmt: skip
     starts = [w - load for w, load in zip(waits, loads, strict=False)]

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from virnuc.pipeline.outputs import RecordResult
+from virnuc.pipeline.outputs import RecordResult, fsync_path
 
 FORMAT_VERSION = 1
 SUFFIX = ".npz"
@@ -151,7 +151,7 @@ def _write_durably(final: Path, arrays: dict[str, np.ndarray], fault: FaultHook 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(final.parent)
+    fsync_path(final.parent)  # the rename is durable only once its directory is
     if fault is not None:
         fault("after_rename")
 
@@ -220,15 +220,6 @@ def _embedding_arrays(
         "nucleotide": _rows([r.nucleotide for r in results], nucleotide_dim, "nucleotide"),
         "protein": _rows([r.protein for r in results], protein_dim, "protein"),
     }
-
-
-def fsync_dir(directory: Path) -> None:
-    """A rename is durable only once the directory holding it is fsynced."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def file_sha256(path: Path) -> str:

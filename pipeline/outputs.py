@@ -155,13 +155,13 @@ class ResultWriter:
         names = [SUMMARY, HIGHEST_SCORE]
         if self._h5 is not None:
             self._h5.close()
-            _fsync_path(self._tmp[EMBEDDINGS])
+            fsync_path(self._tmp[EMBEDDINGS])
             names.append(EMBEDDINGS)
         for name in [*names, PREDICTIONS]:
             os.replace(self._tmp[name], self.out_dir / name)
         if not self._h5 and (self.out_dir / EMBEDDINGS).exists():
             (self.out_dir / EMBEDDINGS).unlink()  # a stale one from a --force rerun would mislead
-        _fsync_path(self.out_dir)
+        fsync_path(self.out_dir)
         self._committed = True
 
     def abort(self) -> None:
@@ -220,7 +220,7 @@ class _EmbeddingFile:
             self._file.close()
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """fsync a file or a directory (a rename is durable only once its directory is)."""
     fd = os.open(path, os.O_RDONLY)
     try:
