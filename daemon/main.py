@@ -27,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from virnuc import __version__
+from virnuc.protocol import daemon_event
 
 from . import access
 from .access import AccessError, Listener
@@ -177,7 +178,7 @@ class Daemon:
         control.start()
         self._install_signals()
         background = [
-            asyncio.create_task(self._announce_ready(supervisors, scheduler)),
+            asyncio.create_task(self._announce_ready(supervisors, scheduler, events)),
             asyncio.create_task(self._keep_systemd_informed(supervisors, scheduler)),
         ]
         log.info(
@@ -190,6 +191,7 @@ class Daemon:
         await self.stopping.wait()
         log.info("daemon.stopping", reason=self.stop_reason)
         self.notifier.stopping()
+        events.publish(daemon_event("stopping"))
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -225,7 +227,7 @@ class Daemon:
         ]
 
     async def _announce_ready(
-        self, supervisors: list[WorkerSupervisor], scheduler: Scheduler
+        self, supervisors: list[WorkerSupervisor], scheduler: Scheduler, events: EventPublisher
     ) -> None:
         """READY=1 once every worker said hello; a slot that never does stops us."""
 
@@ -250,6 +252,7 @@ class Daemon:
             self.request_shutdown(f"{exc} never started")
             return
         self.notifier.ready(status_line(supervisors, scheduler))
+        events.publish(daemon_event("running"))
         log.info("daemon.workers_ready", workers=len(supervisors))
 
     async def _keep_systemd_informed(

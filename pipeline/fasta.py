@@ -291,10 +291,10 @@ def _check_unique_ids(path: str | os.PathLike[str], id_hashes: array.array[int])
     first_line: dict[str, int] = {}  # suspect id -> line of its first header
     repeats: list[tuple[str, int]] = []  # (id, line) of each repeated header, in order
     with open_binary(path) as raw:
-        for line_no, line in enumerate(raw, 1):
-            if not line.startswith(b">"):
+        for line_no, text in enumerate(raw, 1):
+            if not text.startswith(b">"):
                 continue
-            rid = record_id(line[1:].decode("ascii"))
+            rid = record_id(text[1:].decode("ascii"))
             if _id_hash(rid) not in suspects:
                 continue
             if rid in first_line:

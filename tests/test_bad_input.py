@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -50,10 +51,8 @@ def valid_fasta(path: Path, count: int = 6, seed: int = 5) -> Path:
     return path
 
 
-def submit(daemon: Daemon, fasta: Path, out: Path, **extra: object) -> dict:
-    return daemon.client.call(
-        "submit", input=str(fasta), output=str(out), profile="demo", **extra
-    )
+def submit(daemon: Daemon, fasta: Path, out: Path, **extra: Any) -> dict[str, Any]:
+    return daemon.client.call("submit", input=str(fasta), output=str(out), profile="demo", **extra)
 
 
 def assert_still_answers(daemon: Daemon) -> None:
@@ -246,7 +245,7 @@ def test_unreadable_input_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     real_access = submission.os.access
 
     def access(path: object, mode: int) -> bool:
-        return False if Path(str(path)) == fasta else real_access(path, mode)  # type: ignore[arg-type]
+        return False if Path(str(path)) == fasta else real_access(path, mode)
 
     monkeypatch.setattr(submission.os, "access", access)
     with pytest.raises(submission.SubmitRefused) as refused:
@@ -267,7 +266,7 @@ def _recase(text: str, case: Callable[[str], str]) -> str:
     )
 
 
-def run_job(daemon: Daemon, fasta: Path, out: Path, **extra: object) -> str:
+def run_job(daemon: Daemon, fasta: Path, out: Path, **extra: Any) -> str:
     reply = submit(daemon, fasta, out, **extra)
     assert reply["ok"], reply
     status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed", "killed"))
@@ -295,9 +294,7 @@ def test_windows_line_endings_and_lowercase_give_the_same_outputs(
     assert_still_answers(daemon)
 
 
-def test_output_holding_results_is_a_conflict_unless_forced(
-    daemon: Daemon, tmp_path: Path
-) -> None:
+def test_output_holding_results_is_a_conflict_unless_forced(daemon: Daemon, tmp_path: Path) -> None:
     fasta = valid_fasta(tmp_path / "in.fa")
     out = tmp_path / "out"
     first = run_job(daemon, fasta, out)
@@ -305,7 +302,8 @@ def test_output_holding_results_is_a_conflict_unless_forced(
     assert reply["ok"] is False
     assert reply["error"]["code"] == "conflict"
     message = reply["error"]["message"]
-    assert str(out) in message and PREDICTIONS in message and "--force" in message, message
+    for part in (str(out), PREDICTIONS, "--force"):
+        assert part in message, message
     (out / PREDICTIONS).write_text("stale\n")
     assert run_job(daemon, fasta, out, force=True) == first
     assert_still_answers(daemon)
@@ -333,7 +331,8 @@ def test_two_submits_into_one_output_at_once_get_one_job_and_one_conflict(
         sock.close()
     accepted = [r for r in replies if r["ok"]]
     refused = [r for r in replies if not r["ok"]]
-    assert len(accepted) == 1 and len(refused) == 1, replies
+    assert len(accepted) == 1, replies
+    assert len(refused) == 1, replies
     assert refused[0]["error"]["code"] == "conflict", refused
     assert "another unfinished job writes there" in refused[0]["error"]["message"]
     job = accepted[0]["result"]["job_id"]

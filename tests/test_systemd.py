@@ -6,6 +6,7 @@ to virnucd as NOTIFY_SOCKET, then reads what arrives, with deadlines, never slee
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -95,15 +96,15 @@ def test_ready_after_hello_then_watchdog_status_and_stopping(
         # log already, before the daemon's own "workers ready" line ...
         at_ready = daemon.log_events()
         hello = next((e for e in at_ready if e.get("event") == "worker.hello"), None)
-        assert hello is not None and hello["worker"] == "w0", daemon.log_tail()
+        assert hello is not None, daemon.log_tail()
+        assert hello["worker"] == "w0", hello
+
         # (the line virnucd logs after sending READY=1 comes after the hello, too)
-        events = wait_for(
-            lambda: [e.get("event") for e in daemon.log_events()]
-            if "daemon.workers_ready" in daemon.log_path.read_text()
-            else None,
-            10,
-            "the daemon.workers_ready log line",
-        )
+        def events_once_ready() -> list[str | None] | None:
+            events = [e.get("event") for e in daemon.log_events()]
+            return events if "daemon.workers_ready" in events else None
+
+        events = wait_for(events_once_ready, 10, "the daemon.workers_ready log line")
         assert events.index("worker.hello") < events.index("daemon.workers_ready")
         # ... and `workers` shows it up, with the pid that said hello.
         (worker,) = daemon.client.result("workers")["workers"]
@@ -111,12 +112,13 @@ def test_ready_after_hello_then_watchdog_status_and_stopping(
         assert worker["pid"] == hello["pid"], (worker, hello)
 
         ready = systemd.index("READY=1")
-        beats_after_ready = lambda: [  # noqa: E731
-            t for t, f in systemd.fields[ready:] if f == "WATCHDOG=1"
-        ]
+
+        def beats_after_ready() -> list[float]:
+            return [t for t, f in systemd.fields[ready:] if f == "WATCHDOG=1"]
+
         systemd.until(lambda: len(beats_after_ready()) >= 4, 10, "WATCHDOG=1 pings")
         beats = beats_after_ready()
-        gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(beats)]
         # systemd kills a service that misses WatchdogSec; virnucd pings at half of it.
         assert max(gaps) < WATCHDOG_USEC / 1e6, gaps
         statuses = [f for f in systemd.names()[ready:] if f.startswith("STATUS=")]
@@ -155,9 +157,7 @@ def test_a_device_that_cannot_work_stops_virnucd_and_never_sends_ready(
     # The restart policy is the real one, with a short backoff cap to save time.
     config = tmp_path / "virnucd.toml"
     config.write_text("restart_backoff_max = 0.1\n")
-    daemon = _daemon(
-        tmp_path, demo_cache, systemd, "--device", "cuda:0", "--config", str(config)
-    )
+    daemon = _daemon(tmp_path, demo_cache, systemd, "--device", "cuda:0", "--config", str(config))
     try:
         process = daemon.spawn()
         code = process.wait(120)
@@ -166,9 +166,12 @@ def test_a_device_that_cannot_work_stops_virnucd_and_never_sends_ready(
         assert "READY=1" not in systemd.names(), systemd.names()
         events = daemon.log_events()
         never = [e for e in events if e.get("event") == "daemon.worker_never_started"]
-        assert never and "w0" in never[0]["worker"] and "cuda:0" in never[0]["worker"], events
+        assert never, events
+        assert "w0" in never[0]["worker"], never
+        assert "cuda:0" in never[0]["worker"], never
         gave_up = [e for e in events if e.get("event") == "worker.gave_up"]
-        assert gave_up and gave_up[0]["device"] == "cuda:0", events
+        assert gave_up, events
+        assert gave_up[0]["device"] == "cuda:0", gave_up
         assert "CUDA is not available" in (gave_up[0]["last_error"] or ""), gave_up
         assert not [e for e in events if e.get("event") == "worker.hello"], "a hello was sent"
     finally:
@@ -190,7 +193,8 @@ def test_the_unit_file_verifies() -> None:
     binary = exec_start.group(1)
     absent = f"{UNIT.name}: Command {binary} is not executable: No such file or directory"
     if os.access(binary, os.X_OK):
-        assert result.returncode == 0 and not output, output
+        assert result.returncode == 0, output
+        assert not output, output
     else:
         assert result.returncode == 0 or output, "verify failed without saying why"
         assert all(line == absent for line in output), output
