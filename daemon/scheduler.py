@@ -217,6 +217,9 @@ class Scheduler(Actor[Any]):
                 return
             except (ValueError, OSError, ConflictError) as exc:
                 error = str(exc)
+            except Exception as exc:  # a bug must fail the job, not leave it queued forever
+                log.exception("planning.crashed", job_id=run.job_id)
+                error = f"internal error while planning ({type(exc).__name__}: {exc})"
             await self.tell(sm.PlanFinished(run.job_id, error))
 
         run.task = asyncio.create_task(planning(), name=f"plan-{run.job_id}")
@@ -481,7 +484,8 @@ class Scheduler(Actor[Any]):
                 )
                 log.warning("assembly.part_rejected", job_id=run.job_id, reason=str(exc))
                 return
-            except (OSError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # disk full, a bug: the job fails with the reason
+                log.exception("assembly.failed", job_id=run.job_id)
                 await self.tell(
                     sm.AssemblyFinished(run.job_id, f"writing the outputs failed: {exc}")
                 )

@@ -367,7 +367,6 @@ class WorkerSupervisor(Actor[FromWorker]):
         await self.stop()  # drain the acks the worker sent on its way out
 
 
-
 async def _kill(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
