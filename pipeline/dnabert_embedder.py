@@ -25,7 +25,9 @@ from transformers.models.bert.configuration_bert import BertConfig
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
-DEFAULT_MAX_TOKENS = 32768
+# Tokens per padded batch. On CPU small batches stay in cache and run ~1.3-1.7x faster
+# (bench/bench_pipeline.py); a GPU wants large ones.
+DEFAULT_MAX_TOKENS = {"cpu": 4096, "cuda": 65536}
 """Padded tokens per batch. A 501-nt frame is ~100-130 BPE tokens, so ~250 frames."""
 
 # The module-level name DNABERT-S's bert_layers.py binds its Triton kernel to (None when
@@ -51,7 +53,7 @@ class DnabertEmbedder:
         source: str | os.PathLike[str] = DEFAULT_DNABERT_MODEL,
         device: torch.device | str = "cpu",
         half: bool = False,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
         allow_triton: bool = False,
     ) -> DnabertEmbedder:
         """Load tokenizer and model from a local directory or a Hugging Face hub id.
@@ -66,7 +68,7 @@ class DnabertEmbedder:
         model, tokenizer = _load_pretrained(directory, allow_triton)
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
-        return cls(model, tokenizer, dev, max_tokens)
+        return cls(model, tokenizer, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type])
 
     @property
     def dim(self) -> int:

@@ -32,7 +32,9 @@ from virnuc.pipeline.batching import inference_dtype, token_budget_batches
 DEFAULT_ESM_MODEL = "esm2_t36_3B_UR50D"
 TRUNCATION_SEQ_LENGTH = 1022
 """Residues kept per protein: 1024 positions minus BOS and EOS, as the original."""
-DEFAULT_MAX_TOKENS = 8192
+# Tokens per padded batch. On CPU small batches stay in cache and run ~1.3-1.7x faster
+# (bench/bench_pipeline.py); a GPU wants large ones.
+DEFAULT_MAX_TOKENS = {"cpu": 2048, "cuda": 16384}
 """Padded tokens per batch; ~8 full-length proteins, modest even for the 3B model."""
 
 # fair-esm's download locations (esm/pretrained.py); we fetch into torch hub's cache,
@@ -64,7 +66,7 @@ class EsmEmbedder:
         source: str | os.PathLike[str] = DEFAULT_ESM_MODEL,
         device: torch.device | str = "cpu",
         half: bool = False,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
+        max_tokens: int | None = None,
     ) -> EsmEmbedder:
         """Load ESM-2 from a fair-esm name or a local ``.pt`` checkpoint.
 
@@ -78,7 +80,7 @@ class EsmEmbedder:
         model, alphabet = _load_esm2(model_file, regression_file, name)
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
-        return cls(model, alphabet, dev, max_tokens)
+        return cls(model, alphabet, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type])
 
     @property
     def dim(self) -> int:
