@@ -46,6 +46,7 @@ class DaemonConfig:
     hello_timeout: float = 120.0  # a worker's start-up (imports) before it must say hello
     stop_grace: float = 30.0  # SIGTERM/shutdown -> SIGKILL
     restart_backoff_max: float = 30.0
+    worker_nice: int = 5  # workers yield the CPU to virnucd, so `status` stays fast
     warm_standby: bool = True  # keep an imported spare process per slot for fast restarts
     max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
     max_message_size: int = 4 * 1024 * 1024

@@ -294,6 +294,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         else:
             env.setdefault("OMP_NUM_THREADS", str(self.config.threads_per_cpu_worker()))
         env["VIRNUC_CACHE_DIR"] = str(self.config.model_cache)
+        env["VIRNUC_WORKER_NICE"] = str(self.config.worker_nice)
         command = [
             sys.executable,
             "-m",

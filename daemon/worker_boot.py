@@ -32,6 +32,8 @@ def die_with_parent(argv: list[str]) -> bool:
 def main() -> int:
     if not die_with_parent(sys.argv[1:]):
         return EXIT_ORPHANED
+    # Lower priority than virnucd: its control plane must answer while workers compute.
+    os.nice(max(0, int(os.environ.get("VIRNUC_WORKER_NICE", "0"))))
     from virnuc.daemon.worker import main as worker_main
 
     return worker_main(sys.argv[1:])
