@@ -2,13 +2,14 @@
 
 1. Checkpoint overhead: the same job with parts every N records vs. only at unit ends
    (one unit per job here, so "unit end" means one part), side by side in one run.
-2. Recovery: SIGKILL a busy worker, then time until its replacement reports its first
-   new batch; the replacement's model-load time (from its log) is reported apart,
-   since the target excludes it.
+2. Recovery: SIGKILL a busy worker (one that has run long enough to have its warm
+   spare), then time until its replacement reports its first new batch; the
+   replacement's model-load time (from its log) is reported apart, as the target
+   excludes it.
 3. Records computed but lost per kill (progress reported before the kill minus what
    SQLite holds after it), against the checkpoint interval.
 
-    .venv/bin/python -m bench.bench_recovery [--records 3000] [--checkpoint-every 250]
+    .venv/bin/python -m bench.bench_recovery [--records 12000] [--checkpoint-every 250]
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from virnuc.pipeline.spec import demo_spec
 
 from .bench_daemon import Client, stop_daemon
 from .synthetic import random_lengths, write_fasta
+
+SETTLE = 15.0  # > the supervisor's STANDBY_DELAY plus a spare's import time
 
 
 def start(state: Path, cache: Path, log: Path, unit_records: int) -> subprocess.Popen[bytes]:
@@ -78,8 +81,11 @@ def recovery(root: Path, cache: Path, fasta: Path, every: int, kills: int) -> No
                       checkpoint_every=every)["job_id"]  # fmt: skip
     waits, lost = [], []
     for _ in range(kills):
-        while client.call("status", job_id=job)["records_done"] < every:
-            time.sleep(0.01)
+        settled = time.perf_counter() + SETTLE
+        while client.call("status", job_id=job)["records_done"] < every or (
+            time.perf_counter() < settled
+        ):
+            time.sleep(0.05)  # let the new worker run long enough to get its warm spare
         worker = client.call("workers")["workers"][0]
         computed = client.call("status", job_id=job)["records_done"]
         killed_at = time.perf_counter()
@@ -107,7 +113,7 @@ def recovery(root: Path, cache: Path, fasta: Path, every: int, kills: int) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--records", type=int, default=12000)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--kills", type=int, default=3)
     args = parser.parse_args()

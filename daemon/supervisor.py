@@ -50,6 +50,7 @@ from .worker_hub import WorkerHub
 log = structlog.get_logger()
 
 HEALTHY_RUN = 60.0  # a worker that lived this long resets the backoff
+STANDBY_DELAY = 10.0  # seconds of a worker's life before its spare is spawned
 MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
 
 
@@ -251,9 +252,9 @@ class WorkerSupervisor(Actor[FromWorker]):
             self.ever_ready.set()
             self.set_state(WorkerState.IDLE)
             await self.scheduler.tell(sm.WorkerUp(self.worker_id))
-            if self.config.warm_standby:
-                self._standby = await self._spawn(standby=True)
+            standby = asyncio.create_task(self._prepare_standby(), name=f"{self.name}-standby")
             reason = await self._watch(process)
+            standby.cancel()
         else:
             reason = "no hello within the deadline" if process.returncode is None else "exited"
             await _kill(process)
@@ -269,6 +270,15 @@ class WorkerSupervisor(Actor[FromWorker]):
             log.warning("worker.died", worker=self.worker_id, reason=reason, returncode=code)
         await self.scheduler.tell(sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})"))
         return said_hello
+
+    async def _prepare_standby(self) -> None:
+        """Spawn the spare once this worker has run a while: its imports take seconds of
+        CPU, which a worker that has just (re)started would otherwise have to share."""
+        if not self.config.warm_standby or self._standby is not None:
+            return
+        await asyncio.sleep(STANDBY_DELAY)
+        if not self._stopping:
+            self._standby = await self._spawn(standby=True)
 
     async def _activate_standby(self) -> asyncio.subprocess.Process | None:
         standby, self._standby = self._standby, None
