@@ -30,7 +30,7 @@ from virnuc.pipeline.spec import demo_spec
 from .bench_daemon import Client, stop_daemon
 from .synthetic import random_lengths, write_fasta
 
-SETTLE = 15.0  # > the supervisor's STANDBY_DELAY plus a spare's import time
+SETTLE = 15.0  # > the default standby_delay (10 s) plus a spare's import time
 
 
 def start(state: Path, cache: Path, log: Path, unit_records: int) -> subprocess.Popen[bytes]:

@@ -48,6 +48,7 @@ class DaemonConfig:
     restart_backoff_max: float = 30.0
     worker_nice: int = 5  # workers yield the CPU to virnucd, so `status` stays fast
     warm_standby: bool = True  # keep an imported spare process per slot for fast restarts
+    standby_delay: float = 10.0  # a worker's age before its spare is spawned (CPU share)
     max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
     max_message_size: int = 4 * 1024 * 1024
     control_endpoint: str | None = None  # default ipc://{state_dir}/control.sock

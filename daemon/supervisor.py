@@ -50,7 +50,6 @@ from .worker_hub import WorkerHub
 log = structlog.get_logger()
 
 HEALTHY_RUN = 60.0  # a worker that lived this long resets the backoff
-STANDBY_DELAY = 10.0  # seconds of a worker's life before its spare is spawned
 MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
 
 
@@ -276,7 +275,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         CPU, which a worker that has just (re)started would otherwise have to share."""
         if not self.config.warm_standby or self._standby is not None:
             return
-        await asyncio.sleep(STANDBY_DELAY)
+        await asyncio.sleep(self.config.standby_delay)
         if not self._stopping:
             self._standby = await self._spawn(standby=True)
 

@@ -178,12 +178,12 @@ def test_chaos_twenty_sigkills_of_workers_and_daemon(
     rng = random.Random(seed)
     request.node.user_properties.append(("chaos_seed", seed))
     fasta = tmp_path / "chaos.fa"
-    write_fasta(fasta, random_lengths(1500, seed=seed % 1000, low=100, high=700), seed=seed)
+    write_fasta(fasta, random_lengths(2000, seed=seed % 1000, low=100, high=700), seed=seed)
     reference = tmp_path / "reference"
     predict_file(demo_models, fasta, reference, save_embeddings=True)
 
     state = tmp_path / "state"
-    cfg = config(tmp_path, "max_unit_failures = 100\n")
+    cfg = config(tmp_path, "max_unit_failures = 100\nstandby_delay = 0\n")
     # Each point fires once over the whole run: workers die in a part write, after a
     # rename and after an ack, and virnucd itself dies in the middle of assembly.
     points = ["before_rename@2", "after_rename@3", "after_ack@4", "mid_assembly@2"]
@@ -191,6 +191,7 @@ def test_chaos_twenty_sigkills_of_workers_and_daemon(
     kills: list[str] = []
     pids: list[int] = []
     daemon_kills_at = set(rng.sample(range(3, 21), 3))  # the rest are worker kills
+    last_done = -1
 
     def restart(daemon: Daemon, why: str) -> Daemon:
         daemon.kill9()
@@ -215,9 +216,11 @@ def test_chaos_twenty_sigkills_of_workers_and_daemon(
             if status["state"] in ("done", "failed", "killed"):
                 break
             pids = [w["pid"] for w in workers if w["pid"]]
-            time.sleep(rng.uniform(0.05, 0.6))  # the random moment of the next kill
-            if len(kills) >= 24:
+            if len(kills) >= 24 or status["records_done"] == last_done:
+                time.sleep(0.02)  # poll: each kill waits for some progress since the last
                 continue
+            last_done = status["records_done"]
+            time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the next kill
             if len(kills) in daemon_kills_at:
                 daemon = restart(daemon, "daemon")
             elif busy := [w for w in workers if "job_id" in w]:
