@@ -53,21 +53,19 @@ import queue
 import re
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import structlog
 import torch
-import zmq
 
 from virnuc.daemon.faults import Faults, FaultSpecError
 from virnuc.daemon.log_setup import configure_logging
-from virnuc.daemon.parts import write_part
+from virnuc.daemon.worker_link import EXIT_FATAL, EXIT_OK, EXIT_ORPHANED, Flags, IoLink, Log
+from virnuc.daemon.worker_writer import PartJob, PartWriteError, PartWriter
 from virnuc.pipeline import spec as pipeline_spec
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.models import ModelSet
@@ -77,29 +75,16 @@ from virnuc.protocol import (
     Assign,
     BatchDone,
     Cancel,
-    Checkpoint,
     FromDaemon,
-    Heartbeat,
     Hello,
     ModelsLoaded,
     ModelSpec,
-    ProtocolError,
     UnitDone,
     WorkerError,
-    WorkerShutdown,
-    decode_from_daemon,
 )
-from virnuc.protocol.worker import WorkerMessageBase
 
-Log = Any  # a structlog BoundLogger
-
-EXIT_OK = 0
-EXIT_FATAL = 3  # device unavailable, bad VIRNUC_FAULT, a bug: the supervisor backs off
-EXIT_ORPHANED = 4  # the daemon is gone
 IDLE_POLL_S = 0.25  # how often an idle main thread looks at the stop flag
 PROGRESS_EVERY_S = 0.5  # batch_done throttle
-CLOSE_TIMEOUT_S = 5.0  # how long a graceful exit waits for acks to leave
-PART_QUEUE = 2
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _PR_SET_PDEATHSIG = 1
 
@@ -199,286 +184,6 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[name] = importlib.metadata.version(name)
     return found
-
-
-# --- flags shared between threads --------------------------------------------------------
-
-
-class Flags:
-    """Stop and per-job cancel requests, raised by the I/O thread or a signal."""
-
-    def __init__(self) -> None:
-        self.stop = threading.Event()
-        self._cancelled: set[str] = set()
-        self._lock = threading.Lock()
-
-    def cancel(self, job_id: str) -> None:
-        with self._lock:
-            self._cancelled.add(job_id)
-
-    def is_cancelled(self, job_id: str) -> bool:
-        with self._lock:
-            return job_id in self._cancelled
-
-    def clear_cancel(self, job_id: str) -> None:
-        """Called when the `cancel` itself is taken from the inbox, in message order,
-        so an `assign` the daemon sends after it runs normally."""
-        with self._lock:
-            self._cancelled.discard(job_id)
-
-
-# --- the I/O thread ----------------------------------------------------------------------
-
-
-class IoLink:
-    """Owns the DEALER socket on its own thread; other threads only use queues."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        worker_id: str,
-        interval: float,
-        parent_pid: int,
-        flags: Flags,
-        log: Log,
-    ):
-        self.endpoint = endpoint
-        self.worker_id = worker_id
-        self.interval = interval
-        self.parent_pid = parent_pid
-        self.flags = flags
-        self.log = log
-        self.inbox: queue.Queue[FromDaemon] = queue.Queue()
-        # bytes to send, or the Event of a `close` (set once all before it is delivered)
-        self._outbox: queue.Queue[bytes | threading.Event] = queue.Queue()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._beats = 0
-        self._thread = threading.Thread(target=self._run, name="worker-io", daemon=True)
-
-    def start(self, hello: Hello | None) -> None:
-        """Start the thread; `hello` goes first (None: a worker that cannot start)."""
-        if hello is not None:
-            self.send(hello)
-        self._thread.start()
-
-    def send(self, message: WorkerMessageBase) -> None:
-        """Queue a message for the daemon (any thread); order is kept."""
-        self._put(message.encode())
-
-    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
-        """Deliver everything queued so far, then end the thread (any thread may call).
-
-        zmq has no "flushed" call; closing the socket with a linger and ending the
-        context is what waits until queued messages are written to the peer.
-        Returns False when that did not finish within `timeout` (about twice that
-        in the worst case) or the thread was already gone.
-        """
-        if not self._thread.is_alive():
-            return False
-        delivered = threading.Event()
-        self._put(delivered)
-        finished = delivered.wait(timeout)
-        self._thread.join(timeout)
-        return finished
-
-    def _put(self, item: bytes | threading.Event) -> None:
-        self._outbox.put(item)
-        with contextlib.suppress(BlockingIOError):  # pipe full: a wake-up is pending anyway
-            os.write(self._wake_w, b"\0")
-
-    def _run(self) -> None:
-        context = zmq.Context()
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.worker_id.encode())
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint)
-        try:
-            delivered = self._loop(sock)
-        except Exception:  # a dead I/O thread would look like a hung worker: die loudly
-            self.log.exception("worker.io_failed")
-            os._exit(EXIT_FATAL)
-        sock.close(linger=int(CLOSE_TIMEOUT_S * 1000))
-        context.term()  # returns once queued messages are delivered or the linger ends
-        delivered.set()
-
-    def _loop(self, sock: zmq.Socket[bytes]) -> threading.Event:
-        """Serve the socket until a `close` request is reached; return its Event."""
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        pending: deque[bytes | threading.Event] = deque()
-        next_beat = time.monotonic() + self.interval
-        while True:
-            wait_s = min(max(next_beat - time.monotonic(), 0.0), 1.0)
-            poller.register(sock, zmq.POLLIN | (zmq.POLLOUT if pending else 0))
-            events = dict(poller.poll(int(wait_s * 1000)))
-            if events.get(sock, 0) & zmq.POLLIN:
-                self._receive_all(sock)
-            self._take_outbox(pending)
-            closing = self._send_pending(sock, pending)
-            if closing is not None:
-                return closing
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.interval
-                if not pending:  # a daemon not reading our acks does not need beats
-                    self._heartbeat(sock)
-            self._check_parent()
-
-    def _take_outbox(self, pending: deque[bytes | threading.Event]) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self._wake_r, 4096)
-        with contextlib.suppress(queue.Empty):
-            while True:
-                pending.append(self._outbox.get_nowait())
-
-    def _send_pending(
-        self, sock: zmq.Socket[bytes], pending: deque[bytes | threading.Event]
-    ) -> threading.Event | None:
-        """Send in order without blocking; returns a `close` request once reached."""
-        while pending:
-            item = pending[0]
-            if isinstance(item, threading.Event):
-                return item
-            try:
-                sock.send(item, zmq.NOBLOCK)
-            except zmq.Again:  # high-water mark: wait for POLLOUT
-                return None
-            pending.popleft()
-        return None
-
-    def _heartbeat(self, sock: zmq.Socket[bytes]) -> None:
-        self._beats += 1
-        with contextlib.suppress(zmq.Again):
-            sock.send(Heartbeat(worker_id=self.worker_id, seq=self._beats).encode(), zmq.NOBLOCK)
-
-    def _receive_all(self, sock: zmq.Socket[bytes]) -> None:
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._dispatch(frames)
-
-    def _dispatch(self, frames: list[bytes]) -> None:
-        """Decode one message; malformed input is logged and dropped, never fatal."""
-        try:
-            message = decode_from_daemon(frames[-1])
-        except ProtocolError as exc:
-            self.log.warning("worker.bad_message", frames=len(frames), error=str(exc))
-            return
-        if isinstance(message, Cancel):
-            self.flags.cancel(message.job_id)
-        elif isinstance(message, WorkerShutdown):
-            self.flags.stop.set()
-        self.inbox.put(message)
-
-    def _check_parent(self) -> None:
-        if os.getppid() != self.parent_pid:
-            self.log.warning("worker.orphaned", parent_pid=self.parent_pid)
-            os._exit(EXIT_ORPHANED)
-
-
-# --- the part writer ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _PartJob:
-    """Finished records waiting to become one part."""
-
-    assign: Assign
-    first_record: int
-    end_offset: int
-    results: list[RecordResult]
-    embedding_dims: tuple[int, int] | None  # set when the job saves embeddings
-
-
-class PartWriteError(RuntimeError):
-    """Raised in the main thread when the writer could not write a part of the unit."""
-
-
-class PartWriter:
-    """Writes parts in order on its own thread, each followed by its `checkpoint` ack.
-
-    After a failure (disk full...) it writes nothing more for the unit — a later part
-    without the failed one would leave a gap — and the main thread sees the error at
-    its next `submit` or `drain`. Parts of a cancelled job are skipped.
-    """
-
-    def __init__(self, link: IoLink, flags: Flags, faults: Faults, log: Log):
-        self.link = link
-        self.flags = flags
-        self.faults = faults
-        self.log = log
-        self._queue: queue.Queue[_PartJob | None] = queue.Queue(maxsize=PART_QUEUE)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="part-writer", daemon=True)
-        self._thread.start()
-
-    def reset(self) -> None:
-        """Forget the previous unit's failure (the queue is empty between units)."""
-        self._error = None
-
-    def submit(self, job: _PartJob) -> None:
-        """Queue a part; blocks while two are already waiting."""
-        self._raise_error()
-        self._queue.put(job)
-
-    def drain(self) -> None:
-        """Wait until every queued part is written and its ack queued for sending."""
-        self._queue.join()
-        self._raise_error()
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise PartWriteError(f"cannot write a checkpoint part: {self._error}")
-
-    def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            try:
-                if self._error is None and not self.flags.is_cancelled(job.assign.job_id):
-                    self._write(job)
-            except Exception as exc:
-                self.log.exception("part.write_failed", first_record=job.first_record)
-                self._error = exc
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    def _write(self, job: _PartJob) -> None:
-        a = job.assign
-        part = write_part(
-            Path(a.parts_dir),
-            job_id=a.job_id,
-            unit_id=a.unit_id,
-            first_record=job.first_record,
-            end_offset=job.end_offset,
-            results=job.results,
-            embedding_dims=job.embedding_dims,
-            fault=self.faults.hit,
-        )
-        self.link.send(
-            Checkpoint(
-                job_id=a.job_id,
-                unit_id=a.unit_id,
-                first_record=job.first_record,
-                record_count=part.record_count,
-                end_offset=job.end_offset,
-                path=str(part.path),
-                size=part.size,
-                sha256=part.sha256,
-                frames=part.frames,
-            )
-        )
-        self.log.info(
-            "part.written", job=a.job_id, unit=a.unit_id, first_record=job.first_record,
-            records=part.record_count, frames=part.frames, bytes=part.size,
-        )  # fmt: skip
-        self.faults.hit("after_ack")
 
 
 # --- one unit ----------------------------------------------------------------------------
@@ -663,7 +368,7 @@ class UnitRun:
         """Hand the finished records to the writer as the next contiguous part."""
         if self.done:
             self.ctx.writer.submit(
-                _PartJob(self.assign, self.next_first, self.end_offset, self.done, self.dims)
+                PartJob(self.assign, self.next_first, self.end_offset, self.done, self.dims)
             )
             self.next_first += len(self.done)
             self.done = []

@@ -1,0 +1,193 @@
+"""The progress log's vocabulary: its errors and the rows it takes and gives.
+
+Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
+(`progress_log`); everyone else imports them from `virnuc.daemon.progress_log`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from virnuc.protocol import JobState
+
+UnitState = Literal["pending", "running", "done"]
+TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "killed"})
+UNFINISHED_STATES: tuple[str, ...] = ("queued", "running", "assembling")
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+class ProgressLogError(Exception):
+    """Base of every progress-log error; raised as itself when the log is closed, when
+    SQLite fails (disk full, I/O error, not a database), or when stored rows break an
+    invariant (parts of a unit that do not tile it)."""
+
+
+class SchemaVersionError(ProgressLogError):
+    """Raised by `ProgressLog.open` for a database written by a newer virnuc: its
+    `user_version` is above what this code knows, so reading it could misinterpret it."""
+
+
+class NotFoundError(ProgressLogError):
+    """Raised by methods that change a job or unit that does not exist."""
+
+
+class ConflictError(ProgressLogError):
+    """Raised when a write contradicts what is stored: a job id already taken, a job
+    leaving a terminal state, a unit planned differently than before, planning a job
+    whose planning has finished, or a plan that does not tile the records."""
+
+
+class PartRejected(ProgressLogError):
+    """Raised by `record_part` for a checkpoint ack that must not be recorded.
+
+    `reason` is one of: ``invalid`` (bad counts or hash), ``unknown_unit``,
+    ``job_finished`` (job is done, failed or killed), ``gap`` / ``overlap`` (the part
+    does not start at the unit's resume offset), ``past_end`` (runs past the unit), or
+    ``conflict`` (a different part is already recorded at that place). Whatever the
+    reason, the unit's resume offset in the log is the truth to continue from."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"part rejected ({reason}): {message}")
+        self.reason = reason
+
+
+# --- rows --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A submitted job, before it has a queue position."""
+
+    job_id: str
+    input: str
+    output: str
+    spec: Mapping[str, Any]
+    checkpoint_every: int
+    save_embeddings: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as stored. `records_total`/`units_total` are None until planning ends."""
+
+    job_id: str
+    seq: int
+    state: JobState
+    input: str
+    output: str
+    spec: dict[str, Any]
+    save_embeddings: bool
+    checkpoint_every: int
+    force: bool
+    records_total: int | None
+    units_total: int | None
+    records_done: int
+    frames_done: int
+    restarts: int
+    records_recomputed: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPlan:
+    """One planned work unit: `record_count` records from record `first_record`, the
+    first of which starts at byte `start_offset` of the (decompressed) input."""
+
+    unit_id: int
+    start_offset: int
+    first_record: int
+    record_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRow:
+    """A unit as stored; `failures` counts consecutive worker deaths on it."""
+
+    job_id: str
+    unit_id: int
+    start_offset: int
+    first_record: int
+    record_count: int
+    state: UnitState
+    failures: int
+
+    @property
+    def end_record(self) -> int:
+        """One past the unit's last record index."""
+        return self.first_record + self.record_count
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """A worker's checkpoint ack: the part file for records
+    [first_record, first_record + record_count) of a unit. `sha256` is lowercase hex;
+    `end_offset` is the input byte offset just past the part's last record."""
+
+    job_id: str
+    unit_id: int
+    first_record: int
+    record_count: int
+    frames: int
+    path: str
+    size: int
+    sha256: str
+    end_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartRow:
+    """A recorded part; the same fields as `PartRecord` plus when it was recorded."""
+
+    job_id: str
+    unit_id: int
+    first_record: int
+    record_count: int
+    frames: int
+    path: str
+    size: int
+    sha256: str
+    end_offset: int
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What `record_part` did: `recorded` is False for a retried ack of a part that is
+    already recorded (a no-op); `unit_done` says whether the unit is now complete."""
+
+    recorded: bool
+    unit_done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """The last known state of a worker process, for `virnucctl workers`."""
+
+    worker_id: str
+    pid: int | None
+    device: str
+    state: str
+    job_id: str | None
+    unit_id: int | None
+    started_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One audit-trail entry."""
+
+    id: int
+    ts: float
+    job_id: str | None
+    worker_id: str | None
+    kind: str
+    message: str

@@ -1,0 +1,592 @@
+"""The progress log's SQLite side: one connection, used only on the log's own thread.
+
+Every public method of `_Store` runs on that thread (the facade in `progress_log`
+queues it there); write methods are exactly one transaction each.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import fields
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from virnuc.protocol import JobState
+
+from . import schema
+from .progress_rows import (
+    TERMINAL_STATES,
+    UNFINISHED_STATES,
+    ConflictError,
+    EventRow,
+    JobRow,
+    NewJob,
+    NotFoundError,
+    PartRecord,
+    PartRejected,
+    PartRow,
+    ProgressLogError,
+    RecordResult,
+    SchemaVersionError,
+    UnitPlan,
+    UnitRow,
+    UnitState,
+    WorkerRow,
+)
+
+DEFAULT_MAX_EVENTS = 100_000
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _columns(row_type: type) -> str:
+    """The SELECT list matching a row dataclass's field order."""
+    return ", ".join(f.name for f in fields(row_type))
+
+
+_JOB_COLS = _columns(JobRow)
+_UNIT_COLS = _columns(UnitRow)
+_PART_COLS = _columns(PartRow)
+
+
+def _job_row(row: tuple[Any, ...]) -> JobRow:
+    values = dict(zip((f.name for f in fields(JobRow)), row, strict=True))
+    values["spec"] = json.loads(values["spec"])
+    values["state"] = JobState(values["state"])
+    for flag in ("save_embeddings", "force"):
+        values[flag] = bool(values[flag])
+    return JobRow(**values)
+
+
+# --- the connection's thread ---------------------------------------------------------
+
+
+def _transaction(
+    method: Callable[Concatenate[_Store, P], T],
+) -> Callable[Concatenate[_Store, P], T]:
+    """Run a `_Store` method as one write transaction: all of it commits, or none."""
+
+    @functools.wraps(method)
+    def wrapper(store: _Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        conn = store.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = method(store, *args, **kwargs)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    return wrapper
+
+
+def _open_connection(path: str, trace: Callable[[str], None] | None) -> sqlite3.Connection:
+    """Open and configure the connection; runs on the log's thread, which then owns it."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        conn.set_trace_callback(trace)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ProgressLogError(
+                f"{path}: SQLite would not use WAL mode (got {mode!r}); "
+                "put the state directory on a local filesystem"
+            )
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _close_opened(opening: Future[sqlite3.Connection]) -> None:
+    """Close a connection whose opening was abandoned; queued after it, on its thread."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the missing migrations, each atomically with its `user_version` bump."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    known = len(schema.MIGRATIONS)
+    if version > known:
+        raise SchemaVersionError(
+            f"{path}: schema version {version} is newer than this virnuc knows ({known}); "
+            "run a newer virnucd, or move the state directory aside"
+        )
+    for target in range(version + 1, known + 1):
+        script = schema.MIGRATIONS[target - 1]
+        # executescript commits any open transaction first, so BEGIN/COMMIT go inside.
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+class _Store:
+    """The synchronous half: every method runs on the log's own thread."""
+
+    def __init__(self, conn: sqlite3.Connection, max_events: int) -> None:
+        self.conn = conn
+        self.max_events = max_events
+        self.prune_every = max(1, max_events // 10)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def settings(self) -> dict[str, int | str]:
+        names = ("journal_mode", "synchronous", "foreign_keys", "user_version")
+        return {name: self.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
+
+    # jobs
+
+    @_transaction
+    def create_job(self, job: NewJob) -> JobRow:
+        if self.get_job(job.job_id) is not None:
+            raise ConflictError(f"job id {job.job_id!r} is already taken")
+        now = time.time()
+        self.conn.execute(
+            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
+            " checkpoint_every, force, created_at, updated_at)"
+            " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
+            " ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.job_id,
+                job.input,
+                job.output,
+                json.dumps(dict(job.spec), sort_keys=True),
+                int(job.save_embeddings),
+                job.checkpoint_every,
+                int(job.force),
+                now,
+                now,
+            ),
+        )
+        self._event("job.submitted", f"{job.input} -> {job.output}", job.job_id, None)
+        return self._job(job.job_id)
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        row = self.conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE job_id = ?", (job_id,))
+        found = row.fetchone()
+        return None if found is None else _job_row(found)
+
+    def _job(self, job_id: str) -> JobRow:
+        job = self.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        return job
+
+    def list_jobs(self, offset: int, limit: int) -> list[JobRow]:
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
+        )
+        return [_job_row(r) for r in rows]
+
+    def unfinished_jobs(self) -> list[JobRow]:
+        marks = ", ".join("?" * len(UNFINISHED_STATES))
+        rows = self.conn.execute(
+            f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY seq",
+            UNFINISHED_STATES,
+        )
+        return [_job_row(r) for r in rows]
+
+    def count_jobs(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    @_transaction
+    def set_job_state(self, job_id: str, state: JobState, error: str | None) -> JobRow:
+        old = self._job(job_id)
+        if old.state in TERMINAL_STATES and state != old.state:
+            raise ConflictError(f"job {job_id} is {old.state}; it cannot become {state}")
+        now = time.time()
+        finished = now if state in TERMINAL_STATES else None
+        self.conn.execute(
+            "UPDATE jobs SET state = ?, error = ?, updated_at = ?,"
+            " finished_at = COALESCE(finished_at, ?) WHERE job_id = ?",
+            (state, error, now, finished, job_id),
+        )
+        message = f"{old.state} -> {state}" + (f": {error}" if error else "")
+        self._event("job.state", message, job_id, None)
+        return self._job(job_id)
+
+    @_transaction
+    def add_restart(self, job_id: str, lost_records: int) -> int:
+        self._bump_job(
+            job_id,
+            "restarts = restarts + 1, records_recomputed = records_recomputed + ?",
+            (lost_records,),
+        )
+        return self._job(job_id).restarts
+
+    def _bump_job(self, job_id: str, assignments: str, params: tuple[Any, ...] = ()) -> None:
+        cursor = self.conn.execute(
+            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE job_id = ?",
+            (*params, time.time(), job_id),
+        )
+        if cursor.rowcount != 1:
+            raise NotFoundError(f"no job {job_id!r}")
+
+    # planning
+
+    @_transaction
+    def add_units(self, job_id: str, units: list[UnitPlan]) -> None:
+        if self._job(job_id).units_total is not None:
+            raise ConflictError(f"job {job_id}: planning has finished; no more units")
+        last = self._last_unit(job_id)
+        for unit in units:
+            if last is not None and unit.unit_id <= last.unit_id:
+                self._check_replanned(job_id, unit)
+                continue
+            self._check_next_unit(job_id, unit, last)
+            self.conn.execute(
+                "INSERT INTO units (job_id, unit_id, start_offset, first_record, record_count)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (job_id, unit.unit_id, unit.start_offset, unit.first_record, unit.record_count),
+            )
+            last = UnitRow(
+                job_id,
+                unit.unit_id,
+                unit.start_offset,
+                unit.first_record,
+                unit.record_count,
+                "pending",
+                0,
+            )
+
+    def _last_unit(self, job_id: str) -> UnitRow | None:
+        row = self.conn.execute(
+            f"SELECT {_UNIT_COLS} FROM units WHERE job_id = ? ORDER BY unit_id DESC LIMIT 1",
+            (job_id,),
+        ).fetchone()
+        return None if row is None else UnitRow(*row)
+
+    def _check_next_unit(self, job_id: str, unit: UnitPlan, last: UnitRow | None) -> None:
+        """Units must tile the input: ids 0, 1, …; records and offsets contiguous."""
+        want_id, want_first = (0, 0) if last is None else (last.unit_id + 1, last.end_record)
+        min_offset = 0 if last is None else last.start_offset + 1
+        if (unit.unit_id, unit.first_record) != (want_id, want_first) or (
+            unit.record_count < 1 or unit.start_offset < min_offset
+        ):
+            raise ConflictError(
+                f"job {job_id}: unit {unit} does not follow the plan so far "
+                f"(expected unit {want_id} from record {want_first}, offset >= {min_offset})"
+            )
+
+    def _check_replanned(self, job_id: str, unit: UnitPlan) -> None:
+        """Re-adding a stored unit (planning replayed after a crash) must match it."""
+        stored = self._unit(job_id, unit.unit_id)
+        if (stored.start_offset, stored.first_record, stored.record_count) != (
+            unit.start_offset,
+            unit.first_record,
+            unit.record_count,
+        ):
+            raise ConflictError(f"job {job_id}: unit {unit} differs from stored {stored}")
+
+    @_transaction
+    def finish_planning(self, job_id: str, records_total: int, units_total: int) -> None:
+        job = self._job(job_id)
+        last = self._last_unit(job_id)
+        planned = (0, 0) if last is None else (last.end_record, last.unit_id + 1)
+        if planned != (records_total, units_total):
+            raise ConflictError(
+                f"job {job_id}: planned {planned[0]} records in {planned[1]} units, "
+                f"not {records_total} in {units_total}"
+            )
+        if job.units_total is None:
+            self._bump_job(
+                job_id, "records_total = ?, units_total = ?", (records_total, units_total)
+            )
+
+    # units
+
+    def _unit(self, job_id: str, unit_id: int) -> UnitRow:
+        row = self.conn.execute(
+            f"SELECT {_UNIT_COLS} FROM units WHERE job_id = ? AND unit_id = ?", (job_id, unit_id)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} has no unit {unit_id}")
+        return UnitRow(*row)
+
+    def pending_units(self, job_id: str, limit: int) -> list[UnitRow]:
+        rows = self.conn.execute(
+            f"SELECT {_UNIT_COLS} FROM units WHERE job_id = ? AND state = 'pending'"
+            " ORDER BY unit_id LIMIT ?",
+            (job_id, limit),
+        )
+        return [UnitRow(*r) for r in rows]
+
+    @_transaction
+    def set_unit_state(self, job_id: str, unit_id: int, state: UnitState) -> None:
+        unit = self._unit(job_id, unit_id)
+        if state == "done" and self.resume_offset(job_id, unit_id) != unit.end_record:
+            raise ConflictError(f"job {job_id} unit {unit_id}: not all records are recorded")
+        self._set_unit(job_id, unit_id, "state = ?", (state,))
+
+    def _set_unit(self, job_id: str, unit_id: int, sets: str, params: tuple[Any, ...]) -> None:
+        cursor = self.conn.execute(
+            f"UPDATE units SET {sets} WHERE job_id = ? AND unit_id = ?", (*params, job_id, unit_id)
+        )
+        if cursor.rowcount != 1:
+            raise NotFoundError(f"job {job_id!r} has no unit {unit_id}")
+
+    @_transaction
+    def reset_running_units(self, job_id: str | None) -> int:
+        cursor = self.conn.execute(
+            "UPDATE units SET state = 'pending' WHERE state = 'running'"
+            " AND (? IS NULL OR job_id = ?)",
+            (job_id, job_id),
+        )
+        return cursor.rowcount
+
+    def units_remaining(self, job_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM units WHERE job_id = ? AND state != 'done'", (job_id,)
+        ).fetchone()
+        return int(row[0])
+
+    @_transaction
+    def note_worker_death(self, job_id: str, unit_id: int) -> int:
+        self._set_unit(job_id, unit_id, "failures = failures + 1", ())
+        return self._unit(job_id, unit_id).failures
+
+    @_transaction
+    def clear_unit_failures(self, job_id: str, unit_id: int) -> None:
+        self._set_unit(job_id, unit_id, "failures = 0", ())
+
+    # parts
+
+    def resume_offset(self, job_id: str, unit_id: int) -> int:
+        """End of the recorded parts, after checking that they tile the unit's start."""
+        unit = self._unit(job_id, unit_id)
+        count, first, end, breaks = self.conn.execute(
+            "SELECT COUNT(*), MIN(first_record), MAX(first_record + record_count),"
+            " TOTAL(prev_end IS NOT NULL AND prev_end != first_record)"
+            " FROM (SELECT first_record, record_count, LAG(first_record + record_count)"
+            "       OVER (ORDER BY first_record) AS prev_end"
+            "       FROM parts WHERE job_id = ? AND unit_id = ?)",
+            (job_id, unit_id),
+        ).fetchone()
+        if count == 0:
+            return unit.first_record
+        if first != unit.first_record or breaks or end > unit.end_record:
+            raise ProgressLogError(
+                f"job {job_id} unit {unit_id}: recorded parts do not tile records "
+                f"[{unit.first_record}, {unit.end_record}) (first {first}, end {end}, "
+                f"{int(breaks)} gap(s) or overlap(s)); the progress log was altered"
+            )
+        return int(end)
+
+    def resume_point(self, job_id: str, unit_id: int) -> tuple[int, int]:
+        """(record index, input byte offset) where the unit's computation resumes."""
+        unit = self._unit(job_id, unit_id)
+        record = self.resume_offset(job_id, unit_id)
+        if record == unit.first_record:
+            return record, unit.start_offset
+        row = self.conn.execute(
+            "SELECT end_offset FROM parts WHERE job_id = ? AND unit_id = ?"
+            " ORDER BY first_record DESC LIMIT 1",
+            (job_id, unit_id),
+        ).fetchone()
+        return record, int(row[0])
+
+    @_transaction
+    def record_part(self, part: PartRecord) -> RecordResult:
+        _check_part_fields(part)
+        try:
+            unit = self._unit(part.job_id, part.unit_id)
+        except NotFoundError as exc:
+            raise PartRejected("unknown_unit", str(exc)) from None
+        if self._same_part_recorded(part):
+            return RecordResult(recorded=False, unit_done=unit.state == "done")
+        if self._job(part.job_id).state in TERMINAL_STATES:
+            raise PartRejected("job_finished", f"job {part.job_id} has finished")
+        self._check_part_place(part, unit)
+        self._insert_part(part)
+        unit_done = part.first_record + part.record_count == unit.end_record
+        if unit_done:
+            self._set_unit(part.job_id, part.unit_id, "state = 'done'", ())
+        return RecordResult(recorded=True, unit_done=unit_done)
+
+    def _same_part_recorded(self, part: PartRecord) -> bool:
+        """True for a retried ack; a different part in the same place is a conflict."""
+        row = self.conn.execute(
+            "SELECT record_count, sha256 FROM parts"
+            " WHERE job_id = ? AND unit_id = ? AND first_record = ?",
+            (part.job_id, part.unit_id, part.first_record),
+        ).fetchone()
+        if row is None:
+            return False
+        if tuple(row) == (part.record_count, part.sha256):
+            return True
+        raise PartRejected(
+            "conflict",
+            f"job {part.job_id} unit {part.unit_id} already has a different part "
+            f"({row[0]} records, sha256 {row[1][:12]}…) at record {part.first_record}",
+        )
+
+    def _check_part_place(self, part: PartRecord, unit: UnitRow) -> None:
+        resume = self.resume_offset(part.job_id, part.unit_id)
+        where = f"job {part.job_id} unit {part.unit_id}"
+        if part.first_record > resume:
+            raise PartRejected(
+                "gap", f"{where}: part starts at {part.first_record}, resume offset is {resume}"
+            )
+        if part.first_record < resume:
+            raise PartRejected(
+                "overlap",
+                f"{where}: part starts at {part.first_record}, records up to {resume} are recorded",
+            )
+        if part.first_record + part.record_count > unit.end_record:
+            raise PartRejected(
+                "past_end",
+                f"{where}: part ends at "
+                f"{part.first_record + part.record_count}, "
+                f"the unit at {unit.end_record}",
+            )
+
+    def _insert_part(self, part: PartRecord) -> None:
+        self.conn.execute(
+            f"INSERT INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                part.job_id,
+                part.unit_id,
+                part.first_record,
+                part.record_count,
+                part.frames,
+                part.path,
+                part.size,
+                part.sha256,
+                part.end_offset,
+                time.time(),
+            ),
+        )
+        self._bump_job(
+            part.job_id,
+            "records_done = records_done + ?, frames_done = frames_done + ?",
+            (part.record_count, part.frames),
+        )
+
+    def parts_of_unit(self, job_id: str, unit_id: int) -> list[PartRow]:
+        rows = self.conn.execute(
+            f"SELECT {_PART_COLS} FROM parts WHERE job_id = ? AND unit_id = ?"
+            " ORDER BY first_record",
+            (job_id, unit_id),
+        )
+        return [PartRow(*r) for r in rows]
+
+    def parts_page(self, job_id: str, after: tuple[int, int] | None, limit: int) -> list[PartRow]:
+        unit_id, first_record = (-1, -1) if after is None else after
+        rows = self.conn.execute(
+            f"SELECT {_PART_COLS} FROM parts WHERE job_id = ?"
+            " AND (unit_id, first_record) > (?, ?) ORDER BY unit_id, first_record LIMIT ?",
+            (job_id, unit_id, first_record, limit),
+        )
+        return [PartRow(*r) for r in rows]
+
+    @_transaction
+    def delete_parts(self, job_id: str, unit_id: int, from_record: int) -> list[PartRow]:
+        self._unit(job_id, unit_id)
+        doomed = [
+            p
+            for p in self.parts_of_unit(job_id, unit_id)
+            if p.first_record + p.record_count > from_record
+        ]
+        self.conn.execute(
+            "DELETE FROM parts WHERE job_id = ? AND unit_id = ?"
+            " AND first_record + record_count > ?",
+            (job_id, unit_id, from_record),
+        )
+        records = sum(p.record_count for p in doomed)
+        frames = sum(p.frames for p in doomed)
+        self._bump_job(
+            job_id,
+            "records_done = records_done - ?, frames_done = frames_done - ?,"
+            " records_recomputed = records_recomputed + ?",
+            (records, frames, records),
+        )
+        self._set_unit(job_id, unit_id, "state = 'pending'", ())
+        return doomed
+
+    # workers and events
+
+    @_transaction
+    def upsert_worker(
+        self,
+        worker_id: str,
+        pid: int | None,
+        device: str,
+        state: str,
+        job_id: str | None,
+        unit_id: int | None,
+    ) -> None:
+        now = time.time()
+        self.conn.execute(
+            f"INSERT INTO workers ({_columns(WorkerRow)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (worker_id) DO UPDATE SET pid = excluded.pid,"
+            " device = excluded.device, state = excluded.state, job_id = excluded.job_id,"
+            " unit_id = excluded.unit_id, updated_at = excluded.updated_at,"
+            " started_at = CASE WHEN workers.pid IS excluded.pid"
+            "              THEN workers.started_at ELSE excluded.started_at END",
+            (worker_id, pid, device, state, job_id, unit_id, now, now),
+        )
+
+    def list_workers(self) -> list[WorkerRow]:
+        rows = self.conn.execute(f"SELECT {_columns(WorkerRow)} FROM workers ORDER BY worker_id")
+        return [WorkerRow(*r) for r in rows]
+
+    @_transaction
+    def clear_workers(self) -> None:
+        self.conn.execute("DELETE FROM workers")
+
+    @_transaction
+    def log_event(self, kind: str, message: str, job_id: str | None, worker_id: str | None) -> None:
+        self._event(kind, message, job_id, worker_id)
+
+    def _event(self, kind: str, message: str, job_id: str | None, worker_id: str | None) -> None:
+        """Append an event; every `prune_every` ids, drop all but the newest `max_events`."""
+        cursor = self.conn.execute(
+            "INSERT INTO events (ts, job_id, worker_id, kind, message) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), job_id, worker_id, kind, message),
+        )
+        new_id = cursor.lastrowid or 0
+        if new_id % self.prune_every == 0:
+            self.conn.execute("DELETE FROM events WHERE id <= ?", (new_id - self.max_events,))
+
+    def recent_events(self, job_id: str | None, limit: int) -> list[EventRow]:
+        rows = self.conn.execute(
+            f"SELECT {_columns(EventRow)} FROM events WHERE (? IS NULL OR job_id = ?)"
+            " ORDER BY id DESC LIMIT ?",
+            (job_id, job_id, limit),
+        )
+        return [EventRow(*r) for r in rows]
+
+
+def _check_part_fields(part: PartRecord) -> None:
+    """Reject nonsense before it reaches a CHECK constraint, with a readable reason."""
+    problems = [
+        text
+        for bad, text in (
+            (part.first_record < 0, "negative first_record"),
+            (part.record_count < 1, "record_count < 1"),
+            (part.frames < 0, "negative frames"),
+            (part.size < 0, "negative size"),
+            (not _SHA256_HEX.fullmatch(part.sha256), "sha256 is not 64 lowercase hex digits"),
+        )
+        if bad
+    ]
+    if problems:
+        raise PartRejected("invalid", f"{part}: {', '.join(problems)}")
