@@ -40,6 +40,7 @@ class DaemonConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     unit_records: int = DEFAULT_UNIT_RECORDS
+    half_precision: bool = False  # bf16/fp16 on GPUs: faster, scores differ from fp32
     block_frames: int = 2048  # frames a worker batches together; larger suits big GPUs
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 30.0  # silence after which a worker counts as hung

@@ -106,6 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
     )
     parser.add_argument(
+        "--half",
+        action="store_true",
+        help="bf16 (fp16 where unsupported) on CUDA; ignored on CPU, which stays float32",
+    )
+    parser.add_argument(
         "--standby",
         action="store_true",
         help="import everything, then wait for a line on stdin before connecting",
@@ -443,11 +448,14 @@ class UnitRun:
 class Worker:
     """The main thread's loop: take messages in order, run units, keep models warm."""
 
-    def __init__(self, ctx: WorkerContext, device: str, configured_device: str, log: Log):
+    def __init__(
+        self, ctx: WorkerContext, device: str, configured_device: str, log: Log, half: bool
+    ):
         self.ctx = ctx
         self.device = device
         self.configured_device = configured_device
         self.log = log
+        self.half = half
         self._models: ModelSet | None = None
 
     def serve(self) -> None:
@@ -493,7 +501,7 @@ class Worker:
             return self._models
         self._release_models()
         started = time.monotonic()
-        models = ModelSet.load(wanted, self.device)
+        models = ModelSet.load(wanted, self.device, half=self.half)
         seconds = round(time.monotonic() - started, 3)
         self._models = models
         described = self._describe(models, seconds)
@@ -570,7 +578,7 @@ def _serve(
     writer = PartWriter(link, flags, faults, log)
     ctx = WorkerContext(link, writer, flags, faults, args.checkpoint_seconds, args.block_frames)
     try:
-        Worker(ctx, device, args.device, log).serve()
+        Worker(ctx, device, args.device, log, args.half).serve()
     except Exception as exc:  # a bug: say so on the channel, exit non-zero
         log.exception("worker.crashed")
         return _fatal(link, log, f"worker crashed: {type(exc).__name__}: {exc}")
