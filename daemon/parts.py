@@ -132,7 +132,9 @@ def write_part(
         raise ValueError("a part holds at least one record")
     arrays = _to_arrays(job_id, unit_id, first_record, end_offset, results, embedding_dims)
     final = part_path(Path(parts_dir), unit_id, first_record)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    # Only the parts dir itself: if its job dir is gone, the job ended (killed) and a
+    # late part must fail rather than resurrect the directory the daemon removed.
+    final.parent.mkdir(exist_ok=True)
     _write_durably(final, arrays, fault)
     frames = len(arrays["frame_ids"])
     return PartFile(final, final.stat().st_size, file_sha256(final), frames, len(results))

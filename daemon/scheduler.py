@@ -297,6 +297,8 @@ class Scheduler(Actor[Any]):
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
         record, offset = await self.progress.resume_point(run.job_id, unit.unit_id)
+        parts_dir = self.config.job_dir(run.job_id) / "parts"
+        await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
         await self._remove_unrecorded_parts(run, unit.unit_id)
         await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
         if run.row.state == JobState.QUEUED:
@@ -317,7 +319,7 @@ class Scheduler(Actor[Any]):
             models=ModelSpec(**_wire_models(run.row.spec)),
             save_embeddings=run.row.save_embeddings,
             checkpoint_every=run.row.checkpoint_every,
-            parts_dir=str(self.config.job_dir(run.job_id) / "parts"),
+            parts_dir=str(parts_dir),
         )
         log.info(
             "unit.assigned",
@@ -409,6 +411,8 @@ class Scheduler(Actor[Any]):
     async def _part_refused(self, worker_id: str, job_id: str, unit_id: int, problem: str) -> None:
         run = self._current(worker_id, job_id, unit_id)
         if run is None:
+            if job_id not in self.jobs:  # a late part of an ended job: leave no trace
+                await asyncio.to_thread(shutil.rmtree, self.config.job_dir(job_id), True)
             return
         await self.progress.log_event("part.refused", problem, job_id=job_id, worker_id=worker_id)
         await self._release(worker_id, cancel=True)

@@ -151,7 +151,9 @@ class Assign(WorkerMessageBase):
     """Compute ``record_count`` records starting at ``start_record``/``start_offset``.
 
     On a resumed unit the start is the recorded resume offset, not the unit's
-    original start. Parts go to ``parts_dir``, one every ``checkpoint_every`` records.
+    original start. Parts go to ``parts_dir``, one every ``checkpoint_every`` records;
+    the daemon creates that directory, and a worker never creates its parent (a job
+    directory that is gone means the job ended).
     """
 
     TYPE: ClassVar[Literal["assign"]] = "assign"

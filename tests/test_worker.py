@@ -267,7 +267,9 @@ def models(demo_cache: Path, **changes: Any) -> ModelSpec:
 def assign(
     root: Path, demo_cache: Path, job: str, records: list[FastaRecord], path: Path = EXAMPLE, **kw
 ) -> Assign:
-    """Assign `records` (consecutive, from `path`) as unit 0 of `job`."""
+    """Assign `records` (consecutive, from `path`) as unit 0 of `job`; like the daemon,
+    create its parts dir (a worker never creates a job's directory)."""
+    (root / job / "parts").mkdir(parents=True, exist_ok=True)
     fields: dict[str, Any] = dict(
         job_id=job,
         unit_id=0,
