@@ -137,7 +137,9 @@ class Scheduler(Actor[Any]):
     async def setup(self) -> None:
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
         await self.progress.reset_running_units()
-        for row in await self.progress.unfinished_jobs():
+        unfinished = await self.progress.unfinished_jobs()
+        await asyncio.to_thread(self._sweep_ended_jobs, {row.job_id for row in unfinished})
+        for row in unfinished:
             run = JobRun(row, planned=row.units_total is not None)
             self.jobs[row.job_id] = run
             if not run.planned:
@@ -148,6 +150,13 @@ class Scheduler(Actor[Any]):
                 await self._remove_unrecorded_parts(run)
                 await self._assemble_if_complete(run)  # died between last part and assembly
             log.info("job.resumed", job_id=row.job_id, state=row.state)
+
+    def _sweep_ended_jobs(self, unfinished: set[str]) -> None:
+        """Remove the part directories of jobs that ended (a crash can leave them)."""
+        jobs = self.config.state_dir / "jobs"
+        for job_dir in jobs.iterdir() if jobs.is_dir() else []:
+            if job_dir.name not in unfinished:
+                shutil.rmtree(job_dir, ignore_errors=True)
 
     async def teardown(self) -> None:
         for run in self.jobs.values():

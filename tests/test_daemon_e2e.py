@@ -106,7 +106,10 @@ def test_kill_stops_the_job_everywhere_and_leaves_no_outputs(daemon, tmp_path) -
     )
     assert daemon.client.result("status", job_id=job)["state"] == "killed"
     assert not out.exists() or list(out.iterdir()) == []
-    assert not (daemon.state_dir / "jobs" / job).exists()
+    # A part the worker was writing as the kill came may land after the reply; its
+    # refused ack makes the daemon sweep the job's directory again.
+    job_dir = daemon.state_dir / "jobs" / job
+    wait_for(lambda: not job_dir.exists(), 10, "the killed job's parts to be removed")
     again = daemon.client.call("kill", job_id=job)
     assert again["error"]["code"] == "conflict"
 
