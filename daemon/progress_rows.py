@@ -143,18 +143,9 @@ class PartRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class PartRow:
-    """A recorded part; the same fields as `PartRecord` plus when it was recorded."""
+class PartRow(PartRecord):
+    """A recorded part: its `PartRecord` fields, then when it was recorded."""
 
-    job_id: str
-    unit_id: int
-    first_record: int
-    record_count: int
-    frames: int
-    path: str
-    size: int
-    sha256: str
-    end_offset: int
     recorded_at: float
 
 

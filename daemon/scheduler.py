@@ -468,7 +468,10 @@ class Scheduler(Actor[Any]):
     async def _remove_unrecorded_parts(self, run: JobRun, unit_id: int | None = None) -> None:
         """What SQLite does not record does not exist: delete such part files."""
         parts_dir = self.config.job_dir(run.job_id) / "parts"
-        recorded = {row.path async for row in self.progress.iter_parts(run.job_id)}
+        if unit_id is None:
+            recorded = {row.path async for row in self.progress.iter_parts(run.job_id)}
+        else:  # at each assignment: only this unit's rows, not the whole job's
+            recorded = {row.path for row in await self.progress.parts_of_unit(run.job_id, unit_id)}
         prefix = "" if unit_id is None else f"u{unit_id:06d}-"
 
         def sweep() -> int:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -223,3 +223,18 @@ def assert_same_outputs(expected: Path, got: Path, atol: float = 1e-6) -> None:
                     assert a == b, f"{name}: {row_have} vs {row_want}"
     leftovers = [p.name for p in got.iterdir() if p.name.endswith(".partial")]
     assert not leftovers, f"temporary files left in {got}: {leftovers}"
+
+
+@contextlib.contextmanager
+def running_daemon(
+    state_dir: Path, demo_cache: Path, *args: str, workers: int = 1
+) -> Iterator[Daemon]:
+    """A started virnucd whose workers said hello; stopped cleanly (exit 0) afterwards."""
+    daemon = Daemon(state_dir, demo_cache, "--workers", str(workers), *args)
+    try:
+        daemon.start()
+        daemon.workers_ready(workers)
+        yield daemon
+        assert daemon.stop() == 0, daemon.log_tail()
+    finally:
+        daemon.close()

@@ -28,22 +28,15 @@ from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.protocol import ErrorCode
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon
+from tests.harness import Daemon, running_daemon
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Daemon]:
-    root = tmp_path_factory.mktemp("bad-input")
-    daemon = Daemon(root / "state", demo_cache, "--workers", "1")
-    daemon.start()
-    daemon.workers_ready(1)
-    yield daemon
-    try:
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.close()
+    with running_daemon(tmp_path_factory.mktemp("bad-input") / "state", demo_cache) as daemon:
+        yield daemon
 
 
 def valid_fasta(path: Path, count: int = 6, seed: int = 5) -> Path:

@@ -12,7 +12,14 @@ import pytest
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, RawClient, assert_same_outputs, wait_for, worker_pids_alive
+from tests.harness import (
+    Daemon,
+    RawClient,
+    assert_same_outputs,
+    running_daemon,
+    wait_for,
+    worker_pids_alive,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -25,14 +32,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterat
     config = root / "virnucd.toml"
     # Inputs may come from pytest's temporary directories only (a `forbidden` case below).
     config.write_text(f'input_roots = ["{tmp_path_factory.getbasetemp()}", "{EXAMPLE.parent}"]\n')
-    daemon = Daemon(root / "state", demo_cache, "--workers", "2", "--config", str(config))
-    daemon.start()
-    daemon.workers_ready(2)
-    yield daemon
-    try:
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.close()
+    with running_daemon(root / "state", demo_cache, "--config", str(config), workers=2) as daemon:
+        yield daemon
 
 
 @pytest.fixture(scope="module")

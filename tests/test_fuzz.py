@@ -28,7 +28,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.harness import Daemon, wait_for
+from tests.harness import Daemon, running_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -68,15 +68,8 @@ MAX_LOG_LINES = 100
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Daemon]:
-    root = tmp_path_factory.mktemp("fuzz")
-    daemon = Daemon(root / "state", demo_cache, "--workers", "1")
-    daemon.start()
-    daemon.workers_ready(1)
-    yield daemon
-    try:
-        assert daemon.stop() == 0, daemon.log_tail()
-    finally:
-        daemon.close()
+    with running_daemon(tmp_path_factory.mktemp("fuzz") / "state", demo_cache) as daemon:
+        yield daemon
 
 
 # --- what to send ----------------------------------------------------------------------
