@@ -25,8 +25,8 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check .
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/virnuc
-	cp virnuc/__init__.py $(TYPECHECK)/virnuc/
-	for p in pipeline daemon client protocol; do ln -s ../../../$$p $(TYPECHECK)/virnuc/$$p; done
+	cp virnuc/*.py $(TYPECHECK)/virnuc/
+	for p in pipeline daemon worker client protocol; do ln -s ../../../$$p $(TYPECHECK)/virnuc/$$p; done
 	cd $(TYPECHECK) && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p virnuc
 
 test: lint

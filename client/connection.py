@@ -30,20 +30,9 @@ from virnuc.protocol import (
     decode_reply,
     parse_result,
 )
+from virnuc.protocol.constants import CONTROL_SOCKET, EVENTS_SOCKET, default_state_dir
 
 from .errors import EXIT_USAGE, ClientError, DaemonUnreachable, from_protocol_error
-
-CONTROL_SOCKET = "control.sock"
-EVENTS_SOCKET = "events.sock"
-
-
-def default_state_dir(env: Mapping[str, str]) -> tuple[Path, str]:
-    """virnucd's default state dir and where that choice came from (for messages)."""
-    if env.get("VIRNUC_STATE_DIR"):
-        return Path(env["VIRNUC_STATE_DIR"]), "$VIRNUC_STATE_DIR"
-    if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]) / "virnuc", "$XDG_STATE_HOME/virnuc"
-    return Path.home() / ".local" / "state" / "virnuc", "the default"
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 from types import TracebackType
 
 from virnuc.protocol import PingArgs, ShutdownArgs
+from virnuc.protocol.constants import CONTROL_SOCKET
 
-from .connection import CONTROL_SOCKET, DaemonAddress, DaemonClient
+from .connection import DaemonAddress, DaemonClient
 from .errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE, ClientError, DaemonUnreachable
 
 #: How long the daemon may take to answer its first ping (imports, SQLite, sockets).

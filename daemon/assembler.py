@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from virnuc.faults import Faults
+from virnuc.parts import PartContents, PartCorrupt, read_part
 from virnuc.pipeline.fasta import RecordStart, record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
-from .faults import Faults
-from .parts import PartContents, PartCorrupt, read_part
 from .progress_log import JobRow, PartRow, ProgressLog
 
 

@@ -14,6 +14,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from virnuc.protocol.constants import (
+    CONTROL_SOCKET,
+    EVENTS_SOCKET,
+    WORKERS_SOCKET,
+    default_state_dir,
+)
+
 from .access import needs_curve
 
 DEFAULT_CHECKPOINT_EVERY = 10_000  # records between parts: bounds the work lost to a kill
@@ -25,16 +32,13 @@ class ConfigError(ValueError):
     """Raised for a configuration file or option that cannot be used."""
 
 
-def default_state_dir() -> Path:
-    if os.environ.get("VIRNUC_STATE_DIR"):
-        return Path(os.environ["VIRNUC_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "virnuc"
+def _default_state_dir() -> Path:
+    return default_state_dir(os.environ)[0]
 
 
 @dataclass(frozen=True)
 class DaemonConfig:
-    state_dir: Path = field(default_factory=default_state_dir)
+    state_dir: Path = field(default_factory=_default_state_dir)
     device: str = "cpu"  # cpu | cuda | cuda:0,cuda:1
     workers: int | None = None  # CPU worker count (default 1); for cuda, the GPU count
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
@@ -68,15 +72,15 @@ class DaemonConfig:
 
     @property
     def control(self) -> str:
-        return self.control_endpoint or f"ipc://{self.state_dir}/control.sock"
+        return self.control_endpoint or f"ipc://{self.state_dir / CONTROL_SOCKET}"
 
     @property
     def events(self) -> str:
-        return self.events_endpoint or f"ipc://{self.state_dir}/events.sock"
+        return self.events_endpoint or f"ipc://{self.state_dir / EVENTS_SOCKET}"
 
     @property
     def workers_endpoint(self) -> str:
-        return f"ipc://{self.state_dir}/workers.sock"
+        return f"ipc://{self.state_dir / WORKERS_SOCKET}"
 
     @property
     def server_key_file(self) -> Path:

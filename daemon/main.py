@@ -27,14 +27,15 @@ import zmq
 import zmq.asyncio
 
 from virnuc import __version__
+from virnuc.log_setup import configure_logging
 from virnuc.protocol import daemon_event
+from virnuc.protocol.constants import CONTROL_SOCKET, EVENTS_SOCKET, WORKERS_SOCKET
 
 from . import access
 from .access import AccessError, Listener
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
-from .log_setup import configure_logging
 from .notify import Notifier
 from .progress_log import ProgressLog, ProgressLogError
 from .publisher import EventPublisher
@@ -291,7 +292,7 @@ class Daemon:
         remove_sockets(self.config.state_dir)
 
 
-SOCKETS = ("control.sock", "events.sock", "workers.sock")
+SOCKETS = (CONTROL_SOCKET, EVENTS_SOCKET, WORKERS_SOCKET)
 
 
 def status_line(supervisors: list[WorkerSupervisor], scheduler: Scheduler) -> str:

@@ -1,6 +1,6 @@
 """The progress log: the daemon's durable memory, and the only code that touches SQLite.
 
-DESIGN.md §2: what is not recorded here does not exist. A checkpoint part counts once
+docs/architecture.md §4: what is not recorded here does not exist. A checkpoint part counts once
 its row is committed; a restarted daemon resumes every unfinished job from these rows.
 
 Threading: one `sqlite3.Connection`, created and used by one dedicated thread (the

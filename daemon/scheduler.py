@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from virnuc.faults import Faults
 from virnuc.protocol import (
     Assign,
     Cancel,
@@ -37,7 +38,6 @@ from . import scheduler_messages as sm
 from .actor import Actor
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .config import DaemonConfig
-from .faults import Faults
 from .planner import PlanningCancelled, plan_job
 from .progress_log import ConflictError, JobRow, ProgressLog, UnitRow
 from .publisher import EventPublisher

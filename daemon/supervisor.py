@@ -2,7 +2,7 @@
 
 Two tasks per slot:
 
-* the **lifecycle** task spawns `python -m virnuc.daemon.worker_boot` (device pinned with
+* the **lifecycle** task spawns `python -m virnuc.worker.boot` (device pinned with
   CUDA_VISIBLE_DEVICES), waits for its hello under a deadline, watches it (exit, or
   heartbeat silence -> SIGKILL), reports a death to the scheduler and respawns with
   exponential backoff. A slot whose worker never comes up N times in a row is given
@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from virnuc.parts import file_sha256
 from virnuc.protocol import (
     BatchDone,
     Checkpoint,
@@ -42,7 +43,6 @@ from virnuc.protocol import (
 from . import scheduler_messages as sm
 from .actor import Actor
 from .config import DaemonConfig
-from .parts import file_sha256
 from .progress_log import PartRecord, PartRejected, ProgressLog
 from .publisher import EventPublisher
 from .worker_hub import WorkerHub
@@ -307,7 +307,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         command = [
             sys.executable,
             "-m",
-            "virnuc.daemon.worker_boot",
+            "virnuc.worker.boot",
             "--endpoint",
             self.config.workers_endpoint,
             "--worker-id",

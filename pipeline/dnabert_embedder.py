@@ -1,4 +1,6 @@
-"""Nucleotide embeddings with DNABERT-S, exactly as VirNucPro computes them (DESIGN §1.4).
+"""Nucleotide embeddings with DNABERT-S, exactly as VirNucPro computes them.
+
+See docs/architecture.md §1.4.
 
 The original tokenizes one sequence at a time with the tokenizer's default settings,
 runs the model without an attention mask, and averages the last hidden state over

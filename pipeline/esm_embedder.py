@@ -1,4 +1,4 @@
-"""Protein embeddings with ESM-2, exactly as VirNucPro computes them (DESIGN §1.5).
+"""Protein embeddings with ESM-2, exactly as VirNucPro computes them (docs/architecture.md §1.5).
 
 Per protein: the batch converter caps the residues at 1022, the model runs, and the
 final layer's representation is averaged over positions ``1 .. min(len, 1022)`` (BOS

@@ -1,7 +1,7 @@
 """VirNucPro's chunking, six-frame translation and frame selection, reproduced exactly.
 
 The classifier was trained on features made this way, so every oddity of the original
-is kept on purpose (DESIGN.md §1.1-1.3):
+is kept on purpose (docs/architecture.md §1.1-1.3):
 
 * chunks overlap by an uneven shift list, and the last chunk can be shorter than L;
 * a codon holding any letter other than A/C/G/T is dropped, not translated to X;

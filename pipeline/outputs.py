@@ -1,6 +1,6 @@
 """The output files, written streaming in input order under temporary names.
 
-Files (DESIGN.md §1.7 and §3), all tab-separated:
+Files (docs/architecture.md §1.7), all tab-separated:
 
 * `prediction_results.txt` — one row per kept frame, the original's format.
 * `prediction_results_highestscore.csv` — one row per chunk with rows; `True` when the

@@ -4,6 +4,8 @@ Every key that appears on the wire is named here once, so a typo is a NameError
 instead of a silently missing field, and grepping for a key finds every user.
 """
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
 #: The version every message carries in its ``v`` key. A peer that sees another
@@ -23,7 +25,22 @@ MAX_DEPTH: Final = 32
 #: Longest request id the daemon accepts; ids are echoed back and logged.
 MAX_REQUEST_ID_LEN: Final = 128
 
-# --- keys of the control envelope (DESIGN §3) -------------------------------------
+# --- where virnucd listens: file names inside its state dir --------------------------
+CONTROL_SOCKET: Final = "control.sock"
+EVENTS_SOCKET: Final = "events.sock"
+WORKERS_SOCKET: Final = "workers.sock"
+
+
+def default_state_dir(env: Mapping[str, str]) -> tuple[Path, str]:
+    """virnucd's default state dir and where that choice came from (for messages)."""
+    if env.get("VIRNUC_STATE_DIR"):
+        return Path(env["VIRNUC_STATE_DIR"]), "$VIRNUC_STATE_DIR"
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "virnuc", "$XDG_STATE_HOME/virnuc"
+    return Path.home() / ".local" / "state" / "virnuc", "the default"
+
+
+# --- keys of the control envelope (docs/architecture.md §3) -------------------------------------
 KEY_VERSION: Final = "v"
 KEY_ID: Final = "id"
 KEY_OP: Final = "op"

@@ -140,7 +140,7 @@ class ShutdownResult(TypedDict):
 
 @unique
 class Op(StrEnum):
-    """The operation names; fixed by DESIGN §3."""
+    """The operation names; fixed by docs/architecture.md §3."""
 
     PING = "ping"
     SUBMIT = "submit"

@@ -85,7 +85,7 @@ def test_workers_reports_real_worker_pids(daemon) -> None:
     assert sorted(w["id"] for w in workers) == ["w0", "w1"]
     for worker in workers:
         cmdline = Path(f"/proc/{worker['pid']}/cmdline").read_bytes().split(b"\0")
-        assert b"virnuc.daemon.worker_boot" in cmdline
+        assert b"virnuc.worker.boot" in cmdline
         assert worker["device"] == "cpu"
 
 

@@ -1,4 +1,7 @@
-"""Frames against a plain, obviously-correct reference of VirNucPro's steps (DESIGN §1.1-1.3)."""
+"""Frames against a plain, obviously-correct reference of VirNucPro's steps.
+
+See docs/architecture.md §1.1-1.3.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from virnuc.daemon.parts import (
+from virnuc.parts import (
     PartCorrupt,
     file_sha256,
     part_path,

@@ -23,7 +23,7 @@ import pytest
 import torch
 import zmq
 
-from virnuc.daemon.parts import read_part
+from virnuc.parts import read_part
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.predict import Predictor
@@ -207,7 +207,7 @@ def worker_command(endpoint: str, worker_id: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "virnuc.daemon.worker",
+        "virnuc.worker.serve",
         "--endpoint",
         endpoint,
         "--worker-id",
@@ -518,10 +518,10 @@ def test_fault_points_kill_at_the_right_moment(
 def test_mid_unit_fault_and_time_based_checkpoints(
     daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
 ) -> None:
-    """Killed at its 40th block: parts were cut every 0.2 s meanwhile, not every
+    """Killed at its 40th block: parts were cut every 0.05 s meanwhile, not every
     `checkpoint_every` (1000) records, and progress was reported on the way."""
     records = list(read_records(long_input))
-    proc = spawn(daemon.endpoint, "--checkpoint-seconds", "0.2", fault="mid_unit@40")
+    proc = spawn(daemon.endpoint, "--checkpoint-seconds", "0.05", fault="mid_unit@40")
     daemon.expect(Hello, START_S)
     job = assign(tmp_path, demo_cache, "j", records, long_input, checkpoint_every=1000)
     daemon.send("w0", job)

@@ -28,12 +28,12 @@ from virnuc.protocol import (
     decode_from_daemon,
 )
 from virnuc.protocol.worker import WorkerMessageBase
+from virnuc.worker.boot import EXIT_ORPHANED
 
 Log = Any  # a structlog BoundLogger
 
 EXIT_OK = 0
 EXIT_FATAL = 3  # device unavailable, bad VIRNUC_FAULT, a bug: the supervisor backs off
-EXIT_ORPHANED = 4  # the daemon is gone
 
 CLOSE_TIMEOUT_S = 5.0  # how long a graceful exit waits for acks to leave
 

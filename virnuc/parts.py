@@ -1,6 +1,6 @@
 """Checkpoint parts: a unit's finished records, made durable as one `.npz` file.
 
-DESIGN.md §2: a part is written to a temporary name, fsynced, renamed into place and
+docs/architecture.md §4: a part is written to a temporary name, fsynced, renamed into place and
 its directory fsynced; only then is it acknowledged (with its size and SHA-256) and,
 once the daemon records it in SQLite, trusted. Until then it does not exist.
 
@@ -43,7 +43,7 @@ _EMBEDDINGS = ("nucleotide", "protein")
 _META_FIELDS = ("job_id", "unit_id", "first_record", "record_count", "end_offset", "frames")
 
 #: Called with a fault point name ("before_rename", "after_rename") so tests can kill
-#: the writer at exactly that moment; see `virnuc.daemon.faults`.
+#: the writer at exactly that moment; see `virnuc.faults`.
 FaultHook = Callable[[str], None]
 
 

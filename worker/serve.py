@@ -1,6 +1,6 @@
 """The worker process: one per device, models kept warm, units computed into parts.
 
-    python -m virnuc.daemon.worker --endpoint ipc://STATE/workers.sock --worker-id w0
+    python -m virnuc.worker.serve --endpoint ipc://STATE/workers.sock --worker-id w0
         [--device cpu|cuda|cuda:N] [--parent-pid PID] [--heartbeat-interval 1.0]
         [--checkpoint-seconds 300] [--block-frames 2048]
 
@@ -36,14 +36,13 @@ device is unusable or `VIRNUC_FAULT` is malformed; 4 when the daemon is gone.
 The protocol never uses stdout; logs are structlog lines on stderr. If the daemon
 dies the worker dies too (PR_SET_PDEATHSIG, and the I/O thread watches the parent
 pid). `VIRNUC_FAULT` kills the process at chosen moments for crash tests
-(`virnuc.daemon.faults`).
+(`virnuc.faults`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import enum
 import gc
 import importlib.metadata
@@ -62,10 +61,8 @@ from typing import Any, cast
 import structlog
 import torch
 
-from virnuc.daemon.faults import Faults, FaultSpecError
-from virnuc.daemon.log_setup import configure_logging
-from virnuc.daemon.worker_link import EXIT_FATAL, EXIT_OK, EXIT_ORPHANED, Flags, IoLink, Log
-from virnuc.daemon.worker_writer import PartJob, PartWriteError, PartWriter
+from virnuc.faults import Faults, FaultSpecError
+from virnuc.log_setup import configure_logging
 from virnuc.pipeline import spec as pipeline_spec
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.models import ModelSet
@@ -82,11 +79,13 @@ from virnuc.protocol import (
     UnitDone,
     WorkerError,
 )
+from virnuc.worker.boot import EXIT_ORPHANED, arm_parent_death
+from virnuc.worker.link import EXIT_FATAL, EXIT_OK, Flags, IoLink, Log
+from virnuc.worker.part_writer import PartJob, PartWriteError, PartWriter
 
 IDLE_POLL_S = 0.25  # how often an idle main thread looks at the stop flag
 PROGRESS_EVERY_S = 0.5  # batch_done throttle
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-_PR_SET_PDEATHSIG = 1
 
 
 # --- command line ----------------------------------------------------------------------
@@ -94,7 +93,7 @@ _PR_SET_PDEATHSIG = 1
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m virnuc.daemon.worker", description="virnucd's per-device worker."
+        prog="python -m virnuc.worker.serve", description="virnucd's per-device worker."
     )
     parser.add_argument("--endpoint", required=True, help="the daemon's worker ROUTER")
     parser.add_argument("--worker-id", required=True, help="routing id, e.g. w0")
@@ -149,9 +148,7 @@ def adopt_parent(expected: int | None) -> int | None:
     sends the signal when the *thread* that forked us exits, so the daemon must spawn
     workers from a thread that lives as long as it does (its event loop thread).
     """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    arm_parent_death()
     parent = os.getppid()
     return None if expected is not None and parent != expected else parent
 

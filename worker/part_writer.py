@@ -11,14 +11,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from virnuc.daemon.faults import Faults
-from virnuc.daemon.parts import write_part
-from virnuc.daemon.worker_link import Flags, IoLink, Log
+from virnuc.faults import Faults
+from virnuc.parts import write_part
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.protocol import (
     Assign,
     Checkpoint,
 )
+from virnuc.worker.link import Flags, IoLink, Log
 
 PART_QUEUE = 2
 
