@@ -30,7 +30,12 @@ from virnuc.protocol import (
     decode_reply,
     parse_result,
 )
-from virnuc.protocol.constants import CONTROL_SOCKET, EVENTS_SOCKET, default_state_dir
+from virnuc.protocol.constants import (
+    CONTROL_SOCKET,
+    EVENTS_SOCKET,
+    default_state_dir,
+    socket_file,
+)
 
 from .errors import EXIT_USAGE, ClientError, DaemonUnreachable, from_protocol_error
 
@@ -83,13 +88,6 @@ def _guess_events(control: str) -> str | None:
     if control.startswith("ipc://") and control.endswith("/" + CONTROL_SOCKET):
         return control[: -len(CONTROL_SOCKET)] + EVENTS_SOCKET
     return None
-
-
-def _ipc_path(endpoint: str) -> Path | None:
-    """The socket file of an ``ipc://`` endpoint; None for tcp:// and abstract ``ipc://@``."""
-    if not endpoint.startswith("ipc://") or endpoint.startswith("ipc://@"):
-        return None
-    return Path(endpoint[len("ipc://") :])
 
 
 def _unix_listener(path: Path) -> bool:
@@ -225,7 +223,7 @@ class DaemonClient:
         would only show as a timeout. Checked on every call: it costs one local
         connect, and a daemon killed during ``wait`` is then reported at once.
         """
-        path = _ipc_path(self.endpoint)
+        path = socket_file(self.endpoint)
         if path is None:
             return
         if not path.exists():
@@ -272,7 +270,7 @@ class DaemonClient:
                 " (with CURVE, a client key missing from the daemon's curve_allow_dir, or "
                 "a --curve-server-key that is not the daemon's, looks just like this)"
             )
-        if _ipc_path(self.endpoint) is None:
+        if socket_file(self.endpoint) is None:
             return (
                 " (virnucd listens on tcp:// only with CURVE: pass --curve-server-key and "
                 "--curve-client-key, see `virnucctl keys generate --help`)"

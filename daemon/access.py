@@ -35,9 +35,11 @@ import zmq.asyncio
 from zmq.auth import load_certificate
 from zmq.auth.asyncio import AsyncioAuthenticator
 
+from virnuc.protocol.constants import needs_curve, socket_file
+
 from .worker_hub import RateLimitedWarning
 
-if TYPE_CHECKING:  # config.py imports this module for `needs_curve`
+if TYPE_CHECKING:
     from .config import DaemonConfig
 
 log = structlog.get_logger()
@@ -104,13 +106,6 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
-def socket_file(endpoint: str) -> Path | None:
-    """The file an ipc:// endpoint binds; None for tcp:// and abstract ipc://@name."""
-    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
-        return Path(endpoint[len("ipc://") :])
-    return None
-
-
 @contextlib.contextmanager
 def private_umask(gid: int | None) -> Iterator[None]:
     """Files created meanwhile (the socket a bind makes) get at most our socket mode.
@@ -130,11 +125,6 @@ def restrict_socket_file(endpoint: str, gid: int | None) -> None:
     path = socket_file(endpoint)
     if path is not None:
         set_mode(path, socket_mode(gid), gid)
-
-
-def needs_curve(endpoint: str) -> bool:
-    """True for endpoints that file permissions cannot protect."""
-    return socket_file(endpoint) is None
 
 
 # --- CURVE -------------------------------------------------------------------------------

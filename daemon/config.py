@@ -19,9 +19,8 @@ from virnuc.protocol.constants import (
     EVENTS_SOCKET,
     WORKERS_SOCKET,
     default_state_dir,
+    needs_curve,
 )
-
-from .access import needs_curve
 
 DEFAULT_CHECKPOINT_EVERY = 10_000  # records between parts: bounds the work lost to a kill
 DEFAULT_CHECKPOINT_SECONDS = 300.0  # ... and so does time, for slow records

@@ -31,6 +31,18 @@ EVENTS_SOCKET: Final = "events.sock"
 WORKERS_SOCKET: Final = "workers.sock"
 
 
+def socket_file(endpoint: str) -> Path | None:
+    """The file an ipc:// endpoint binds; None for tcp:// and abstract ipc://@name."""
+    if endpoint.startswith("ipc://") and not endpoint.startswith("ipc://@"):
+        return Path(endpoint[len("ipc://") :])
+    return None
+
+
+def needs_curve(endpoint: str) -> bool:
+    """True for endpoints that file permissions cannot protect."""
+    return socket_file(endpoint) is None
+
+
 def default_state_dir(env: Mapping[str, str]) -> tuple[Path, str]:
     """virnucd's default state dir and where that choice came from (for messages)."""
     if env.get("VIRNUC_STATE_DIR"):
