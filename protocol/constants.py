@@ -1,5 +1,8 @@
 """Numbers and names that both ends of every virnuc socket must agree on.
 
+That includes where virnucd listens: the socket file names in its state dir, the
+default state dir, and which endpoints need CURVE.
+
 Every key that appears on the wire is named here once, so a typo is a NameError
 instead of a silently missing field, and grepping for a key finds every user.
 """
