@@ -84,7 +84,7 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
                 job_id=job_id,
                 input=args.input,
                 output=args.output,
-                spec=spec.as_dict(),
+                spec=spec,
                 checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
                 save_embeddings=args.save_embeddings,
                 force=args.force,

@@ -6,10 +6,10 @@ Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import JobState
 
 UnitState = Literal["pending", "running", "done"]
@@ -65,7 +65,7 @@ class NewJob:
     job_id: str
     input: str
     output: str
-    spec: Mapping[str, Any]
+    spec: ModelSpec
     checkpoint_every: int
     save_embeddings: bool = False
     force: bool = False
@@ -80,7 +80,7 @@ class JobRow:
     state: JobState
     input: str
     output: str
-    spec: dict[str, Any]
+    spec: ModelSpec  # stored as JSON of its fields
     save_embeddings: bool
     checkpoint_every: int
     force: bool

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from dataclasses import fields
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import JobState
 
 from . import schema
@@ -58,7 +59,7 @@ _PART_COLS = _columns(PartRow)
 
 def _job_row(row: tuple[Any, ...]) -> JobRow:
     values = dict(zip((f.name for f in fields(JobRow)), row, strict=True))
-    values["spec"] = json.loads(values["spec"])
+    values["spec"] = ModelSpec(**json.loads(values["spec"]))
     values["state"] = JobState(values["state"])
     for flag in ("save_embeddings", "force"):
         values[flag] = bool(values[flag])
@@ -168,7 +169,7 @@ class _Store:
                 job.job_id,
                 job.input,
                 job.output,
-                json.dumps(dict(job.spec), sort_keys=True),
+                json.dumps(job.spec.as_dict(), sort_keys=True),
                 int(job.save_embeddings),
                 job.checkpoint_every,
                 int(job.force),

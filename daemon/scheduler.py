@@ -24,12 +24,12 @@ from typing import Any
 import structlog
 
 from virnuc.faults import Faults
+from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import (
     Assign,
     Cancel,
     JobState,
     JobStatus,
-    ModelSpec,
     WorkerState,
     job_event,
 )
@@ -294,7 +294,7 @@ class Scheduler(Actor[Any]):
     async def _next_unit(self, supervisor: WorkerSupervisor) -> tuple[JobRun, UnitRow] | None:
         """The oldest job's next unit, preferring jobs whose models this worker holds."""
         candidates = [run for run in self.jobs.values() if run.planned and run.task is None]
-        warm = [run for run in candidates if _same_models(supervisor.models, run)]
+        warm = [run for run in candidates if supervisor.models == run.row.spec]
         for run in warm + [run for run in candidates if run not in warm]:
             if not run.pending:
                 run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
@@ -325,7 +325,7 @@ class Scheduler(Actor[Any]):
             start_offset=offset,
             start_record=record,
             record_count=unit.end_record - record,
-            models=ModelSpec(**_wire_models(run.row.spec)),
+            models=spec_to_wire(run.row.spec),
             save_embeddings=run.row.save_embeddings,
             checkpoint_every=run.row.checkpoint_every,
             parts_dir=str(parts_dir),
@@ -533,14 +533,3 @@ class Scheduler(Actor[Any]):
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def _wire_models(spec: dict[str, Any]) -> dict[str, Any]:
-    keys = ("esm", "dnabert", "classifier", "chunk_length", "profile")
-    return {k: spec[k] for k in keys if spec.get(k) is not None}
-
-
-def _same_models(loaded: dict[str, Any] | None, run: JobRun) -> bool:
-    return loaded is not None and all(
-        loaded.get(k) == v for k, v in _wire_models(run.row.spec).items()
-    )

@@ -26,7 +26,9 @@ from typing import Any
 
 import structlog
 
+from virnuc.model_wire import spec_from_wire
 from virnuc.parts import file_sha256
+from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import (
     BatchDone,
     Checkpoint,
@@ -87,7 +89,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.scheduler = scheduler
         self.state = WorkerState.STARTING
         self.pid: int | None = None
-        self.models: dict[str, Any] | None = None
+        self.models: ModelSpec | None = None  # what the worker has loaded
         self.model_loads = 0
         self.assignment: Assignment | None = None
         self.last_seen = time.monotonic()
@@ -141,13 +143,13 @@ class WorkerSupervisor(Actor[FromWorker]):
     async def handle(self, message: FromWorker) -> None:
         match message:
             case Hello():
-                self.models = message.models
+                self.models = spec_from_wire(message.models) if message.models else None
                 log.info(
                     "worker.hello", worker=self.worker_id, pid=message.pid, device=message.device
                 )
                 self._hello.set()
             case ModelsLoaded():
-                self.models = message.models
+                self.models = spec_from_wire(message.models)
                 self.model_loads += 1
             case BatchDone():
                 await self.scheduler.tell(sm.Progress(self.worker_id, message))

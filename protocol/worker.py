@@ -132,8 +132,10 @@ class WorkerError(WorkerMessageBase):
 
 
 @dataclass(frozen=True)
-class ModelSpec(WireModel):
-    """Which models a unit needs; the worker reloads only when this changes.
+class WireModelSpec(WireModel):
+    """Which models a unit needs, as sent in ``assign``; the worker reloads only when
+    this changes. It is the wire form of ``virnuc.pipeline.spec.ModelSpec``; the one
+    conversion between the two is ``virnuc.model_wire`` (docs/architecture.md §3).
 
     ``profile`` is ``"demo"`` for the tiny demo models, which the worker builds at
     the named paths when they are missing.
@@ -164,7 +166,7 @@ class Assign(WorkerMessageBase):
     start_offset: Count
     start_record: Count
     record_count: PositiveInt
-    models: ModelSpec
+    models: WireModelSpec
     save_embeddings: bool
     checkpoint_every: PositiveInt
     parts_dir: AbsPath

@@ -28,8 +28,9 @@ from virnuc.daemon.progress_log import (
     SchemaVersionError,
     UnitPlan,
 )
+from virnuc.pipeline.spec import ModelSpec
 
-SPEC = {"profile": "demo", "chunk_length": 300}
+SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300, "demo")
 
 
 @pytest_asyncio.fixture

@@ -682,7 +682,7 @@ def test_bad_events(frames: list[bytes], code: p.ErrorCode, text: str) -> None:
 # --- daemon <-> worker -------------------------------------------------------------------
 
 SHA = "0123456789abcdef" * 4
-MODELS = p.ModelSpec(
+MODELS = p.WireModelSpec(
     esm="esm2_t36_3B_UR50D", dnabert="/m/dnabert", classifier="/m/500.pth", chunk_length=500
 )
 FROM_WORKER: list[p.FromWorker] = [
@@ -727,7 +727,7 @@ FROM_DAEMON: list[p.FromDaemon] = [
         start_offset=0,
         start_record=0,
         record_count=1,
-        models=p.ModelSpec(
+        models=p.WireModelSpec(
             esm="/c/esm.pt",
             dnabert="/c/bert",
             classifier="/c/clf.pth",

@@ -6,6 +6,7 @@ Every wait is a socket poll or a process poll with a deadline; nothing sleeps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ import pytest
 import torch
 import zmq
 
+from virnuc.model_wire import spec_to_wire
 from virnuc.parts import read_part
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.outputs import RecordResult
@@ -37,8 +39,8 @@ from virnuc.protocol import (
     Heartbeat,
     Hello,
     ModelsLoaded,
-    ModelSpec,
     UnitDone,
+    WireModelSpec,
     WorkerError,
     decode_from_worker,
 )
@@ -251,17 +253,8 @@ def reference(demo_models, example_records) -> list[RecordResult]:
     return list(Predictor(demo_models, keep_embeddings=True).predict(example_records))
 
 
-def models(demo_cache: Path, **changes: Any) -> ModelSpec:
-    spec = demo_spec(demo_cache)
-    fields = dict(
-        esm=spec.esm,
-        dnabert=spec.dnabert,
-        classifier=spec.classifier,
-        chunk_length=spec.chunk_length,
-        profile=spec.profile,
-    )
-    fields.update(changes)
-    return ModelSpec(**fields)
+def models(demo_cache: Path, **changes: Any) -> WireModelSpec:
+    return spec_to_wire(dataclasses.replace(demo_spec(demo_cache), **changes))
 
 
 def assign(

@@ -63,7 +63,7 @@ import torch
 
 from virnuc.faults import Faults, FaultSpecError
 from virnuc.log_setup import configure_logging
-from virnuc.pipeline import spec as pipeline_spec
+from virnuc.model_wire import spec_from_wire
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.models import ModelSet
 from virnuc.pipeline.outputs import RecordResult
@@ -75,8 +75,8 @@ from virnuc.protocol import (
     FromDaemon,
     Hello,
     ModelsLoaded,
-    ModelSpec,
     UnitDone,
+    WireModelSpec,
     WorkerError,
 )
 from virnuc.worker.boot import EXIT_ORPHANED, arm_parent_death
@@ -485,15 +485,9 @@ class Worker:
             return
         UnitRun(self.ctx, assign, models, log).run()
 
-    def _models_for(self, spec: ModelSpec, log: Log) -> ModelSet:
+    def _models_for(self, spec: WireModelSpec, log: Log) -> ModelSet:
         """The loaded models if they match `spec`, else load (after freeing the old)."""
-        wanted = pipeline_spec.ModelSpec(
-            esm=spec.esm,
-            dnabert=spec.dnabert,
-            classifier=spec.classifier,
-            chunk_length=spec.chunk_length,
-            profile=spec.profile,
-        )
+        wanted = spec_from_wire(spec)
         if self._models is not None and self._models.spec == wanted:
             return self._models
         self._release_models()
