@@ -269,7 +269,15 @@ class Listener:
         return cls(config.group_id, curve)
 
     def bind(self, socket: zmq.Socket[Any], endpoint: str) -> None:
-        """Bind as a CURVE server when configured, the socket file private either way."""
+        """Bind as a CURVE server when configured, the socket file private either way;
+        if that fails the socket is closed (nothing is left to clean up) and it raises."""
+        try:
+            self._bind(socket, endpoint)
+        except BaseException:
+            socket.close(linger=0)
+            raise
+
+    def _bind(self, socket: zmq.Socket[Any], endpoint: str) -> None:
         if self.curve is not None:
             self.curve.apply(socket)
         elif needs_curve(endpoint):  # config.py refuses this; never bind it by mistake

@@ -71,11 +71,7 @@ class ControlServer:
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.MAXMSGSIZE, int(self.max_size * (1 + HARD_SIZE_SLACK)))
         socket.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
-        try:
-            self.listener.bind(socket, self.endpoint)
-        except BaseException:
-            socket.close(linger=0)
-            raise
+        self.listener.bind(socket, self.endpoint)  # closes the socket if it fails
         self._socket = socket
 
     def start(self) -> None:

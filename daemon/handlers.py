@@ -30,9 +30,9 @@ from virnuc.protocol import (
 from . import scheduler_messages as sm
 from .actor import Stopping
 from .config import DaemonConfig
-from .progress_log import NewJob, ProgressLog
+from .progress_log import JobRow, NewJob, ProgressLog
 from .scheduler import JobFinished, JobNotFound, Scheduler
-from .submission import SubmitRefused, check_submission, output_busy
+from .submission import SubmitRefused, check_submission
 
 log = structlog.get_logger()
 
@@ -71,31 +71,24 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
             ErrorCode.STOPPING, "virnucd is shutting down; submit again after restart"
         )
     # The checks touch the filesystem (a slow mount must not stall ping or the watchdog),
-    # so they run in a thread; the output is claimed only after them, without an await
-    # in between, so two submits into one directory cannot both pass.
+    # so they run in a thread; the scheduler, which creates the job, checks once more
+    # that no other job took the output directory meanwhile.
     busy = ctx.scheduler.busy_outputs()
     spec = await asyncio.to_thread(check_submission, args, ctx.config, busy)
-    job_id = secrets.token_hex(4)
-    if not ctx.scheduler.claim_output(args.output, job_id):
-        raise output_busy(args.output)
-    try:
-        await ctx.progress.create_job(
-            NewJob(
-                job_id=job_id,
-                input=args.input,
-                output=args.output,
-                spec=spec,
-                checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
-                save_embeddings=args.save_embeddings,
-                force=args.force,
-            )
-        )
-        await ctx.scheduler.tell(sm.JobSubmitted(job_id))
-    except BaseException:
-        ctx.scheduler.release_output(args.output, job_id)
-        raise
-    log.info("job.submitted", job_id=job_id, input=args.input, output=args.output)
-    return {"job_id": job_id}
+    job = NewJob(
+        job_id=secrets.token_hex(4),
+        input=args.input,
+        output=args.output,
+        spec=spec,
+        checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
+        save_embeddings=args.save_embeddings,
+        force=args.force,
+    )
+    reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
+    await ctx.scheduler.tell(sm.SubmitJob(job, reply))
+    row = await reply
+    log.info("job.submitted", job_id=row.job_id, input=row.input, output=row.output)
+    return {"job_id": row.job_id}
 
 
 async def status(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:

@@ -158,7 +158,7 @@ class Daemon:
         config = self.config
         events = EventPublisher(context, config.events, self.listener)
         hub = WorkerHub(context, config.workers_endpoint, config.max_message_size)
-        scheduler = Scheduler(config, progress, hub, events)
+        scheduler = Scheduler(config, progress, events)
         supervisors = self._supervisors(hub, progress, events, scheduler)
         scheduler.workers = {s.worker_id: s for s in supervisors}
         control = ControlServer(

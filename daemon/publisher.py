@@ -37,11 +37,7 @@ class EventPublisher(Actor[list[bytes]]):
         socket = self.context.socket(zmq.PUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.SNDHWM, 10_000)
-        try:
-            self.listener.bind(socket, self.endpoint)
-        except BaseException:
-            socket.close(linger=0)
-            raise
+        self.listener.bind(socket, self.endpoint)  # closes the socket if it fails
         self._socket = socket
 
     async def setup(self) -> None:

@@ -1,6 +1,9 @@
 """The scheduler: jobs -> work units -> idle workers, and every job state change.
 
-It is the only actor that changes a job's state. Jobs are served first in, first out:
+It is the only actor that changes a job's state, from its creation on; it asks a
+worker's supervisor to assign or cancel a unit and never talks to a worker itself
+(docs/architecture.md §2). Its copy of each job row is kept current from what its
+own writes return, never re-read. Jobs are served first in, first out:
 the oldest job with a pending unit gets the next idle worker, preferring a worker
 whose loaded models already match. A unit always starts at its *resume point*, the
 end of its last part recorded in SQLite, so a dead worker's unit continues where its
@@ -13,36 +16,27 @@ the worker on the unit (from `batch_done`); only the first is durable.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import threading
+import dataclasses
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 
 from virnuc.faults import Faults
 from virnuc.model_wire import spec_to_wire
-from virnuc.protocol import (
-    Assign,
-    Cancel,
-    JobState,
-    JobStatus,
-    WorkerState,
-    job_event,
-)
+from virnuc.protocol import Assign, Checkpoint, ErrorCode, JobState, JobStatus, job_event
 
+from . import job_files, job_tasks
 from . import scheduler_messages as sm
 from .actor import Actor
-from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .config import DaemonConfig
-from .planner import PlanningCancelled, plan_job
-from .progress_log import ConflictError, JobRow, ProgressLog, UnitRow
+from .job_run import JobRun, job_status
+from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
 from .publisher import EventPublisher
-from .supervisor import Assignment, WorkerSupervisor
-from .worker_hub import WorkerHub
+from .scheduler_messages import Assignment
+from .submission import SubmitRefused, output_busy
+from .supervisor import WorkerSupervisor
 
 log = structlog.get_logger()
 
@@ -58,79 +52,28 @@ class JobFinished(Exception):
     """Raised (into a handler's future) when an operation needs an unfinished job."""
 
 
-@dataclass
-class JobRun:
-    """What the scheduler keeps in memory about one unfinished job (never its units)."""
-
-    row: JobRow
-    planned: bool
-    cancel: threading.Event = field(default_factory=threading.Event)
-    pending: deque[UnitRow] = field(default_factory=deque)
-    running: dict[int, str] = field(default_factory=dict)  # unit -> worker
-    live: dict[int, tuple[int, int]] = field(default_factory=dict)  # unit -> unrecorded work
-    task: asyncio.Task[None] | None = None  # planning or assembly
-    last_event: float = 0.0
-
-    @property
-    def job_id(self) -> str:
-        return self.row.job_id
-
-
 class Scheduler(Actor[Any]):
     name = "scheduler"
 
-    def __init__(
-        self, config: DaemonConfig, progress: ProgressLog, hub: WorkerHub, events: EventPublisher
-    ):
+    def __init__(self, config: DaemonConfig, progress: ProgressLog, events: EventPublisher):
         super().__init__(inbox_size=10_000)
         self.config = config
         self.progress = progress
-        self.hub = hub
         self.events = events
         self.workers: dict[str, WorkerSupervisor] = {}
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True
         self.faults = Faults.from_env()  # crash tests only; inert when unset
         self._recorded: dict[str, tuple[int, int]] = {}  # worker -> recorded since assign
-        # Output dirs claimed by a submit whose job is not in `jobs` yet: output -> job id.
-        self._claimed: dict[str, str] = {}
 
     # --- queries for the control server (same thread, read-only) -------------------
 
     def status_of(self, row: JobRow) -> JobStatus:
-        run = self.jobs.get(row.job_id)
-        extra_records = sum(r for r, _ in run.live.values()) if run else 0
-        extra_frames = sum(f for _, f in run.live.values()) if run else 0
-        status = JobStatus(
-            job_id=row.job_id,
-            state=JobState(row.state),
-            records_total=row.records_total or 0,
-            records_done=min(row.records_done + extra_records, row.records_total or 0),
-            frames_done=row.frames_done + extra_frames,
-            restarts=row.restarts,
-            input=row.input,
-            output=row.output,
-        )
-        status["records_recomputed"] = row.records_recomputed
-        if row.error:
-            status["error"] = row.error
-        return status
+        return job_status(row, self.jobs.get(row.job_id))
 
     def busy_outputs(self) -> set[str]:
-        """Output directories an unfinished (or just submitted) job writes to."""
-        return {run.row.output for run in self.jobs.values()} | set(self._claimed)
-
-    def claim_output(self, output: str, job_id: str) -> bool:
-        """Reserve `output` for a job being submitted; False if another job has it."""
-        if output in self.busy_outputs():
-            return False
-        self._claimed[output] = job_id
-        return True
-
-    def release_output(self, output: str, job_id: str) -> None:
-        """Drop a claim: the job is in `jobs` now, or its submission failed."""
-        if self._claimed.get(output) == job_id:
-            del self._claimed[output]
+        """Output directories an unfinished job writes to."""
+        return {run.row.output for run in self.jobs.values()}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -138,7 +81,11 @@ class Scheduler(Actor[Any]):
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
         await self.progress.reset_running_units()
         unfinished = await self.progress.unfinished_jobs()
-        await asyncio.to_thread(self._sweep_ended_jobs, {row.job_id for row in unfinished})
+        await asyncio.to_thread(
+            job_files.sweep_ended_jobs,
+            self.config.state_dir / "jobs",
+            {row.job_id for row in unfinished},
+        )
         for row in unfinished:
             run = JobRun(row, planned=row.units_total is not None)
             self.jobs[row.job_id] = run
@@ -151,13 +98,6 @@ class Scheduler(Actor[Any]):
                 await self._assemble_if_complete(run)  # died between last part and assembly
             log.info("job.resumed", job_id=row.job_id, state=row.state)
 
-    def _sweep_ended_jobs(self, unfinished: set[str]) -> None:
-        """Remove the part directories of jobs that ended (a crash can leave them)."""
-        jobs = self.config.state_dir / "jobs"
-        for job_dir in jobs.iterdir() if jobs.is_dir() else []:
-            if job_dir.name not in unfinished:
-                shutil.rmtree(job_dir, ignore_errors=True)
-
     async def teardown(self) -> None:
         for run in self.jobs.values():
             run.cancel.set()
@@ -168,27 +108,25 @@ class Scheduler(Actor[Any]):
 
     async def handle(self, message: Any) -> None:
         match message:
-            case sm.JobSubmitted(job_id):
-                await self._job_submitted(job_id)
+            case sm.SubmitJob(job, reply):
+                await self._submit(job, reply)
             case sm.PlanFinished(job_id, error):
                 await self._plan_finished(job_id, error)
             case sm.WorkerUp():
                 pass
-            case sm.WorkerDown(worker_id, reason):
-                await self._worker_down(worker_id, reason)
+            case sm.WorkerDown(worker_id, reason, lost):
+                await self._worker_down(worker_id, reason, lost)
             case sm.Progress(worker_id, batch):
                 self._progress(
                     worker_id, batch.job_id, batch.unit_id, batch.records_done, batch.frames_done
                 )
-            case sm.PartRecorded(worker_id, ack, _):
-                await self._part_recorded(
-                    worker_id, ack.job_id, ack.unit_id, ack.record_count, ack.frames
-                )
+            case sm.PartRecorded(worker_id, ack, recorded):
+                await self._part_recorded(worker_id, ack, recorded)
             case sm.PartRefused(worker_id, ack, problem):
                 await self._part_refused(worker_id, ack.job_id, ack.unit_id, problem)
             case sm.UnitFinished(worker_id, done):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
-            case sm.UnitFailed(worker_id, error):
+            case sm.ErrorReported(worker_id, error):
                 await self._unit_failed(
                     worker_id, error.job_id, error.unit_id, error.message, error.fatal
                 )
@@ -201,37 +139,45 @@ class Scheduler(Actor[Any]):
 
     # --- jobs ----------------------------------------------------------------------------
 
-    async def _job_submitted(self, job_id: str) -> None:
-        row = await self.progress.get_job(job_id)
-        if row is None:
+    async def _submit(self, job: NewJob, reply: asyncio.Future[Any]) -> None:
+        """Create the job and start planning it; one at a time, so of two submits into
+        one output directory only the first can pass."""
+        if not self.accepting:
+            refusal = "virnucd is shutting down; submit again after restart"
+            reply.set_exception(SubmitRefused(ErrorCode.STOPPING, refusal))
+            return
+        if job.output in self.busy_outputs():
+            reply.set_exception(output_busy(job.output))
+            return
+        try:
+            row = await self.progress.create_job(job)
+        except Exception as exc:  # the handler answers it (e.g. a full state disk)
+            reply.set_exception(exc)
             return
         run = JobRun(row, planned=False)
-        self.jobs[job_id] = run
-        self.release_output(row.output, job_id)  # `jobs` holds it from now on
+        self.jobs[row.job_id] = run
         self._publish_state(run)
         self._start_planning(run)
+        reply.set_result(row)
 
     def _start_planning(self, run: JobRun) -> None:
-        async def planning() -> None:
-            error = None
-            try:
-                await plan_job(
-                    self.progress,
-                    run.row,
-                    workers=len(self.workers) or 1,
-                    max_records=self.config.unit_records,
-                    cancel=run.cancel,
-                )
-            except PlanningCancelled:
-                return
-            except (ValueError, OSError, ConflictError) as exc:
-                error = str(exc)
-            except Exception as exc:  # a bug must fail the job, not leave it queued forever
-                log.exception("planning.crashed", job_id=run.job_id)
-                error = f"internal error while planning ({type(exc).__name__}: {exc})"
-            await self.tell(sm.PlanFinished(run.job_id, error))
+        work = job_tasks.planning(
+            self.progress,
+            run.row,
+            workers=len(self.workers) or 1,
+            max_records=self.config.unit_records,
+            cancel=run.cancel,
+        )
+        self._run_task(run, work, f"plan-{run.job_id}")
 
-        run.task = asyncio.create_task(planning(), name=f"plan-{run.job_id}")
+    def _run_task(self, run: JobRun, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run a job's planning or assembly; its outcome comes back as a message."""
+
+        async def report() -> None:
+            if (outcome := await work) is not None:
+                await self.tell(outcome)
+
+        run.task = asyncio.create_task(report(), name=name)
 
     async def _plan_finished(self, job_id: str, error: str | None) -> None:
         run = self.jobs.get(job_id)
@@ -242,10 +188,7 @@ class Scheduler(Actor[Any]):
             await self._finish(run, JobState.FAILED, f"invalid input: {error}")
             return
         run.planned = True
-        await self._refresh(run)
-
-    async def _refresh(self, run: JobRun) -> None:
-        row = await self.progress.get_job(run.job_id)
+        row = await self.progress.get_job(run.job_id)  # the totals the planner recorded
         if row is not None:
             run.row = row
 
@@ -261,12 +204,11 @@ class Scheduler(Actor[Any]):
         run.cancel.set()
         if run.task is not None and run.task is not asyncio.current_task():
             run.task.cancel()
-        for worker_id in list(run.running.values()):
-            await self._release(worker_id, cancel=True)
+        for unit_id in list(run.running):
+            await self._release(run, unit_id, cancel=True)
         await self._set_state(run, state, error)
         self.jobs.pop(run.job_id, None)
-        job_dir = self.config.job_dir(run.job_id)
-        await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(run.job_id))
         log.info("job.finished", job_id=run.job_id, state=state, error=error)
 
     async def _kill(self, job_id: str, reply: asyncio.Future[Any]) -> None:
@@ -284,7 +226,7 @@ class Scheduler(Actor[Any]):
 
     async def _dispatch(self) -> None:
         for supervisor in self.workers.values():
-            if supervisor.state != WorkerState.IDLE or supervisor.assignment is not None:
+            if not supervisor.idle:
                 continue
             picked = await self._next_unit(supervisor)
             if picked is None:
@@ -312,12 +254,16 @@ class Scheduler(Actor[Any]):
         await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
         if run.row.state == JobState.QUEUED:
             await self._set_state(run, JobState.RUNNING)
-        run.running[unit.unit_id] = supervisor.worker_id
-        self._recorded[supervisor.worker_id] = (0, 0)
         assignment = Assignment(
-            run.job_id, unit.unit_id, unit.first_record, record, unit.end_record
+            supervisor.worker_id,
+            run.job_id,
+            unit.unit_id,
+            unit.first_record,
+            record,
+            unit.end_record,
         )
-        supervisor.set_state(WorkerState.BUSY, assignment)
+        run.running[unit.unit_id] = assignment
+        self._recorded[supervisor.worker_id] = (0, 0)
         assign = Assign(
             job_id=run.job_id,
             unit_id=unit.unit_id,
@@ -338,34 +284,31 @@ class Scheduler(Actor[Any]):
             start_record=record,
             records=assign.record_count,
         )
-        if not await self.hub.send(supervisor.worker_id, assign):
-            await self._release(supervisor.worker_id)  # it died meanwhile; WorkerDown follows
+        if not await supervisor.assign(assignment, assign):  # it died; WorkerDown follows
+            self._forget(run, unit.unit_id)
             await self.progress.set_unit_state(run.job_id, unit.unit_id, "pending")
 
-    async def _release(self, worker_id: str, *, cancel: bool = False) -> Assignment | None:
-        """Free a worker from its unit (telling it to drop the unit if `cancel`)."""
-        supervisor = self.workers[worker_id]
-        assignment = supervisor.assignment
-        if assignment is None:
-            return None
-        run = self.jobs.get(assignment.job_id)
-        if run is not None:
-            run.running.pop(assignment.unit_id, None)
-            run.live.pop(assignment.unit_id, None)
-        if cancel:
-            await self.hub.send(worker_id, Cancel(job_id=assignment.job_id))
-        if supervisor.state == WorkerState.BUSY:
-            supervisor.set_state(WorkerState.IDLE)
-        else:
-            supervisor.assignment = None
+    async def _release(
+        self, run: JobRun, unit_id: int, *, cancel: bool = False
+    ) -> Assignment | None:
+        """Take a unit back from its worker (asking it to drop the unit if `cancel`)."""
+        assignment = self._forget(run, unit_id)
+        if assignment is not None:
+            await self.workers[assignment.worker_id].release(assignment, cancel=cancel)
         return assignment
 
+    def _forget(self, run: JobRun, unit_id: int) -> Assignment | None:
+        """The unit is computed nowhere any more."""
+        run.live.pop(unit_id, None)
+        return run.running.pop(unit_id, None)
+
     def _current(self, worker_id: str, job_id: str | None, unit_id: int | None) -> JobRun | None:
-        """The job of a worker message, if it is about the worker's current unit."""
-        assignment = self.workers[worker_id].assignment
-        if assignment is None or (assignment.job_id, assignment.unit_id) != (job_id, unit_id):
+        """The job of a worker message, if it is about a unit this worker holds."""
+        run = self.jobs.get(job_id) if job_id is not None else None
+        held = run.running.get(unit_id) if run is not None and unit_id is not None else None
+        if held is None or held.worker_id != worker_id:
             return None  # late news about a unit the worker no longer holds
-        return self.jobs.get(assignment.job_id)
+        return run
 
     def _progress(
         self, worker_id: str, job_id: str, unit_id: int, records: int, frames: int
@@ -380,37 +323,41 @@ class Scheduler(Actor[Any]):
             run.last_event = now
             self.events.publish(job_event("progress", self.status_of(run.row)))
 
-    async def _part_recorded(
-        self, worker_id: str, job_id: str, unit_id: int, records: int, frames: int
-    ) -> None:
-        run = self._current(worker_id, job_id, unit_id)
+    async def _part_recorded(self, worker_id: str, ack: Checkpoint, recorded: bool) -> None:
+        run = self.jobs.get(ack.job_id)
         if run is None:
+            return
+        records, frames = ack.record_count, ack.frames
+        if recorded:  # durable now, whoever sent it: it counts
+            run.row = dataclasses.replace(
+                run.row,
+                records_done=run.row.records_done + records,
+                frames_done=run.row.frames_done + frames,
+            )
+        if self._current(worker_id, ack.job_id, ack.unit_id) is None:
             return
         done_records, done_frames = self._recorded.get(worker_id, (0, 0))
         self._recorded[worker_id] = (done_records + records, done_frames + frames)
-        live_records, live_frames = run.live.get(unit_id, (0, 0))
-        run.live[unit_id] = (max(0, live_records - records), max(0, live_frames - frames))
-        await self.progress.clear_unit_failures(job_id, unit_id)
-        await self._refresh(run)
+        live_records, live_frames = run.live.get(ack.unit_id, (0, 0))
+        run.live[ack.unit_id] = (max(0, live_records - records), max(0, live_frames - frames))
+        await self.progress.clear_unit_failures(ack.job_id, ack.unit_id)
         self.events.publish(job_event("progress", self.status_of(run.row)))
-
-    def _unrecorded_records(self, worker_id: str) -> int:
-        """Records the worker computed on its unit that no recorded part holds."""
-        assignment = self.workers[worker_id].assignment
-        run = self.jobs.get(assignment.job_id) if assignment else None
-        if assignment is None or run is None:
-            return 0
-        return run.live.get(assignment.unit_id, (0, 0))[0]
 
     async def _unit_finished(self, worker_id: str, job_id: str, unit_id: int) -> None:
         run = self._current(worker_id, job_id, unit_id)
-        assignment = await self._release(worker_id)
+        assignment = await self._release(run, unit_id) if run is not None else None
         if run is None or assignment is None:
             return
-        if await self.progress.resume_offset(job_id, unit_id) < assignment.end_record:
+        if not await self._complete(run, assignment):
             await self.progress.set_unit_state(job_id, unit_id, "pending")  # came back short
-        else:
-            await self._assemble_if_complete(run)
+
+    async def _complete(self, run: JobRun, assignment: Assignment) -> bool:
+        """Whether all the unit's records are recorded; assembles after the last unit."""
+        recorded_to = await self.progress.resume_offset(run.job_id, assignment.unit_id)
+        if recorded_to < assignment.end_record:
+            return False
+        await self._assemble_if_complete(run)
+        return True
 
     async def _assemble_if_complete(self, run: JobRun) -> None:
         if run.planned and not run.running and await self.progress.units_remaining(run.job_id) == 0:
@@ -421,38 +368,45 @@ class Scheduler(Actor[Any]):
         run = self._current(worker_id, job_id, unit_id)
         if run is None:
             if job_id not in self.jobs:  # a late part of an ended job: leave no trace
-                await asyncio.to_thread(shutil.rmtree, self.config.job_dir(job_id), True)
+                await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(job_id))
             return
         await self.progress.log_event("part.refused", problem, job_id=job_id, worker_id=worker_id)
-        await self._release(worker_id, cancel=True)
+        await self._release(run, unit_id, cancel=True)
         await self.progress.set_unit_state(job_id, unit_id, "pending")
 
     async def _unit_failed(
         self, worker_id: str, job_id: str | None, unit_id: int | None, message: str, fatal: bool
     ) -> None:
         run = self._current(worker_id, job_id, unit_id)
-        if run is None or fatal:
+        if run is None or unit_id is None or fatal:
             return  # a fatal error ends the process; its death is handled as such
-        await self._release(worker_id)
+        await self._release(run, unit_id)
         await self._finish(run, JobState.FAILED, f"unit {unit_id}: {message}")
 
-    async def _worker_down(self, worker_id: str, reason: str) -> None:
-        lost = self._unrecorded_records(worker_id)
-        assignment = await self._release(worker_id)
-        if assignment is None:
-            return
-        run = self.jobs.get(assignment.job_id)
-        if run is None:
-            return
-        job_id, unit_id = assignment.job_id, assignment.unit_id
+    async def _worker_down(self, worker_id: str, reason: str, lost: Assignment | None) -> None:
+        """The worker died holding `lost`: resume the unit elsewhere from its last part,
+        or fail the job when the unit keeps killing workers."""
+        run = self.jobs.get(lost.job_id) if lost is not None else None
+        if lost is None or run is None or run.running.get(lost.unit_id) != lost:
+            return  # it held no unit, or the unit came back from it already
+        unrecorded = run.live.get(lost.unit_id, (0, 0))[0]  # records to compute again
+        self._forget(run, lost.unit_id)
+        if await self._complete(run, lost):
+            return  # it died after its last part was recorded: nothing was lost
+        job_id, unit_id = lost.job_id, lost.unit_id
         if not self.accepting:  # a worker stopping with the daemon did nothing wrong
             await self.progress.set_unit_state(job_id, unit_id, "pending")
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
-        await self.progress.add_restart(job_id, lost)
+        await self.progress.add_restart(job_id, unrecorded)
+        run.row = dataclasses.replace(
+            run.row,
+            restarts=run.row.restarts + 1,
+            records_recomputed=run.row.records_recomputed + unrecorded,
+        )
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
-            records = f"records {assignment.first_record}..{assignment.end_record - 1}"
+            records = f"records {lost.first_record}..{lost.end_record - 1}"
             await self._finish(
                 run,
                 JobState.FAILED,
@@ -461,7 +415,6 @@ class Scheduler(Actor[Any]):
             )
             return
         await self.progress.set_unit_state(job_id, unit_id, "pending")
-        await self._refresh(run)
 
     # --- parts on disk -------------------------------------------------------------------
 
@@ -472,43 +425,15 @@ class Scheduler(Actor[Any]):
             recorded = {row.path async for row in self.progress.iter_parts(run.job_id)}
         else:  # at each assignment: only this unit's rows, not the whole job's
             recorded = {row.path for row in await self.progress.parts_of_unit(run.job_id, unit_id)}
-        prefix = "" if unit_id is None else f"u{unit_id:06d}-"
-
-        def sweep() -> int:
-            removed = 0
-            for path in parts_dir.glob("*") if parts_dir.is_dir() else []:
-                name = path.name.lstrip(".")
-                if name.startswith(prefix) and str(path) not in recorded:
-                    path.unlink(missing_ok=True)
-                    removed += 1
-            return removed
-
-        if removed := await asyncio.to_thread(sweep):
+        sweep = job_files.remove_unrecorded_parts
+        if removed := await asyncio.to_thread(sweep, parts_dir, recorded, unit_id):
             log.info("parts.unrecorded_removed", job_id=run.job_id, count=removed)
 
     # --- assembly -----------------------------------------------------------------------
 
     def _start_assembly(self, run: JobRun) -> None:
-        async def assembling() -> None:
-            try:
-                await assemble(self.progress, run.row, run.cancel, self.faults)
-            except AssemblyCancelled:
-                return
-            except PartNeedsRecompute as exc:
-                await self.tell(
-                    sm.AssemblyFinished(run.job_id, None, (exc.unit_id, exc.first_record))
-                )
-                log.warning("assembly.part_rejected", job_id=run.job_id, reason=str(exc))
-                return
-            except Exception as exc:  # disk full, a bug: the job fails with the reason
-                log.exception("assembly.failed", job_id=run.job_id)
-                await self.tell(
-                    sm.AssemblyFinished(run.job_id, f"writing the outputs failed: {exc}")
-                )
-                return
-            await self.tell(sm.AssemblyFinished(run.job_id))
-
-        run.task = asyncio.create_task(assembling(), name=f"assemble-{run.job_id}")
+        work = job_tasks.assembly(self.progress, run.row, run.cancel, self.faults)
+        self._run_task(run, work, f"assemble-{run.job_id}")
 
     async def _assembly_finished(
         self, job_id: str, error: str | None, corrupt: tuple[int, int] | None
@@ -520,7 +445,7 @@ class Scheduler(Actor[Any]):
         if corrupt is not None:
             unit_id, first_record = corrupt
             removed = await self.progress.delete_parts(job_id, unit_id, first_record)
-            await asyncio.to_thread(_unlink_all, [Path(part.path) for part in removed])
+            await asyncio.to_thread(job_files.unlink_all, [part.path for part in removed])
             await self._set_state(run, JobState.RUNNING)
             run.pending.clear()
             return
@@ -528,8 +453,3 @@ class Scheduler(Actor[Any]):
             await self._finish(run, JobState.FAILED, error)
             return
         await self._finish(run, JobState.DONE)
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)

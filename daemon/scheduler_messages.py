@@ -1,4 +1,5 @@
-"""The messages the scheduler's inbox accepts, from supervisors, handlers and tasks."""
+"""The messages the scheduler's inbox accepts, from supervisors, handlers and tasks,
+and the `Assignment` of a unit to a worker that the scheduler and a supervisor share."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virnuc.protocol import BatchDone, Checkpoint, UnitDone, WorkerError
+
+from .progress_log import NewJob
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """The unit a worker computes: records [first_record, end_record), resumed at start."""
+
+    worker_id: str
+    job_id: str
+    unit_id: int
+    first_record: int
+    start_record: int
+    end_record: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +33,7 @@ class WorkerUp:
 class WorkerDown:
     worker_id: str
     reason: str
+    lost: Assignment | None  # the unit it held; it travels here so a respawn cannot erase it
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +46,7 @@ class Progress:
 class PartRecorded:
     worker_id: str
     ack: Checkpoint
-    unit_done: bool
+    recorded: bool  # False for a retried ack of a part recorded before
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +63,17 @@ class UnitFinished:
 
 
 @dataclass(frozen=True, slots=True)
-class UnitFailed:
+class ErrorReported:
     worker_id: str
     error: WorkerError
 
 
 @dataclass(frozen=True, slots=True)
-class JobSubmitted:
-    job_id: str
+class SubmitJob:
+    """Create the job (the handler checked the request); the reply is its row."""
+
+    job: NewJob
+    reply: asyncio.Future[Any] = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from virnuc.model_wire import spec_from_wire
 from virnuc.parts import file_sha256
 from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import (
+    Assign,
     BatchDone,
+    Cancel,
     Checkpoint,
     FromWorker,
     Hello,
@@ -47,23 +48,13 @@ from .actor import Actor
 from .config import DaemonConfig
 from .progress_log import PartRecord, PartRejected, ProgressLog
 from .publisher import EventPublisher
+from .scheduler_messages import Assignment
 from .worker_hub import WorkerHub
 
 log = structlog.get_logger()
 
 HEALTHY_RUN = 60.0  # a worker that lived this long resets the backoff
 MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
-
-
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """The unit a worker computes: records [first_record, end_record), resumed at start."""
-
-    job_id: str
-    unit_id: int
-    first_record: int
-    start_record: int
-    end_record: int
 
 
 class WorkerSupervisor(Actor[FromWorker]):
@@ -106,6 +97,8 @@ class WorkerSupervisor(Actor[FromWorker]):
         hub.slots[worker_id] = self
 
     # --- what the hub, the scheduler and the control server see ----------------------
+    # The scheduler decides which unit a worker computes; this supervisor alone changes
+    # its worker's state and sends it messages (docs/architecture.md §2).
 
     def deliver(self, message: FromWorker) -> None:
         try:
@@ -126,14 +119,33 @@ class WorkerSupervisor(Actor[FromWorker]):
             info["unit"] = self.assignment.unit_id
         return info
 
-    def set_state(self, state: WorkerState, assignment: Assignment | None = None) -> None:
+    @property
+    def idle(self) -> bool:
+        """Up, and computing nothing: the scheduler may assign it a unit."""
+        return self.state == WorkerState.IDLE and self.assignment is None
+
+    async def assign(self, assignment: Assignment, message: Assign) -> bool:
+        """Give the worker a unit; False if it is gone (its `WorkerDown` follows)."""
+        self._set_state(WorkerState.BUSY, assignment)
+        if await self.hub.send(self.worker_id, message):
+            return True
+        await self.release(assignment)
+        return False
+
+    async def release(self, assignment: Assignment, *, cancel: bool = False) -> None:
+        """The scheduler took the unit back; if `cancel`, the worker drops it at its next
+        batch. A worker that died with the unit has nothing to give back."""
+        if self.assignment != assignment:
+            return
+        state = WorkerState.IDLE if self.state == WorkerState.BUSY else self.state
+        self._set_state(state, None)
+        if cancel:
+            await self.hub.send(self.worker_id, Cancel(job_id=assignment.job_id))
+
+    def _set_state(self, state: WorkerState, assignment: Assignment | None = None) -> None:
         self.state = state
         self.assignment = assignment
         self.events.publish(worker_event(self.info(), models_loaded=self.models is not None))
-
-    @property
-    def ready(self) -> bool:
-        return self.state == WorkerState.IDLE
 
     # --- actor: the worker's messages, in order --------------------------------------
 
@@ -160,7 +172,7 @@ class WorkerSupervisor(Actor[FromWorker]):
             case WorkerError():
                 if message.fatal:
                     self._fatal_error = message.message
-                await self.scheduler.tell(sm.UnitFailed(self.worker_id, message))
+                await self.scheduler.tell(sm.ErrorReported(self.worker_id, message))
 
     async def _checkpoint(self, ack: Checkpoint) -> None:
         """Verify the part on disk against the ack, then record it in one transaction."""
@@ -182,7 +194,7 @@ class WorkerSupervisor(Actor[FromWorker]):
             except PartRejected as exc:
                 problem = f"{exc.reason}: {exc}"
             else:
-                await self.scheduler.tell(sm.PartRecorded(self.worker_id, ack, outcome.unit_done))
+                await self.scheduler.tell(sm.PartRecorded(self.worker_id, ack, outcome.recorded))
                 return
         log.warning(
             "part.rejected",
@@ -230,7 +242,7 @@ class WorkerSupervisor(Actor[FromWorker]):
                     advice="check that the device exists and works (nvidia-smi), "
                     "or configure another --device",
                 )
-                self.set_state(WorkerState.FAILED)
+                self._set_state(WorkerState.FAILED)
                 self.gave_up.set()
                 return
             # Right away after a healthy run; then 0.25 s, 0.5 s, ... up to the cap.
@@ -243,7 +255,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         self._hello.clear()
         self._fatal_error = None
         self.pid = None
-        self.set_state(WorkerState.STARTING)
+        self._set_state(WorkerState.STARTING)
         process = await self._activate_standby() or await self._spawn()
         self._process = process
         self.pid = process.pid
@@ -251,7 +263,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         said_hello = await self._await_hello(process)
         if said_hello:
             self.ever_ready.set()
-            self.set_state(WorkerState.IDLE)
+            self._set_state(WorkerState.IDLE)
             await self.scheduler.tell(sm.WorkerUp(self.worker_id))
             standby = asyncio.create_task(self._prepare_standby(), name=f"{self.name}-standby")
             reason = await self._watch(process)
@@ -265,11 +277,13 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.pid = None
         self._process = None
         # Not idle any more before the scheduler hears of it: no unit may go to a corpse.
-        gone = WorkerState.STOPPING if self._stopping else WorkerState.RESTARTING
-        self.set_state(gone, self.assignment)
+        # The lost unit travels in the message, so a quick respawn cannot erase it.
+        lost = self.assignment
+        self._set_state(WorkerState.STOPPING if self._stopping else WorkerState.RESTARTING)
         if not self._stopping:
             log.warning("worker.died", worker=self.worker_id, reason=reason, returncode=code)
-        await self.scheduler.tell(sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})"))
+        down = sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})", lost)
+        await self.scheduler.tell(down)
         return said_hello
 
     async def _prepare_standby(self) -> None:
@@ -366,7 +380,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         await self._discard_standby()
         process = self._process
         if process is not None and process.returncode is None:
-            self.set_state(WorkerState.STOPPING, self.assignment)
+            self._set_state(WorkerState.STOPPING, self.assignment)  # acks may still come
             # SIGTERM, not a message: it also reaches a worker that is still starting.
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)

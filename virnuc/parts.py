@@ -100,7 +100,12 @@ class PartContents:
 
 def part_path(parts_dir: Path, unit_id: int, first_record: int) -> Path:
     """Deterministic name: a recomputed part replaces an unrecorded one atomically."""
-    return Path(parts_dir) / f"u{unit_id:06d}-r{first_record:010d}{SUFFIX}"
+    return Path(parts_dir) / f"{unit_prefix(unit_id)}r{first_record:010d}{SUFFIX}"
+
+
+def unit_prefix(unit_id: int) -> str:
+    """How the names of a unit's parts (and of their temporary files, after the dot) begin."""
+    return f"u{unit_id:06d}-"
 
 
 def temp_path(final: Path) -> Path:

@@ -1,0 +1,488 @@
+"""The scheduler in-process: real asyncio, real SQLite, real planner and assembler.
+
+Its supervisors are fakes at their boundary (`idle`, `models`, `assign`, `release`),
+and the test plays each worker: it writes real parts, records them as a supervisor
+would, and tells the scheduler what happened. No process is spawned, so a logic bug
+here fails in a second, not in a subprocess end-to-end test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from virnuc.daemon import scheduler_messages as sm
+from virnuc.daemon.config import DaemonConfig
+from virnuc.daemon.progress_log import JobRow, NewJob, PartRecord, ProgressLog
+from virnuc.daemon.scheduler import Scheduler
+from virnuc.daemon.scheduler_messages import Assignment
+from virnuc.daemon.submission import SubmitRefused
+from virnuc.parts import write_part
+from virnuc.pipeline.fasta import record_starts
+from virnuc.pipeline.outputs import RecordResult
+from virnuc.pipeline.spec import ModelSpec
+from virnuc.protocol import Assign, Cancel, Checkpoint, ErrorCode, JobState, UnitDone
+
+SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
+OTHER_SPEC = dataclasses.replace(SPEC, classifier="/m/other.pth")
+RECORDS = 10  # one worker: units of 3 records -> [0, 3) [3, 6) [6, 9) [9, 10)
+DEADLINE = 10.0
+
+pytestmark = pytest.mark.asyncio
+
+
+class FakeSupervisor:
+    """What the scheduler asks of a worker's supervisor; `sent` holds what it sent."""
+
+    def __init__(self, worker_id: str, models: ModelSpec | None = None, up: bool = True):
+        self.worker_id = worker_id
+        self.models = models
+        self.up = up
+        self.reachable = True
+        self.assignment: Assignment | None = None
+        self.sent: asyncio.Queue[Assign | Cancel] = asyncio.Queue()
+
+    @property
+    def idle(self) -> bool:
+        return self.up and self.assignment is None
+
+    async def assign(self, assignment: Assignment, message: Assign) -> bool:
+        if not self.reachable:
+            return False
+        self.assignment = assignment
+        await self.sent.put(message)
+        return True
+
+    async def release(self, assignment: Assignment, *, cancel: bool = False) -> None:
+        if self.assignment == assignment:
+            self.assignment = None
+            if cancel:
+                await self.sent.put(Cancel(job_id=assignment.job_id))
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.worker_id}
+
+    async def next_message(self) -> Assign | Cancel:
+        return await asyncio.wait_for(self.sent.get(), DEADLINE)
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.frames: list[list[bytes]] = []
+
+    def publish(self, frames: list[bytes]) -> None:
+        self.frames.append(frames)
+
+
+@dataclasses.dataclass
+class Setup:
+    config: DaemonConfig
+    progress: ProgressLog
+    scheduler: Scheduler
+    input: Path
+    offsets: list[int]  # byte offset of each record, then the file size
+    tmp: Path
+
+
+async def until(probe: Callable[[], Any], what: str) -> Any:
+    """Poll an in-process condition until it holds, or fail after the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while not (value := await _value(probe)):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return value
+
+
+async def _value(probe: Callable[[], Any]) -> Any:
+    value = probe()
+    return await value if asyncio.iscoroutine(value) else value
+
+
+def write_input(path: Path, records: int = RECORDS) -> list[int]:
+    path.write_text("".join(f">r{i} sample\n{'ACGT' * 30}\n" for i in range(records)))
+    return [start.offset for start in record_starts(path)] + [path.stat().st_size]
+
+
+async def open_scheduler(tmp: Path, workers: list[FakeSupervisor], **config: Any) -> Setup:
+    config.setdefault("max_unit_failures", 2)
+    daemon_config = DaemonConfig(state_dir=tmp / "state", **config)
+    daemon_config.state_dir.mkdir(exist_ok=True)
+    progress = await ProgressLog.open(daemon_config.database)
+    scheduler = Scheduler(daemon_config, progress, FakeEvents())  # type: ignore[arg-type]
+    scheduler.workers = {w.worker_id: w for w in workers}  # type: ignore[misc]
+    scheduler.start()
+    fasta = tmp / "in.fa"
+    offsets = write_input(fasta) if not fasta.exists() else _offsets(fasta)
+    return Setup(daemon_config, progress, scheduler, fasta, offsets, tmp)
+
+
+def _offsets(path: Path) -> list[int]:
+    return [start.offset for start in record_starts(path)] + [path.stat().st_size]
+
+
+async def close(setup: Setup) -> None:
+    await setup.scheduler.stop()
+    await setup.progress.close()
+
+
+@pytest_asyncio.fixture
+async def one_worker(tmp_path: Path) -> AsyncIterator[tuple[Setup, FakeSupervisor]]:
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(tmp_path, [worker])
+    yield setup, worker
+    await close(setup)
+
+
+async def submit(setup: Setup, output: str = "out", spec: ModelSpec = SPEC) -> JobRow:
+    job = NewJob(
+        job_id=f"job-{output}",
+        input=str(setup.input),
+        output=str(setup.tmp / output),
+        spec=spec,
+        checkpoint_every=2,
+    )
+    reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.SubmitJob(job, reply))
+    return await asyncio.wait_for(reply, DEADLINE)
+
+
+async def record_part(
+    setup: Setup, worker: FakeSupervisor, assign: Assign, records: int
+) -> Checkpoint:
+    """What a worker and its supervisor do for one part of `records` records."""
+    first = assign.start_record
+    results = [
+        RecordResult(f"r{i}", 120, 1, [f"r{i}_chunk_1F1"], np.array([[0.25, 0.75]], np.float32))
+        for i in range(first, first + records)
+    ]
+    part = write_part(
+        Path(assign.parts_dir),
+        job_id=assign.job_id,
+        unit_id=assign.unit_id,
+        first_record=first,
+        end_offset=setup.offsets[first + records],
+        results=results,
+    )
+    ack = Checkpoint(
+        job_id=assign.job_id,
+        unit_id=assign.unit_id,
+        first_record=first,
+        record_count=records,
+        end_offset=setup.offsets[first + records],
+        path=str(part.path),
+        size=part.size,
+        sha256=part.sha256,
+        frames=part.frames,
+    )
+    outcome = await setup.progress.record_part(
+        PartRecord(
+            ack.job_id,
+            ack.unit_id,
+            ack.first_record,
+            ack.record_count,
+            ack.frames,
+            ack.path,
+            ack.size,
+            ack.sha256,
+            ack.end_offset,
+        )
+    )
+    await setup.scheduler.tell(sm.PartRecorded(worker.worker_id, ack, outcome.recorded))
+    return ack
+
+
+async def compute_unit(setup: Setup, worker: FakeSupervisor, assign: Assign) -> None:
+    """A healthy worker: the whole unit in one part, then `unit_done`."""
+    await record_part(setup, worker, assign, assign.record_count)
+    done = UnitDone(job_id=assign.job_id, unit_id=assign.unit_id)
+    await setup.scheduler.tell(sm.UnitFinished(worker.worker_id, done))
+
+
+OnAssign = Callable[[Assign], Awaitable[bool]]
+
+
+async def serve(
+    setup: Setup, worker: FakeSupervisor, job_id: str, on_assign: OnAssign | None = None
+) -> list[Assign]:
+    """Play a healthy worker until the job leaves queued/running; `on_assign` may act
+    on an assign instead (it returns True when it did). Returns the assigns seen."""
+    seen: list[Assign] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while (await job(setup, job_id)).state in (JobState.QUEUED, JobState.RUNNING):
+        assert loop.time() < deadline, f"job {job_id} did not get past running"
+        try:
+            message = await asyncio.wait_for(worker.sent.get(), 0.05)
+        except TimeoutError:
+            continue
+        if isinstance(message, Assign):
+            seen.append(message)
+            if on_assign is None or not await on_assign(message):
+                await compute_unit(setup, worker, message)
+    return seen
+
+
+def died(worker: FakeSupervisor) -> Assignment | None:
+    """The worker process died and its slot came back at once: it holds nothing now."""
+    lost, worker.assignment = worker.assignment, None
+    return lost
+
+
+async def next_assign(worker: FakeSupervisor) -> Assign:
+    message = await worker.next_message()
+    assert isinstance(message, Assign), message
+    return message
+
+
+async def settled(setup: Setup) -> None:
+    """Wait until the scheduler handled every message told so far (its inbox is FIFO)."""
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob("no-such-job", reply))
+    with pytest.raises(LookupError):
+        await asyncio.wait_for(reply, DEADLINE)
+
+
+async def job(setup: Setup, job_id: str) -> JobRow:
+    row = await setup.progress.get_job(job_id)
+    assert row is not None
+    return row
+
+
+async def finished(setup: Setup, job_id: str) -> JobRow:
+    async def probe() -> JobRow | None:
+        row = await job(setup, job_id)
+        return row if row.state in (JobState.DONE, JobState.FAILED, JobState.KILLED) else None
+
+    return await until(probe, f"job {job_id} to finish")
+
+
+def output_ids(setup: Setup, output: str = "out") -> list[str]:
+    lines = (setup.tmp / output / "prediction_results.txt").read_text().splitlines()[1:]
+    return [line.split("\t")[0].split("_chunk_")[0] for line in lines]
+
+
+async def test_a_job_runs_every_unit_on_its_workers_to_done_with_outputs_in_input_order(
+    tmp_path: Path,
+) -> None:
+    workers = [FakeSupervisor("w0"), FakeSupervisor("w1")]
+    setup = await open_scheduler(tmp_path, workers)
+    try:
+        row = await submit(setup)
+        assert row.state == JobState.QUEUED
+        assigns: list[Assign] = []
+        while len(assigns) < 5:  # two workers: 10 records in units of 2
+            for worker in workers:
+                if not worker.sent.empty():
+                    assign = await next_assign(worker)
+                    assigns.append(assign)
+                    await compute_unit(setup, worker, assign)
+            await asyncio.sleep(0.01)
+        done = await finished(setup, row.job_id)
+        assert done.state == JobState.DONE, done.error
+        assert sorted(a.start_record for a in assigns) == [0, 2, 4, 6, 8]
+        assert {a.unit_id for a in assigns if a.unit_id % 2} <= {1, 3}
+        assert (done.records_done, done.records_total, done.restarts) == (10, 10, 0)
+        assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+        await settled(setup)  # `done` is recorded first, then the parts are dropped
+        assert not setup.config.job_dir(row.job_id).exists()
+        assert all(w.idle for w in workers)
+    finally:
+        await close(setup)
+
+
+async def test_a_dead_workers_unit_resumes_from_its_last_recorded_part(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    first = await next_assign(worker)
+    assert (first.unit_id, first.start_record, first.record_count) == (0, 0, 3)
+    await record_part(setup, worker, first, 1)
+    await setup.scheduler.tell(sm.WorkerDown("w0", "killed", died(worker)))
+    assigns = await serve(setup, worker, row.job_id)
+    again = next(a for a in assigns if a.unit_id == 0)
+    assert (again.start_record, again.record_count) == (1, 2)
+    assert again.start_offset == setup.offsets[1]
+    done = await finished(setup, row.job_id)
+    assert done.state == JobState.DONE, done.error
+    assert (done.restarts, done.records_done) == (1, RECORDS)
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+
+
+async def test_a_unit_that_keeps_killing_workers_fails_the_job_naming_its_records(
+    one_worker,
+) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+
+    async def kill_on_unit_0(assign: Assign) -> bool:
+        if assign.unit_id != 0:
+            return False
+        await setup.scheduler.tell(sm.WorkerDown("w0", "no heartbeat for 31 s", died(worker)))
+        return True
+
+    assigns = await serve(setup, worker, row.job_id, kill_on_unit_0)
+    assert [a.unit_id for a in assigns].count(0) == 2  # max_unit_failures
+    failed = await finished(setup, row.job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.error is not None
+    assert "unit 0 (records 0..2 of the input) killed its worker 2 times" in failed.error
+    assert "no heartbeat" in failed.error
+
+
+async def test_a_worker_that_dies_after_its_last_part_lost_nothing(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+
+    async def die_before_unit_done(assign: Assign) -> bool:
+        if assign.unit_id != 0:
+            return False
+        await record_part(setup, worker, assign, assign.record_count)
+        await setup.scheduler.tell(sm.WorkerDown("w0", "killed", died(worker)))
+        return True
+
+    assigns = await serve(setup, worker, row.job_id, die_before_unit_done)
+    assert sorted(a.unit_id for a in assigns) == [0, 1, 2, 3]  # unit 0 went out once
+    done = await finished(setup, row.job_id)
+    assert (done.state, done.restarts) == (JobState.DONE, 0)
+
+
+async def test_news_from_a_worker_that_does_not_hold_the_unit_is_ignored(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    done = UnitDone(job_id=assign.job_id, unit_id=assign.unit_id)
+    await setup.scheduler.tell(sm.UnitFinished("w9", done))  # not the holder
+    await setup.scheduler.tell(sm.WorkerDown("w9", "killed", None))
+    await settled(setup)
+    assert worker.assignment is not None  # w0 still holds unit 0
+    assert setup.scheduler.jobs[row.job_id].running[0].worker_id == "w0"
+    await compute_unit(setup, worker, assign)
+    assigns = await serve(setup, worker, row.job_id)
+    assert [a.unit_id for a in assigns] == [1, 2, 3]
+    assert (await finished(setup, row.job_id)).state == JobState.DONE
+
+
+async def test_of_two_submits_into_one_output_directory_only_the_first_is_created(
+    one_worker,
+) -> None:
+    setup, _ = one_worker
+    loop = asyncio.get_running_loop()
+    replies = [loop.create_future() for _ in range(2)]
+    for n, reply in enumerate(replies):
+        job_spec = NewJob(f"j{n}", str(setup.input), str(setup.tmp / "same"), SPEC, 2)
+        await setup.scheduler.tell(sm.SubmitJob(job_spec, reply))
+    first = await asyncio.wait_for(replies[0], DEADLINE)
+    with pytest.raises(SubmitRefused) as refused:
+        await asyncio.wait_for(replies[1], DEADLINE)
+    assert refused.value.code == ErrorCode.CONFLICT
+    assert first.job_id == "j0"
+    assert await setup.progress.count_jobs() == 1
+
+
+async def test_kill_cancels_the_unit_at_its_worker_and_removes_the_jobs_parts(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    await record_part(setup, worker, assign, 1)
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob(row.job_id, reply))
+    assert await asyncio.wait_for(reply, DEADLINE) == {"job_id": row.job_id, "state": "killed"}
+    cancel = await worker.next_message()
+    assert cancel == Cancel(job_id=row.job_id)
+    assert worker.idle
+    assert (await job(setup, row.job_id)).state == JobState.KILLED
+    assert not setup.config.job_dir(row.job_id).exists()
+    assert not (setup.tmp / "out" / "prediction_results.txt").exists()
+
+
+async def test_a_refused_part_takes_the_unit_back_and_hands_it_out_again(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    ack = await record_part(setup, worker, assign, 1)
+    bad = dataclasses.replace(ack, first_record=1, sha256="0" * 64)
+    await setup.scheduler.tell(sm.PartRefused("w0", bad, "part SHA-256 differs from the ack"))
+    assert await worker.next_message() == Cancel(job_id=assign.job_id)
+    assigns = await serve(setup, worker, row.job_id)
+    again = next(a for a in assigns if a.unit_id == 0)
+    assert again.start_record == 1
+    assert (await finished(setup, row.job_id)).state == JobState.DONE
+
+
+async def test_a_unit_whose_assign_cannot_be_sent_is_not_lost(one_worker) -> None:
+    setup, worker = one_worker
+    worker.reachable = False
+    row = await submit(setup)
+    await until(lambda: setup.scheduler.jobs[row.job_id].planned, "planning")
+    assert worker.idle
+    worker.reachable = True
+    await setup.scheduler.tell(sm.WorkerUp("w0"))
+    assigns = await serve(setup, worker, row.job_id)
+    assert sorted(a.unit_id for a in assigns) == [0, 1, 2, 3]
+    assert (await finished(setup, row.job_id)).state == JobState.DONE
+
+
+async def test_an_idle_worker_takes_the_job_whose_models_it_has_loaded(tmp_path: Path) -> None:
+    worker = FakeSupervisor("w0", models=OTHER_SPEC, up=False)
+    setup = await open_scheduler(tmp_path, [worker])
+    try:
+        older = await submit(setup, "a", SPEC)
+        newer = await submit(setup, "b", OTHER_SPEC)
+        for run_id in (older.job_id, newer.job_id):
+            await until(lambda r=run_id: setup.scheduler.jobs[r].planned, "planning")
+        worker.up = True
+        await setup.scheduler.tell(sm.WorkerUp("w0"))
+        assign = await next_assign(worker)
+        assert assign.job_id == newer.job_id
+        assert assign.models.classifier == OTHER_SPEC.classifier
+    finally:
+        await close(setup)
+
+
+async def test_a_worker_error_on_its_unit_fails_the_job_with_the_message(one_worker) -> None:
+    from virnuc.protocol import WorkerError
+
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    error = WorkerError(
+        message="cannot read the input: gone", fatal=False, job_id=row.job_id, unit_id=0
+    )
+    await setup.scheduler.tell(sm.ErrorReported("w0", error))
+    failed = await finished(setup, row.job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.error == "unit 0: cannot read the input: gone"
+    assert assign.unit_id == 0
+    assert worker.idle
+
+
+async def test_a_restarted_scheduler_resumes_unfinished_jobs_and_drops_unrecorded_parts(
+    tmp_path: Path,
+) -> None:
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(tmp_path, [worker])
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    ack = await record_part(setup, worker, assign, 1)
+    stray = Path(ack.path).with_name("u000000-r0000000001.npz")  # written, never recorded
+    stray.write_bytes(b"not recorded")
+    await close(setup)
+
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(tmp_path, [worker])
+    try:
+        await setup.scheduler.tell(sm.WorkerUp("w0"))  # its hello, after the restart
+        resumed = await next_assign(worker)
+        assert (resumed.unit_id, resumed.start_record) == (0, 1)
+        assert (stray.exists(), Path(ack.path).exists()) == (False, True)  # noqa: ASYNC240
+        assert setup.scheduler.jobs[row.job_id].row.records_done == 1
+    finally:
+        await close(setup)
