@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,13 +24,54 @@ class JobRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     pending: deque[UnitRow] = field(default_factory=deque)
     running: dict[int, Assignment] = field(default_factory=dict)  # unit -> its worker
-    live: dict[int, tuple[int, int]] = field(default_factory=dict)  # unit -> unrecorded work
+    # Per running unit, as (records, frames): computed since its last recorded part
+    # (`live`, shown in status, lost if the worker dies), recorded since its assign.
+    live: dict[int, tuple[int, int]] = field(default_factory=dict)
+    recorded: dict[int, tuple[int, int]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None  # planning or assembly
     last_event: float = 0.0
 
     @property
     def job_id(self) -> str:
         return self.row.job_id
+
+    def hand_out(self, assignment: Assignment) -> None:
+        self.running[assignment.unit_id] = assignment
+        self.recorded[assignment.unit_id] = (0, 0)
+
+    def take_back(self, unit_id: int) -> Assignment | None:
+        """The unit is computed nowhere any more; returns who computed it."""
+        self.live.pop(unit_id, None)
+        self.recorded.pop(unit_id, None)
+        return self.running.pop(unit_id, None)
+
+    def batch_done(self, unit_id: int, records: int, frames: int) -> None:
+        """A worker's counts since its assign (`batch_done`), minus what is recorded."""
+        done_records, done_frames = self.recorded.get(unit_id, (0, 0))
+        self.live[unit_id] = (max(0, records - done_records), max(0, frames - done_frames))
+
+    def part_recorded(self, unit_id: int, records: int, frames: int) -> None:
+        """A part of a running unit was recorded: its rows leave `live`."""
+        done_records, done_frames = self.recorded.get(unit_id, (0, 0))
+        self.recorded[unit_id] = (done_records + records, done_frames + frames)
+        live_records, live_frames = self.live.get(unit_id, (0, 0))
+        self.live[unit_id] = (max(0, live_records - records), max(0, live_frames - frames))
+
+    def count_part(self, records: int, frames: int) -> None:
+        """Mirror the progress log's counters for a part it recorded (not re-read)."""
+        self.row = dataclasses.replace(
+            self.row,
+            records_done=self.row.records_done + records,
+            frames_done=self.row.frames_done + frames,
+        )
+
+    def count_restart(self, lost_records: int) -> None:
+        """Mirror `ProgressLog.add_restart`."""
+        self.row = dataclasses.replace(
+            self.row,
+            restarts=self.row.restarts + 1,
+            records_recomputed=self.row.records_recomputed + lost_records,
+        )
 
 
 def job_status(row: JobRow, run: JobRun | None) -> JobStatus:

@@ -16,7 +16,6 @@ the worker on the unit (from `batch_done`); only the first is durable.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -25,7 +24,7 @@ import structlog
 
 from virnuc.faults import Faults
 from virnuc.model_wire import spec_to_wire
-from virnuc.protocol import Assign, Checkpoint, ErrorCode, JobState, JobStatus, job_event
+from virnuc.protocol import Assign, BatchDone, Checkpoint, ErrorCode, JobState, JobStatus, job_event
 
 from . import job_files, job_tasks
 from . import scheduler_messages as sm
@@ -64,7 +63,6 @@ class Scheduler(Actor[Any]):
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True
         self.faults = Faults.from_env()  # crash tests only; inert when unset
-        self._recorded: dict[str, tuple[int, int]] = {}  # worker -> recorded since assign
 
     # --- queries for the control server (same thread, read-only) -------------------
 
@@ -117,9 +115,7 @@ class Scheduler(Actor[Any]):
             case sm.WorkerDown(worker_id, reason, lost):
                 await self._worker_down(worker_id, reason, lost)
             case sm.Progress(worker_id, batch):
-                self._progress(
-                    worker_id, batch.job_id, batch.unit_id, batch.records_done, batch.frames_done
-                )
+                self._progress(worker_id, batch)
             case sm.PartRecorded(worker_id, ack, recorded):
                 await self._part_recorded(worker_id, ack, recorded)
             case sm.PartRefused(worker_id, ack, problem):
@@ -262,8 +258,7 @@ class Scheduler(Actor[Any]):
             record,
             unit.end_record,
         )
-        run.running[unit.unit_id] = assignment
-        self._recorded[supervisor.worker_id] = (0, 0)
+        run.hand_out(assignment)
         assign = Assign(
             job_id=run.job_id,
             unit_id=unit.unit_id,
@@ -285,22 +280,17 @@ class Scheduler(Actor[Any]):
             records=assign.record_count,
         )
         if not await supervisor.assign(assignment, assign):  # it died; WorkerDown follows
-            self._forget(run, unit.unit_id)
+            run.take_back(unit.unit_id)
             await self.progress.set_unit_state(run.job_id, unit.unit_id, "pending")
 
     async def _release(
         self, run: JobRun, unit_id: int, *, cancel: bool = False
     ) -> Assignment | None:
         """Take a unit back from its worker (asking it to drop the unit if `cancel`)."""
-        assignment = self._forget(run, unit_id)
+        assignment = run.take_back(unit_id)
         if assignment is not None:
             await self.workers[assignment.worker_id].release(assignment, cancel=cancel)
         return assignment
-
-    def _forget(self, run: JobRun, unit_id: int) -> Assignment | None:
-        """The unit is computed nowhere any more."""
-        run.live.pop(unit_id, None)
-        return run.running.pop(unit_id, None)
 
     def _current(self, worker_id: str, job_id: str | None, unit_id: int | None) -> JobRun | None:
         """The job of a worker message, if it is about a unit this worker holds."""
@@ -310,14 +300,11 @@ class Scheduler(Actor[Any]):
             return None  # late news about a unit the worker no longer holds
         return run
 
-    def _progress(
-        self, worker_id: str, job_id: str, unit_id: int, records: int, frames: int
-    ) -> None:
-        run = self._current(worker_id, job_id, unit_id)
+    def _progress(self, worker_id: str, batch: BatchDone) -> None:
+        run = self._current(worker_id, batch.job_id, batch.unit_id)
         if run is None:
             return
-        recorded_records, recorded_frames = self._recorded.get(worker_id, (0, 0))
-        run.live[unit_id] = (max(0, records - recorded_records), max(0, frames - recorded_frames))
+        run.batch_done(batch.unit_id, batch.records_done, batch.frames_done)
         now = time.monotonic()
         if now - run.last_event >= PROGRESS_EVENT_INTERVAL:
             run.last_event = now
@@ -327,19 +314,11 @@ class Scheduler(Actor[Any]):
         run = self.jobs.get(ack.job_id)
         if run is None:
             return
-        records, frames = ack.record_count, ack.frames
         if recorded:  # durable now, whoever sent it: it counts
-            run.row = dataclasses.replace(
-                run.row,
-                records_done=run.row.records_done + records,
-                frames_done=run.row.frames_done + frames,
-            )
+            run.count_part(ack.record_count, ack.frames)
         if self._current(worker_id, ack.job_id, ack.unit_id) is None:
             return
-        done_records, done_frames = self._recorded.get(worker_id, (0, 0))
-        self._recorded[worker_id] = (done_records + records, done_frames + frames)
-        live_records, live_frames = run.live.get(ack.unit_id, (0, 0))
-        run.live[ack.unit_id] = (max(0, live_records - records), max(0, live_frames - frames))
+        run.part_recorded(ack.unit_id, ack.record_count, ack.frames)
         await self.progress.clear_unit_failures(ack.job_id, ack.unit_id)
         self.events.publish(job_event("progress", self.status_of(run.row)))
 
@@ -390,7 +369,7 @@ class Scheduler(Actor[Any]):
         if lost is None or run is None or run.running.get(lost.unit_id) != lost:
             return  # it held no unit, or the unit came back from it already
         unrecorded = run.live.get(lost.unit_id, (0, 0))[0]  # records to compute again
-        self._forget(run, lost.unit_id)
+        run.take_back(lost.unit_id)
         if await self._complete(run, lost):
             return  # it died after its last part was recorded: nothing was lost
         job_id, unit_id = lost.job_id, lost.unit_id
@@ -399,11 +378,7 @@ class Scheduler(Actor[Any]):
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
         await self.progress.add_restart(job_id, unrecorded)
-        run.row = dataclasses.replace(
-            run.row,
-            restarts=run.row.restarts + 1,
-            records_recomputed=run.row.records_recomputed + unrecorded,
-        )
+        run.count_restart(unrecorded)
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
             records = f"records {lost.first_record}..{lost.end_record - 1}"

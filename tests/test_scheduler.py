@@ -28,7 +28,15 @@ from virnuc.parts import write_part
 from virnuc.pipeline.fasta import record_starts
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.spec import ModelSpec
-from virnuc.protocol import Assign, Cancel, Checkpoint, ErrorCode, JobState, UnitDone
+from virnuc.protocol import (
+    Assign,
+    BatchDone,
+    Cancel,
+    Checkpoint,
+    ErrorCode,
+    JobState,
+    UnitDone,
+)
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
 OTHER_SPEC = dataclasses.replace(SPEC, classifier="/m/other.pth")
@@ -486,3 +494,27 @@ async def test_a_restarted_scheduler_resumes_unfinished_jobs_and_drops_unrecorde
         assert setup.scheduler.jobs[row.job_id].row.records_done == 1
     finally:
         await close(setup)
+
+
+async def test_status_adds_unrecorded_progress_and_a_death_counts_it_as_recomputed(
+    one_worker,
+) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    batch = BatchDone(job_id=row.job_id, unit_id=0, records_done=2, frames_done=2)
+    await setup.scheduler.tell(sm.Progress("w0", batch))
+    await settled(setup)
+    status = setup.scheduler.status_of(await job(setup, row.job_id))
+    assert (status["records_done"], status["frames_done"]) == (2, 2)
+    await record_part(setup, worker, assign, 1)  # 1 of the 2 computed records is durable
+    await settled(setup)
+    status = setup.scheduler.status_of(await job(setup, row.job_id))
+    assert (status["records_done"], status["frames_done"]) == (2, 2)
+    await setup.scheduler.tell(sm.WorkerDown("w0", "killed", died(worker)))
+    await settled(setup)
+    after = await job(setup, row.job_id)
+    status = setup.scheduler.status_of(after)
+    assert (status["records_done"], status["restarts"], status["records_recomputed"]) == (1, 1, 1)
+    in_memory = setup.scheduler.jobs[row.job_id].row  # kept up without re-reading
+    assert dataclasses.replace(in_memory, updated_at=0) == dataclasses.replace(after, updated_at=0)
