@@ -47,7 +47,7 @@ log = structlog.get_logger()
 
 EXIT_CONFIG = 2
 EXIT_STATE_DIR = 3  # another virnucd holds the state dir, or it cannot be used
-EXIT_WORKERS = 4  # a configured worker (e.g. a GPU) never came up
+EXIT_WORKERS = 4  # at start-up, no configured worker (e.g. a GPU) came up
 STATUS_INTERVAL = 10.0
 
 
@@ -230,31 +230,33 @@ class Daemon:
     async def _announce_ready(
         self, supervisors: list[WorkerSupervisor], scheduler: Scheduler, events: EventPublisher
     ) -> None:
-        """READY=1 once every worker said hello; a slot that never does stops us."""
+        """READY=1 once every slot either came up or failed to start; virnucd serves
+        with the slots that came up (the others keep being retried) and stops only
+        when none did."""
 
-        async def up(supervisor: WorkerSupervisor) -> None:
+        async def settled(supervisor: WorkerSupervisor) -> None:
             ready = asyncio.create_task(supervisor.ever_ready.wait())
-            gave_up = asyncio.create_task(supervisor.gave_up.wait())
-            await asyncio.wait({ready, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+            failed = asyncio.create_task(supervisor.start_failed.wait())
+            await asyncio.wait({ready, failed}, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
-            gave_up.cancel()
-            if not supervisor.ever_ready.is_set():
-                raise RuntimeError(f"worker {supervisor.worker_id} on {supervisor.device}")
+            failed.cancel()
 
-        try:
-            await asyncio.gather(*(up(s) for s in supervisors))
-        except RuntimeError as exc:
+        await asyncio.gather(*(settled(s) for s in supervisors))
+        never = [s for s in supervisors if not s.ever_ready.is_set()]
+        for supervisor in never:
             log.error(
                 "daemon.worker_never_started",
-                worker=str(exc),
+                worker=f"worker {supervisor.worker_id} on {supervisor.device}",
+                reason=supervisor.start_error,
                 advice="check the device exists and its driver works (nvidia-smi)",
             )
+        if len(never) == len(supervisors):
             self.exit_code = EXIT_WORKERS
-            self.request_shutdown(f"{exc} never started")
+            self.request_shutdown("no worker could start")
             return
         self.notifier.ready(status_line(supervisors, scheduler))
         events.publish(daemon_event("running"))
-        log.info("daemon.workers_ready", workers=len(supervisors))
+        log.info("daemon.workers_ready", workers=len(supervisors) - len(never))
 
     async def _keep_systemd_informed(
         self, supervisors: list[WorkerSupervisor], scheduler: Scheduler
@@ -298,7 +300,12 @@ SOCKETS = (CONTROL_SOCKET, EVENTS_SOCKET, WORKERS_SOCKET)
 def status_line(supervisors: list[WorkerSupervisor], scheduler: Scheduler) -> str:
     states = [s.state.value for s in supervisors]
     workers = ", ".join(f"{states.count(v)} {v}" for v in dict.fromkeys(states))
-    return f"{len(scheduler.jobs)} unfinished job(s); workers: {workers}"
+    failing = "".join(
+        f"; {s.worker_id} ({s.device}) cannot start: {s.start_error}"
+        for s in supervisors
+        if s.start_error is not None
+    )
+    return f"{len(scheduler.jobs)} unfinished job(s); workers: {workers}{failing}"
 
 
 def remove_sockets(state_dir: Path) -> None:

@@ -5,8 +5,9 @@ Two tasks per slot:
 * the **lifecycle** task spawns `python -m virnuc.worker.boot` (device pinned with
   CUDA_VISIBLE_DEVICES), waits for its hello under a deadline, watches it (exit, or
   heartbeat silence -> SIGKILL), reports a death to the scheduler and respawns with
-  exponential backoff. A slot whose worker never comes up N times in a row is given
-  up on (state `failed`), loudly.
+  exponential backoff. A slot whose worker fails to come up N times in a row is
+  shown as `failed` with the reason, loudly, and retried at the backoff cap for as
+  long as virnucd runs.
 * the **actor** loop handles the worker's messages in the order they were sent:
   a checkpoint is verified (size, SHA-256) and recorded in the progress log before
   the `unit_done` behind it is looked at.
@@ -85,10 +86,14 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.assignment: Assignment | None = None
         self.last_seen = time.monotonic()
         self.ever_ready = asyncio.Event()  # set at the first hello (for READY=1)
-        self.gave_up = asyncio.Event()  # set when the slot is given up on
+        # Set once its worker failed to start MAX_START_FAILURES times in a row; the
+        # slot is still retried, and `start_error` says why until a worker comes up.
+        self.start_failed = asyncio.Event()
+        self.start_error: str | None = None
+        self.last_failure: str | None = None  # why the last worker process ended
         self._hello = asyncio.Event()
         self._fatal_error: str | None = None  # what the current process said before dying
-        self._stopping = False
+        self._stopping = asyncio.Event()  # set once, at shutdown
         self._process: asyncio.subprocess.Process | None = None
         # A worker process that has done its imports and waits for a line on stdin:
         # replacing a dead worker then costs no Python/torch start-up.
@@ -114,6 +119,8 @@ class WorkerSupervisor(Actor[FromWorker]):
             state=self.state,
             model_loads=self.model_loads,
         )
+        if self.start_error is not None:
+            info["error"] = self.start_error
         if self.assignment is not None:
             info["job_id"] = self.assignment.job_id
             info["unit"] = self.assignment.unit_id
@@ -224,38 +231,50 @@ class WorkerSupervisor(Actor[FromWorker]):
     # --- lifecycle: spawn, watch, respawn -------------------------------------------
 
     async def _keep_alive(self) -> None:
+        """Respawn for as long as virnucd runs: a slot that cannot start is shown as
+        `failed` with its reason and retried at the backoff cap, never abandoned."""
         failures_to_start = 0
         restarts = 0
-        while not self._stopping:
+        while not self._stopping.is_set():
             started = time.monotonic()
             said_hello = await self._run_once()
-            if self._stopping:
+            if self._stopping.is_set():
                 break
             failures_to_start = 0 if said_hello else failures_to_start + 1
-            if failures_to_start >= MAX_START_FAILURES:
-                log.error(
-                    "worker.gave_up",
-                    worker=self.worker_id,
-                    device=self.device,
-                    attempts=failures_to_start,
-                    last_error=self._fatal_error,
-                    advice="check that the device exists and works (nvidia-smi), "
-                    "or configure another --device",
-                )
-                self._set_state(WorkerState.FAILED)
-                self.gave_up.set()
-                return
+            if failures_to_start == MAX_START_FAILURES:
+                self._cannot_start(failures_to_start)
             # Right away after a healthy run; then 0.25 s, 0.5 s, ... up to the cap.
             restarts = 0 if time.monotonic() - started > HEALTHY_RUN else restarts + 1
             if restarts:
-                await asyncio.sleep(min(self.config.restart_backoff_max, 0.125 * 2**restarts))
+                backoff = min(self.config.restart_backoff_max, 0.125 * 2**restarts)
+                with contextlib.suppress(TimeoutError):  # a shutdown ends the wait
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+
+    def _cannot_start(self, attempts: int) -> None:
+        log.error(
+            "worker.cannot_start",
+            worker=self.worker_id,
+            device=self.device,
+            attempts=attempts,
+            last_error=self.last_failure,
+            advice="check that the device exists and works (nvidia-smi), or configure "
+            "another --device; the slot keeps being retried",
+        )
+        self.start_error = self.last_failure
+        self._set_state(WorkerState.FAILED)
+        self.start_failed.set()
+
+    @property
+    def _down_state(self) -> WorkerState:
+        """What the slot shows while no worker is up: a failing slot stays `failed`."""
+        return WorkerState.FAILED if self.start_error is not None else WorkerState.RESTARTING
 
     async def _run_once(self) -> bool:
         """Run one worker process to its end; True if it said hello."""
         self._hello.clear()
         self._fatal_error = None
         self.pid = None
-        self._set_state(WorkerState.STARTING)
+        self._set_state(WorkerState.STARTING if self.start_error is None else WorkerState.FAILED)
         process = await self._activate_standby() or await self._spawn()
         self._process = process
         self.pid = process.pid
@@ -263,6 +282,9 @@ class WorkerSupervisor(Actor[FromWorker]):
         said_hello = await self._await_hello(process)
         if said_hello:
             self.ever_ready.set()
+            if self.start_error is not None:
+                log.info("worker.recovered", worker=self.worker_id, device=self.device)
+                self.start_error = None
             self._set_state(WorkerState.IDLE)
             await self.scheduler.tell(sm.WorkerUp(self.worker_id))
             standby = asyncio.create_task(self._prepare_standby(), name=f"{self.name}-standby")
@@ -272,18 +294,17 @@ class WorkerSupervisor(Actor[FromWorker]):
             reason = "no hello within the deadline" if process.returncode is None else "exited"
             await _kill(process)
         code = await process.wait()
-        if self._fatal_error:
-            reason = f"{reason}: {self._fatal_error}"
+        reason = death_reason(reason, code, self._fatal_error, said_hello)
+        self.last_failure = reason
         self.pid = None
         self._process = None
         # Not idle any more before the scheduler hears of it: no unit may go to a corpse.
         # The lost unit travels in the message, so a quick respawn cannot erase it.
         lost = self.assignment
-        self._set_state(WorkerState.STOPPING if self._stopping else WorkerState.RESTARTING)
-        if not self._stopping:
+        self._set_state(WorkerState.STOPPING if self._stopping.is_set() else self._down_state)
+        if not self._stopping.is_set():
             log.warning("worker.died", worker=self.worker_id, reason=reason, returncode=code)
-        down = sm.WorkerDown(self.worker_id, f"{reason} (exit code {code})", lost)
-        await self.scheduler.tell(down)
+        await self.scheduler.tell(sm.WorkerDown(self.worker_id, reason, lost))
         return said_hello
 
     async def _prepare_standby(self) -> None:
@@ -292,7 +313,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         if not self.config.warm_standby or self._standby is not None:
             return
         await asyncio.sleep(self.config.standby_delay)
-        if not self._stopping:
+        if not self._stopping.is_set():
             self._standby = await self._spawn(standby=True)
 
     async def _activate_standby(self) -> asyncio.subprocess.Process | None:
@@ -357,18 +378,32 @@ class WorkerSupervisor(Actor[FromWorker]):
         return hello in done
 
     async def _watch(self, process: asyncio.subprocess.Process) -> str:
-        """Wait for the process to exit or go silent; kill it in the second case."""
+        """Wait for the process to exit or go silent; kill it in the second case.
+
+        Silence counts only time the daemon itself ran: it wakes every heartbeat
+        interval, and a wake-up much later than asked means virnucd was paused (SIGSTOP,
+        a suspended VM, a starved loop) with the worker's heartbeats still waiting in
+        the socket unread; the worker then gets a full timeout from the wake-up."""
         exited = asyncio.create_task(process.wait())
+        tick = self.config.heartbeat_interval
+        heard_since = self.last_seen
         try:
             while True:
-                silence = time.monotonic() - self.last_seen
+                now = time.monotonic()
+                heard_since = max(heard_since, self.last_seen)
+                silence = now - heard_since
                 remaining = self.config.heartbeat_timeout - silence
                 if remaining <= 0:
                     await _kill(process)
                     return f"no heartbeat for {silence:.0f} s (hung)"
-                done, _ = await asyncio.wait({exited}, timeout=remaining)
+                timeout = min(remaining, tick)
+                done, _ = await asyncio.wait({exited}, timeout=timeout)
                 if done:
-                    return "exited" if not self._stopping else "stopped"
+                    return "exited" if not self._stopping.is_set() else "stopped"
+                woke = time.monotonic()
+                if woke - now - timeout > tick:  # the daemon did not run meanwhile
+                    log.warning("daemon.was_paused", worker=self.worker_id, seconds=woke - now)
+                    heard_since = woke
         finally:
             exited.cancel()
 
@@ -376,7 +411,7 @@ class WorkerSupervisor(Actor[FromWorker]):
 
     async def shutdown(self) -> None:
         """Ask the worker to checkpoint and exit; SIGKILL after the grace period."""
-        self._stopping = True
+        self._stopping.set()
         await self._discard_standby()
         process = self._process
         if process is not None and process.returncode is None:
@@ -392,6 +427,18 @@ class WorkerSupervisor(Actor[FromWorker]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lifecycle
         await self.stop()  # drain the acks the worker sent on its way out
+
+
+def death_reason(how: str, code: int, fatal_error: str | None, said_hello: bool) -> str:
+    """Why a worker process ended, in words: the error it reported last (a device or
+    model error), else the signal that killed it from outside."""
+    if fatal_error:
+        how = f"{how}: {fatal_error}"
+    elif how == "exited" and code < 0:
+        how = f"killed by {signal.Signals(-code).name}"
+        if -code == signal.SIGKILL and not said_hello:
+            how += " while starting (out of memory? see the kernel log: dmesg)"
+    return f"{how} (exit code {code})"
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

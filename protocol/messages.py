@@ -76,7 +76,7 @@ class WorkerState(StrEnum):
     BUSY = "busy"  # computing a unit (job_id and unit are set)
     STOPPING = "stopping"  # asked to exit (shutdown or cancel), not yet gone
     RESTARTING = "restarting"  # died or hung; waiting out its backoff before a respawn
-    FAILED = "failed"  # restarted too often; the daemon gave up on this slot
+    FAILED = "failed"  # its worker keeps failing to start; retried, ``error`` says why
 
 
 # --- results (built by the daemon, read by clients) --------------------------------
@@ -107,6 +107,7 @@ class WorkerInfo(TypedDict):
     job_id: NotRequired[str]  # set while busy
     unit: NotRequired[int]  # unit index within job_id, set while busy
     model_loads: NotRequired[int]  # model sets loaded by this slot's workers so far
+    error: NotRequired[str]  # state failed: why its worker could not start (retried)
 
 
 class PingResult(TypedDict):

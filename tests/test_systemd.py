@@ -150,8 +150,9 @@ def _unusable_gpu() -> str:
 def test_a_device_that_cannot_work_stops_virnucd_and_never_sends_ready(
     tmp_path: Path, demo_cache: Path, systemd: FakeSystemd
 ) -> None:
-    """No silent fall back to CPU: the slot is retried by the restart policy, given
-    up on, and virnucd exits non-zero naming the worker and the device."""
+    """No silent fall back to CPU: the slot is retried by the restart policy, and
+    when no configured worker comes up at start-up virnucd exits non-zero naming the
+    worker and the device."""
     # The restart policy is the real one, with a short backoff cap to save time.
     config = tmp_path / "virnucd.toml"
     config.write_text("restart_backoff_max = 0.1\n")
@@ -168,7 +169,7 @@ def test_a_device_that_cannot_work_stops_virnucd_and_never_sends_ready(
         assert never, events
         assert "w0" in never[0]["worker"], never
         assert device in never[0]["worker"], never
-        gave_up = [e for e in events if e.get("event") == "worker.gave_up"]
+        gave_up = [e for e in events if e.get("event") == "worker.cannot_start"]
         assert gave_up, events
         assert gave_up[0]["device"] == device, gave_up
         assert "CUDA is not available" in (gave_up[0]["last_error"] or ""), gave_up
