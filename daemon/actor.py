@@ -32,13 +32,27 @@ class Actor(Generic[M]):
     def __init__(self, inbox_size: int = 1000):
         self.inbox: asyncio.Queue[Any] = asyncio.Queue(maxsize=inbox_size)
         self._task: asyncio.Task[None] | None = None
+        self._set_up = asyncio.Event()
 
     def start(self) -> asyncio.Task[None]:
         self._task = asyncio.create_task(self.run(), name=self.name)
         return self._task
 
+    async def started(self) -> None:
+        """Wait until `setup()` is done; raises what it raised if it failed."""
+        assert self._task is not None
+        set_up = asyncio.create_task(self._set_up.wait())
+        await asyncio.wait({set_up, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        set_up.cancel()
+        if not self._set_up.is_set():
+            await self._task  # raises the setup's exception
+            raise Stopping(f"{self.name} stopped before it started")
+
     async def tell(self, message: M) -> None:
-        """Queue a message, waiting while the inbox is full (backpressure)."""
+        """Queue a message, waiting while the inbox is full (backpressure). An actor
+        that ended answers nothing: telling it raises `Stopping` instead of hanging."""
+        if self._task is not None and self._task.done():
+            raise Stopping(f"{self.name} is not running")
         await self.inbox.put(message)
 
     async def stop(self) -> None:
@@ -50,8 +64,9 @@ class Actor(Generic[M]):
             await self._task
 
     async def run(self) -> None:
-        await self.setup()
         try:
+            await self.setup()
+            self._set_up.set()
             while (message := await self.inbox.get()) is not _STOP:
                 try:
                     await self.handle(message)

@@ -45,6 +45,7 @@ from .worker_hub import WorkerHub
 
 log = structlog.get_logger()
 
+EXIT_INTERNAL = 1  # a part of virnucd died (a bug, or a dependency such as the database)
 EXIT_CONFIG = 2
 EXIT_STATE_DIR = 3  # another virnucd holds the state dir, or it cannot be used
 EXIT_WORKERS = 4  # at start-up, no configured worker (e.g. a GPU) came up
@@ -169,13 +170,18 @@ class Daemon:
         )
         if not self._bind_public(events, control):
             return
-        events.start()
+        self._watch(events.start())
         with access.private_umask(gid=None):  # 0600 even with a group: only our workers
             hub.start()
         await progress.clear_workers()
-        scheduler.start()
+        self._watch(scheduler.start())
+        try:
+            await scheduler.started()  # resuming jobs reads the whole database
+        except Exception:
+            await self._shutdown(scheduler, [], control, hub, events)
+            return
         for supervisor in supervisors:
-            supervisor.start()
+            self._watch(supervisor.start())
         control.start()
         self._install_signals()
         background = [
@@ -197,6 +203,27 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await self._shutdown(scheduler, supervisors, control, hub, events)
+
+    def _watch(self, task: asyncio.Task[None] | None) -> None:
+        """An actor that ends before shutdown is a bug or a broken dependency (a damaged
+        database): say so at once and exit non-zero, so systemd restarts virnucd. It
+        never keeps serving with a dead part."""
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if self.stopping.is_set() or task.cancelled():
+                return
+            error = task.exception()
+            log.error(
+                "daemon.actor_died",
+                actor=task.get_name(),
+                error=repr(error) if error else "it returned",
+                exc_info=error,
+            )
+            self.exit_code = EXIT_INTERNAL
+            self.request_shutdown(f"{task.get_name()} died")
+
+        if task is not None:
+            task.add_done_callback(ended)
 
     def _bind_public(self, events: EventPublisher, control: ControlServer) -> bool:
         """Bind the client-facing sockets before any worker starts; False if one cannot."""
