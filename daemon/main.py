@@ -173,7 +173,6 @@ class Daemon:
         self._watch(events.start())
         with access.private_umask(gid=None):  # 0600 even with a group: only our workers
             hub.start()
-        await progress.clear_workers()
         self._watch(scheduler.start())
         try:
             await scheduler.started()  # resuming jobs reads the whole database

@@ -12,7 +12,7 @@ call order, so there are no write conflicts to retry.
 Durability: WAL journal with `synchronous=FULL` (a commit is on disk when the call
 returns), foreign keys on, and every write method is exactly one transaction
 (`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any error). Schema versions live in
-`PRAGMA user_version`; `schema.MIGRATIONS` brings an older file forward, and a file
+`PRAGMA user_version`; `progress_schema.MIGRATIONS` brings an older file forward, and a file
 written by a newer virnuc is refused rather than guessed at.
 
 Units of a job tile its records: unit ids 0, 1, 2, … cover records 0.., each starting
@@ -33,48 +33,45 @@ from typing import Any, ParamSpec, TypeVar
 
 from virnuc.protocol import JobState
 
+from .progress_db import close_opened, open_connection
 from .progress_rows import (
     TERMINAL_STATES,
     UNFINISHED_STATES,
     ConflictError,
-    EventRow,
     JobRow,
     NewJob,
     NotFoundError,
+    PartOutcome,
     PartRecord,
     PartRejected,
     PartRow,
     ProgressLogError,
-    RecordResult,
     SchemaVersionError,
     UnitPlan,
     UnitRow,
     UnitState,
-    WorkerRow,
 )
-from .progress_store import DEFAULT_MAX_EVENTS, _close_opened, _open_connection, _Store
+from .progress_store import DEFAULT_MAX_EVENTS, _Store
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
     "TERMINAL_STATES",
     "UNFINISHED_STATES",
     "ConflictError",
-    "EventRow",
     "JobRow",
     "JobState",
     "NewJob",
     "NotFoundError",
+    "PartOutcome",
     "PartRecord",
     "PartRejected",
     "PartRow",
     "ProgressLog",
     "ProgressLogError",
-    "RecordResult",
     "SchemaVersionError",
     "UnitPlan",
     "UnitRow",
     "UnitState",
-    "WorkerRow",
 ]
 
 P = ParamSpec("P")
@@ -119,12 +116,12 @@ class ProgressLog:
         SQL statement, on the log's thread (for debugging and tests)."""
         spath = os.fspath(path)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress-log")
-        opening = executor.submit(_open_connection, spath, trace)
+        opening = executor.submit(open_connection, spath, trace)
         try:
             conn = await asyncio.wrap_future(opening)
         except BaseException as exc:
             # Cancelled mid-open: the thread still finishes opening, so close it there.
-            executor.submit(_close_opened, opening)
+            executor.submit(close_opened, opening)
             executor.shutdown(wait=False)
             if isinstance(exc, sqlite3.Error):
                 raise ProgressLogError(f"{spath}: cannot open progress log: {exc}") from exc
@@ -273,7 +270,7 @@ class ProgressLog:
         """(record index, input byte offset) to resume the unit from; see `resume_offset`."""
         return await self._call(self._store.resume_point, job_id, unit_id)
 
-    async def record_part(self, part: PartRecord) -> RecordResult:
+    async def record_part(self, part: PartRecord) -> PartOutcome:
         """Record a checkpoint part in one transaction: the row, the job's records/frames
         done, and the unit's completion. Raises PartRejected (see its reasons); the same
         part again is a no-op with `recorded=False`."""
@@ -302,34 +299,10 @@ class ProgressLog:
         the unit made pending. Returns the deleted rows, so their files can go too."""
         return await self._call(self._store.delete_parts, job_id, unit_id, from_record)
 
-    # workers and events
-
-    async def upsert_worker(
-        self,
-        worker_id: str,
-        *,
-        pid: int | None,
-        device: str,
-        state: str,
-        job_id: str | None = None,
-        unit_id: int | None = None,
-    ) -> None:
-        """Store a worker's current state; `started_at` resets when its pid changes."""
-        await self._call(self._store.upsert_worker, worker_id, pid, device, state, job_id, unit_id)
-
-    async def list_workers(self) -> list[WorkerRow]:
-        return await self._call(self._store.list_workers)
-
-    async def clear_workers(self) -> None:
-        """Forget all workers (a starting daemon's old workers are gone)."""
-        await self._call(self._store.clear_workers)
+    # events
 
     async def log_event(
         self, kind: str, message: str, job_id: str | None = None, worker_id: str | None = None
     ) -> None:
         """Append to the audit trail, which keeps about the newest `max_events` rows."""
         await self._call(self._store.log_event, kind, message, job_id, worker_id)
-
-    async def recent_events(self, job_id: str | None = None, limit: int = 50) -> list[EventRow]:
-        """Newest events first, of one job or (job_id None) of all."""
-        return await self._call(self._store.recent_events, job_id, limit)

@@ -1,4 +1,5 @@
-"""The progress log's vocabulary: its errors and the rows it takes and gives.
+"""The progress log's vocabulary: its errors, the rows it takes and gives, and how a
+row is checked and read from SQL.
 
 Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
 (`progress_log`); everyone else imports them from `virnuc.daemon.progress_log`.
@@ -6,8 +7,10 @@ Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import json
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import JobState
@@ -150,7 +153,7 @@ class PartRow(PartRecord):
 
 
 @dataclass(frozen=True, slots=True)
-class RecordResult:
+class PartOutcome:
     """What `record_part` did: `recorded` is False for a retried ack of a part that is
     already recorded (a no-op); `unit_done` says whether the unit is now complete."""
 
@@ -158,27 +161,38 @@ class RecordResult:
     unit_done: bool
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerRow:
-    """The last known state of a worker process, for `virnucctl workers`."""
+# --- to and from SQL ---------------------------------------------------------------
 
-    worker_id: str
-    pid: int | None
-    device: str
-    state: str
-    job_id: str | None
-    unit_id: int | None
-    started_at: float
-    updated_at: float
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One audit-trail entry."""
+def columns(row_type: type) -> str:
+    """The SELECT list matching a row dataclass's field order."""
+    return ", ".join(f.name for f in fields(row_type))
 
-    id: int
-    ts: float
-    job_id: str | None
-    worker_id: str | None
-    kind: str
-    message: str
+
+def job_row(row: tuple[Any, ...]) -> JobRow:
+    """A `jobs` row as selected by `columns(JobRow)`; its spec is stored as JSON."""
+    values = dict(zip((f.name for f in fields(JobRow)), row, strict=True))
+    values["spec"] = ModelSpec(**json.loads(values["spec"]))
+    values["state"] = JobState(values["state"])
+    for flag in ("save_embeddings", "force"):
+        values[flag] = bool(values[flag])
+    return JobRow(**values)
+
+
+def check_part_fields(part: PartRecord) -> None:
+    """Reject nonsense before it reaches a CHECK constraint, with a readable reason."""
+    problems = [
+        text
+        for bad, text in (
+            (part.first_record < 0, "negative first_record"),
+            (part.record_count < 1, "record_count < 1"),
+            (part.frames < 0, "negative frames"),
+            (part.size < 0, "negative size"),
+            (not _SHA256_HEX.fullmatch(part.sha256), "sha256 is not 64 lowercase hex digits"),
+        )
+        if bad
+    ]
+    if problems:
+        raise PartRejected("invalid", f"{part}: {', '.join(problems)}")

@@ -1,141 +1,46 @@
-"""The progress log's SQLite side: one connection, used only on the log's own thread.
+"""The progress log's queries: jobs, units, parts and events, on one connection that
+is used only on the log's own thread.
 
 Every public method of `_Store` runs on that thread (the facade in `progress_log`
-queues it there); write methods are exactly one transaction each.
+queues it there); write methods are exactly one transaction each (`progress_db`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import re
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import fields
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import JobState
 
-from . import schema
+from .progress_db import transaction as _transaction
 from .progress_rows import (
     TERMINAL_STATES,
     UNFINISHED_STATES,
     ConflictError,
-    EventRow,
     JobRow,
     NewJob,
     NotFoundError,
+    PartOutcome,
     PartRecord,
     PartRejected,
     PartRow,
     ProgressLogError,
-    RecordResult,
-    SchemaVersionError,
     UnitPlan,
     UnitRow,
     UnitState,
-    WorkerRow,
+    check_part_fields,
+    columns,
+    job_row,
 )
 
 DEFAULT_MAX_EVENTS = 100_000
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
-def _columns(row_type: type) -> str:
-    """The SELECT list matching a row dataclass's field order."""
-    return ", ".join(f.name for f in fields(row_type))
-
-
-_JOB_COLS = _columns(JobRow)
-_UNIT_COLS = _columns(UnitRow)
-_PART_COLS = _columns(PartRow)
-
-
-def _job_row(row: tuple[Any, ...]) -> JobRow:
-    values = dict(zip((f.name for f in fields(JobRow)), row, strict=True))
-    values["spec"] = ModelSpec(**json.loads(values["spec"]))
-    values["state"] = JobState(values["state"])
-    for flag in ("save_embeddings", "force"):
-        values[flag] = bool(values[flag])
-    return JobRow(**values)
-
-
-# --- the connection's thread ---------------------------------------------------------
-
-
-def _transaction(
-    method: Callable[Concatenate[_Store, P], T],
-) -> Callable[Concatenate[_Store, P], T]:
-    """Run a `_Store` method as one write transaction: all of it commits, or none."""
-
-    @functools.wraps(method)
-    def wrapper(store: _Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        conn = store.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = method(store, *args, **kwargs)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-    return wrapper
-
-
-def _open_connection(path: str, trace: Callable[[str], None] | None) -> sqlite3.Connection:
-    """Open and configure the connection; runs on the log's thread, which then owns it."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-    try:
-        conn.set_trace_callback(trace)
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise ProgressLogError(
-                f"{path}: SQLite would not use WAL mode (got {mode!r}); "
-                "put the state directory on a local filesystem"
-            )
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        _migrate(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _close_opened(opening: Future[sqlite3.Connection]) -> None:
-    """Close a connection whose opening was abandoned; queued after it, on its thread."""
-    if not opening.cancelled() and opening.exception() is None:
-        opening.result().close()
-
-
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    """Apply the missing migrations, each atomically with its `user_version` bump."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    known = len(schema.MIGRATIONS)
-    if version > known:
-        raise SchemaVersionError(
-            f"{path}: schema version {version} is newer than this virnuc knows ({known}); "
-            "run a newer virnucd, or move the state directory aside"
-        )
-    for target in range(version + 1, known + 1):
-        script = schema.MIGRATIONS[target - 1]
-        # executescript commits any open transaction first, so BEGIN/COMMIT go inside.
-        try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {target};\nCOMMIT;"
-            )
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+_JOB_COLS = columns(JobRow)
+_UNIT_COLS = columns(UnitRow)
+_PART_COLS = columns(PartRow)
 
 
 class _Store:
@@ -183,7 +88,7 @@ class _Store:
     def get_job(self, job_id: str) -> JobRow | None:
         row = self.conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE job_id = ?", (job_id,))
         found = row.fetchone()
-        return None if found is None else _job_row(found)
+        return None if found is None else job_row(found)
 
     def _job(self, job_id: str) -> JobRow:
         job = self.get_job(job_id)
@@ -195,7 +100,7 @@ class _Store:
         rows = self.conn.execute(
             f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
         )
-        return [_job_row(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def unfinished_jobs(self) -> list[JobRow]:
         marks = ", ".join("?" * len(UNFINISHED_STATES))
@@ -203,7 +108,7 @@ class _Store:
             f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY seq",
             UNFINISHED_STATES,
         )
-        return [_job_row(r) for r in rows]
+        return [job_row(r) for r in rows]
 
     def count_jobs(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
@@ -405,14 +310,14 @@ class _Store:
         return record, int(row[0])
 
     @_transaction
-    def record_part(self, part: PartRecord) -> RecordResult:
-        _check_part_fields(part)
+    def record_part(self, part: PartRecord) -> PartOutcome:
+        check_part_fields(part)
         try:
             unit = self._unit(part.job_id, part.unit_id)
         except NotFoundError as exc:
             raise PartRejected("unknown_unit", str(exc)) from None
         if self._same_part_recorded(part):
-            return RecordResult(recorded=False, unit_done=unit.state == "done")
+            return PartOutcome(recorded=False, unit_done=unit.state == "done")
         if self._job(part.job_id).state in TERMINAL_STATES:
             raise PartRejected("job_finished", f"job {part.job_id} has finished")
         self._check_part_place(part, unit)
@@ -420,7 +325,7 @@ class _Store:
         unit_done = part.first_record + part.record_count == unit.end_record
         if unit_done:
             self._set_unit(part.job_id, part.unit_id, "state = 'done'", ())
-        return RecordResult(recorded=True, unit_done=unit_done)
+        return PartOutcome(recorded=True, unit_done=unit_done)
 
     def _same_part_recorded(self, part: PartRecord) -> bool:
         """True for a retried ack; a different part in the same place is a conflict."""
@@ -522,36 +427,7 @@ class _Store:
         self._set_unit(job_id, unit_id, "state = 'pending'", ())
         return doomed
 
-    # workers and events
-
-    @_transaction
-    def upsert_worker(
-        self,
-        worker_id: str,
-        pid: int | None,
-        device: str,
-        state: str,
-        job_id: str | None,
-        unit_id: int | None,
-    ) -> None:
-        now = time.time()
-        self.conn.execute(
-            f"INSERT INTO workers ({_columns(WorkerRow)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (worker_id) DO UPDATE SET pid = excluded.pid,"
-            " device = excluded.device, state = excluded.state, job_id = excluded.job_id,"
-            " unit_id = excluded.unit_id, updated_at = excluded.updated_at,"
-            " started_at = CASE WHEN workers.pid IS excluded.pid"
-            "              THEN workers.started_at ELSE excluded.started_at END",
-            (worker_id, pid, device, state, job_id, unit_id, now, now),
-        )
-
-    def list_workers(self) -> list[WorkerRow]:
-        rows = self.conn.execute(f"SELECT {_columns(WorkerRow)} FROM workers ORDER BY worker_id")
-        return [WorkerRow(*r) for r in rows]
-
-    @_transaction
-    def clear_workers(self) -> None:
-        self.conn.execute("DELETE FROM workers")
+    # events
 
     @_transaction
     def log_event(self, kind: str, message: str, job_id: str | None, worker_id: str | None) -> None:
@@ -566,28 +442,3 @@ class _Store:
         new_id = cursor.lastrowid or 0
         if new_id % self.prune_every == 0:
             self.conn.execute("DELETE FROM events WHERE id <= ?", (new_id - self.max_events,))
-
-    def recent_events(self, job_id: str | None, limit: int) -> list[EventRow]:
-        rows = self.conn.execute(
-            f"SELECT {_columns(EventRow)} FROM events WHERE (? IS NULL OR job_id = ?)"
-            " ORDER BY id DESC LIMIT ?",
-            (job_id, job_id, limit),
-        )
-        return [EventRow(*r) for r in rows]
-
-
-def _check_part_fields(part: PartRecord) -> None:
-    """Reject nonsense before it reaches a CHECK constraint, with a readable reason."""
-    problems = [
-        text
-        for bad, text in (
-            (part.first_record < 0, "negative first_record"),
-            (part.record_count < 1, "record_count < 1"),
-            (part.frames < 0, "negative frames"),
-            (part.size < 0, "negative size"),
-            (not _SHA256_HEX.fullmatch(part.sha256), "sha256 is not 64 lowercase hex digits"),
-        )
-        if bad
-    ]
-    if problems:
-        raise PartRejected("invalid", f"{part}: {', '.join(problems)}")

@@ -91,4 +91,9 @@ CREATE TABLE events (
 CREATE INDEX events_by_job ON events (job_id, id);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: the `workers` table goes; `virnucctl workers` is served from the supervisors.
+_V2 = """
+DROP TABLE workers;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
