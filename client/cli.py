@@ -15,6 +15,11 @@ Exit codes (stable, for scripts):
        job or directory
   5    the daemon is shutting down (error code stopping)
   130  interrupted (Ctrl-C)
+  141  stdout was closed early (e.g. piped into head), as for a tool killed by SIGPIPE
+
+While following a job (wait, status --follow, submit --wait) a poll that virnucd does
+not answer within --timeout is asked again; exit 3 comes once it has been silent for
+--give-up-after seconds, or at once when its socket is gone.
 
 (errors.py holds the one table mapping daemon error codes to exit codes.)
 """
@@ -22,11 +27,14 @@ Exit codes (stable, for scripts):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 
 from .commands import DEMO_NOTICE, run_command
 from .errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_INVALID_INPUT,
@@ -36,10 +44,12 @@ from .errors import (
     EXIT_USAGE,
     ClientError,
 )
+from .follow import GIVE_UP_AFTER
 from .keys import keys_command
 
 __all__ = [
     "DEMO_NOTICE",
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_INVALID_INPUT",
@@ -195,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(command("submit", "submit a FASTA file to virnucd; print the job id"))
     _add_status(command("status", "show one job, or every job"))
     command("list", "list every job, oldest first")
-    command("wait", "show progress until a job ends; exit 0 done, 1 failed or killed").add_argument(
-        "job", metavar="JOB"
-    )
+    wait = command("wait", "show progress until a job ends; exit 0 done, 1 failed or killed")
+    wait.add_argument("job", metavar="JOB")
+    add_follow_options(wait)
     command("kill", "stop a job").add_argument("job", metavar="JOB")
     command("workers", "show the worker processes: pid, device, state, job and unit")
     _add_predict(
@@ -207,16 +217,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_follow_options(parser: argparse.ArgumentParser) -> None:
+    """How long following a job keeps asking a virnucd that does not answer."""
+    parser.add_argument(
+        "--give-up-after",
+        type=positive_float,
+        metavar="SECONDS",
+        default=GIVE_UP_AFTER,
+        help="while following a job, keep asking a virnucd that does not answer (each try "
+        f"waits --timeout) for this long, then exit 3 (default {GIVE_UP_AFTER:g})",
+    )
+
+
 def _add_submit(sub: argparse.ArgumentParser) -> None:
     add_job_options(sub)
     sub.add_argument(
         "--wait", action="store_true", help="after printing the id, wait like `virnucctl wait`"
     )
+    add_follow_options(sub)
 
 
 def _add_status(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("job", metavar="JOB", nargs="?", help="a job id (default: every job)")
     sub.add_argument("--follow", action="store_true", help="show live progress until the job ends")
+    add_follow_options(sub)
 
 
 def _add_predict(sub: argparse.ArgumentParser) -> None:
@@ -254,6 +278,31 @@ KEYS_HELP = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run virnucctl; the exit status (above). A reader that stops reading early
+    (`virnucctl list | head -3`) ends it quietly with 141, never a traceback."""
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        _discard_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_output() -> None:
+    """Point stdout and stderr at /dev/null: what is still buffered for the closed pipe
+    is flushed at exit, and would fail (and print) again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(OSError, ValueError):  # not a real file (a test's capture)
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "status" and args.follow and args.job is None:

@@ -18,7 +18,7 @@ from virnuc.protocol import JobState, KillArgs, ListArgs, StatusArgs, SubmitArgs
 
 from .connection import CurveKeys, DaemonAddress, DaemonClient
 from .errors import EXIT_OK, DaemonUnreachable, JobEnded
-from .follow import follow_job
+from .follow import GIVE_UP_AFTER, follow_job
 from .output import job_lines, jobs_table, print_json, workers_table
 from .private_daemon import PrivateDaemon, signals_interrupt
 from .progress import ProgressLine
@@ -99,11 +99,15 @@ def _demo_notice(args: argparse.Namespace) -> None:
 # --- following a job ---------------------------------------------------------------------
 
 
-def follow_with_bar(client: DaemonClient, job_id: str) -> dict[str, Any]:
+def follow_with_bar(
+    client: DaemonClient, job_id: str, give_up_after: float = GIVE_UP_AFTER
+) -> dict[str, Any]:
     """Show a live progress bar on stderr until the job ends; its final status."""
     bar = ProgressLine()
     try:
-        status = follow_job(client, job_id, bar.show)
+        status = follow_job(
+            client, job_id, bar.show, give_up_after=give_up_after, on_notice=bar.note
+        )
         bar.show(status, force=True)
     finally:
         bar.close()
@@ -119,9 +123,10 @@ def check_done(status: dict[str, Any]) -> None:
         raise JobEnded(f"job {job_id} was {state}", status)
 
 
-def wait_for(client: DaemonClient, job_id: str, as_json: bool) -> int:
+def wait_for(client: DaemonClient, job_id: str, args: argparse.Namespace) -> int:
     """Follow the job; 0 when done, ``JobEnded`` (exit 1) when failed or killed."""
-    status = follow_with_bar(client, job_id)
+    as_json = args.json
+    status = follow_with_bar(client, job_id, args.give_up_after)
     if as_json:
         print_json(status)
     check_done(status)
@@ -151,14 +156,17 @@ def submit(args: argparse.Namespace, client: DaemonClient) -> int:
         print_json(result)
     elif not args.json:
         print(job_id, flush=True)
-    return wait_for(client, job_id, args.json) if args.wait else EXIT_OK
+    return wait_for(client, job_id, args) if args.wait else EXIT_OK
 
 
 def status(args: argparse.Namespace, client: DaemonClient) -> int:
     """``virnucctl status [JOB] [--follow]``: one job, or every job like ``list``."""
     if args.job is None:
         return list_jobs(args, client)
-    result = follow_with_bar(client, args.job) if args.follow else client.call(StatusArgs(args.job))
+    if args.follow:
+        result = follow_with_bar(client, args.job, args.give_up_after)
+    else:
+        result = client.call(StatusArgs(args.job))
     if args.json:
         print_json(result)
     else:
@@ -191,7 +199,7 @@ def list_jobs(args: argparse.Namespace, client: DaemonClient) -> int:
 
 def wait(args: argparse.Namespace, client: DaemonClient) -> int:
     """``virnucctl wait JOB``: progress until the job ends; exit 0 done, 1 failed/killed."""
-    return wait_for(client, args.job, args.json)
+    return wait_for(client, args.job, args)
 
 
 def kill(args: argparse.Namespace, client: DaemonClient) -> int:

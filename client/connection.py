@@ -37,7 +37,7 @@ from virnuc.protocol.constants import (
     socket_file,
 )
 
-from .errors import EXIT_USAGE, ClientError, DaemonUnreachable, from_protocol_error
+from .errors import EXIT_USAGE, ClientError, DaemonUnreachable, NoAnswer, from_protocol_error
 
 
 @dataclass(frozen=True)
@@ -199,8 +199,8 @@ class DaemonClient:
         """Send one request and return its result map, exactly as the daemon sent it.
 
         The result is checked against the op's documented shape (unknown fields are
-        kept). Raises ``DaemonUnreachable`` (no socket file, or no reply within the
-        timeout) and ``ClientError`` carrying the exit code for an error reply.
+        kept). Raises ``DaemonUnreachable`` (no socket file; ``NoAnswer``: no reply within
+        the timeout) and ``ClientError`` carrying the exit code for an error reply.
         """
         self._check_socket_file()
         request = Request.new(args)
@@ -248,7 +248,7 @@ class DaemonClient:
             # this does not block; NOBLOCK makes sure of it.
             sock.send(payload, zmq.NOBLOCK)
             if not sock.poll(int(timeout * 1000), zmq.POLLIN):
-                raise DaemonUnreachable(
+                raise NoAnswer(
                     self.endpoint,
                     f"no answer from virnucd at {self.endpoint} within {timeout:g} s"
                     + self._curve_hint(),

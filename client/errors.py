@@ -17,6 +17,7 @@ EXIT_UNREACHABLE = 3  # no answer from virnucd
 EXIT_INVALID_INPUT = 4  # invalid_input, not_found, conflict, forbidden
 EXIT_STOPPING = 5  # the daemon is shutting down
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`): 128 + SIGPIPE, as for `cat`
 
 #: Daemon error codes that are the user's to fix (the message names the file, job or
 #: directory) or that say "try later". Anything else (bad_request, unknown_op,
@@ -59,6 +60,11 @@ class DaemonUnreachable(ClientError):
 
     def __str__(self) -> str:
         return f"{self.message} — {self.advice}" if self.advice else self.message
+
+
+class NoAnswer(DaemonUnreachable):
+    """No reply within the timeout: virnucd may be paused or busy, so asking again can
+    help (``wait`` does), unlike a missing or stale socket file."""
 
 
 class JobEnded(ClientError):

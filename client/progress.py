@@ -89,6 +89,12 @@ class ProgressLine:
             f"{rate:.1f} rec/s  {frame_rate:.1f} frames/s  ETA {eta}{suffix}"
         )
 
+    def note(self, text: str) -> None:
+        """A notice on a line of its own; on a terminal the bar is redrawn below it."""
+        clear = "\r\x1b[K" if self.tty and self.drawn else ""
+        self.stream.write(f"{clear}virnucctl: {text}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """End the redrawn line so whatever follows starts on a fresh one."""
         if self.tty and self.drawn:

@@ -100,9 +100,12 @@ class _Assembly:
             if self.job.save_embeddings:
                 nucleotide, protein = part.arrays.get("nucleotide"), part.arrays.get("protein")
                 dims = _dims(nucleotide, protein)
-            # force: the outputs were checked free at submit; files here now are ours
-            # from an assembly that a crash interrupted.
-            self.writer = ResultWriter(self.job.output, embedding_dims=dims, force=True)
+            # The outputs were checked free at submit; a file here now is either ours
+            # (a publish that a crash interrupted: the same bytes) or someone else's,
+            # which commit() refuses to replace unless the job was submitted with force.
+            self.writer = ResultWriter(
+                self.job.output, embedding_dims=dims, force=self.job.force, check_free=False
+            )
         return self.writer
 
     def finish(self) -> None:

@@ -1,21 +1,30 @@
 """What a job keeps on disk while it runs: `state_dir/jobs/<job_id>/parts/` (§5 of
 docs/architecture.md). SQLite is the truth: a part file it does not record does not
-exist, and the directory of a job that ended is removed."""
+exist, and the directory of a job that ended is removed. A directory whose job SQLite
+does not know at all is never deleted: it is set aside in `state_dir/orphaned/`."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from virnuc.parts import unit_prefix
 
 
-def sweep_ended_jobs(jobs_dir: Path, unfinished: set[str]) -> None:
-    """Remove the directories of jobs that ended (a crash can leave them)."""
-    for job_dir in jobs_dir.iterdir() if jobs_dir.is_dir() else []:
-        if job_dir.name not in unfinished:
-            shutil.rmtree(job_dir, ignore_errors=True)
+def job_dirs(jobs_dir: Path) -> set[str]:
+    """The job ids that have a directory under `jobs_dir`."""
+    return {path.name for path in jobs_dir.iterdir()} if jobs_dir.is_dir() else set()
+
+
+def set_aside(job_dir: Path, aside_dir: Path) -> Path:
+    """Move the directory of a job the progress log does not know (a restored or
+    replaced database) to `aside_dir`, where nothing deletes it; returns where."""
+    aside_dir.mkdir(mode=0o700, exist_ok=True)
+    target = aside_dir / f"{job_dir.name}-{int(time.time())}"
+    job_dir.rename(target)
+    return target
 
 
 def remove_job_dir(job_dir: Path) -> None:

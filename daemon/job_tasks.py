@@ -47,7 +47,11 @@ async def assembly(
     except PartNeedsRecompute as exc:
         log.warning("assembly.part_rejected", job_id=row.job_id, reason=str(exc))
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
-    except Exception as exc:  # disk full, a bug: the job fails with the reason
+    except OSError as exc:  # disk full, a file in the output dir that is not ours
+        error = f"writing the outputs to {row.output} failed: {exc}"
+        log.error("assembly.failed", job_id=row.job_id, error=error)  # no traceback: expected
+        return sm.AssemblyFinished(row.job_id, error)
+    except Exception as exc:  # a bug: the job fails with the reason
         log.exception("assembly.failed", job_id=row.job_id)
         return sm.AssemblyFinished(row.job_id, f"writing the outputs failed: {exc}")
     return sm.AssemblyFinished(row.job_id)

@@ -47,6 +47,7 @@ def open_connection(path: str, trace: Callable[[str], None] | None) -> sqlite3.C
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         conn.set_trace_callback(trace)
+        check_intact(conn, path)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise ProgressLogError(
@@ -60,6 +61,21 @@ def open_connection(path: str, trace: Callable[[str], None] | None) -> sqlite3.C
         conn.close()
         raise
     return conn
+
+
+def check_intact(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a damaged file at once, naming it, instead of failing on some later
+    query (`quick_check` reads every page; seconds even for a large log)."""
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:  # not a database at all, or its header is gone
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        raise ProgressLogError(
+            f"{path} is damaged ({'; '.join(problems)}). Restore it from a backup, or "
+            f"move it aside with its -wal and -shm files to start with an empty log "
+            "(its jobs are then forgotten; their part files stay in jobs/)"
+        )
 
 
 def close_opened(opening: Future[sqlite3.Connection]) -> None:

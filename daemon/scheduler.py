@@ -79,11 +79,7 @@ class Scheduler(Actor[Any]):
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
         await self.progress.reset_running_units()
         unfinished = await self.progress.unfinished_jobs()
-        await asyncio.to_thread(
-            job_files.sweep_ended_jobs,
-            self.config.state_dir / "jobs",
-            {row.job_id for row in unfinished},
-        )
+        await self._sweep_job_dirs({row.job_id for row in unfinished})
         for row in unfinished:
             run = JobRun(row, planned=row.units_total is not None)
             self.jobs[row.job_id] = run
@@ -95,6 +91,24 @@ class Scheduler(Actor[Any]):
                 await self._remove_unrecorded_parts(run)
                 await self._assemble_if_complete(run)  # died between last part and assembly
             log.info("job.resumed", job_id=row.job_id, state=row.state)
+
+    async def _sweep_job_dirs(self, unfinished: set[str]) -> None:
+        """Drop the directories a crash left behind for jobs that ended; set aside,
+        loudly, those of jobs the database does not know."""
+        jobs_dir = self.config.state_dir / "jobs"
+        for job_id in await asyncio.to_thread(job_files.job_dirs, jobs_dir) - unfinished:
+            job_dir = jobs_dir / job_id
+            if await self.progress.get_job(job_id) is not None:
+                await asyncio.to_thread(job_files.remove_job_dir, job_dir)
+                continue
+            aside = self.config.state_dir / "orphaned"
+            moved = await asyncio.to_thread(job_files.set_aside, job_dir, aside)
+            log.warning(
+                "parts.orphaned",
+                job_id=job_id,
+                moved_to=str(moved),
+                reason="the progress log has no such job (restored or replaced database?)",
+            )
 
     async def teardown(self) -> None:
         for run in self.jobs.values():

@@ -16,11 +16,14 @@ Nothing takes a final name until every file is complete and fsynced; the renames
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
 import h5py
 import numpy as np
@@ -103,6 +106,12 @@ class ResultWriter:
 
     Used as a context manager: leaving the block without `commit()` (an error, a
     kill) removes the temporary files, so no partial output looks complete.
+
+    A file of ours that is already in the directory is replaced only with `force`,
+    or when it holds exactly the bytes this writer is publishing (what an earlier,
+    interrupted publish of the same results left). `check_free` refuses at once a
+    directory that holds results; the daemon passes False, having checked at submit,
+    and lets `commit()` tell its own files from someone else's.
     """
 
     def __init__(
@@ -111,30 +120,48 @@ class ResultWriter:
         *,
         embedding_dims: tuple[int, int] | None = None,
         force: bool = False,
+        check_free: bool = True,
     ):
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._check_free(force)
-        self._tmp = {name: self.out_dir / f".{name}.partial" for name in OUTPUT_NAMES}
-        self._text: dict[str, TextIO] = {
-            name: self._tmp[name].open("w", encoding="ascii", newline="\n")
-            for name in (PREDICTIONS, HIGHEST_SCORE, SUMMARY)
-        }
-        self._text[PREDICTIONS].write(PREDICTIONS_HEADER)
-        self._text[HIGHEST_SCORE].write(HIGHEST_SCORE_HEADER)
-        self._text[SUMMARY].write(SUMMARY_HEADER)
-        self._h5 = _EmbeddingFile(self._tmp[EMBEDDINGS], embedding_dims) if embedding_dims else None
+        self.force = force
         self.frames = 0
         self.records = 0
         self._committed = False
+        self._tmp = {name: self.out_dir / f".{name}.partial" for name in OUTPUT_NAMES}
+        self._text: dict[str, TextIO] = {}
+        self._h5: _EmbeddingFile | None = None
+        self._published: list[Path] = []  # final names placed by a commit not yet complete
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if check_free and not force:
+            self._check_free()
+        try:
+            self._open(embedding_dims)
+        except BaseException:
+            self.abort()
+            raise
 
-    def _check_free(self, force: bool) -> None:
-        existing = [name for name in OUTPUT_NAMES if (self.out_dir / name).exists()]
-        if existing and not force:
+    def _check_free(self) -> None:
+        existing = [name for name in OUTPUT_NAMES if os.path.lexists(self.out_dir / name)]
+        if existing:
             raise OutputExistsError(
                 f"{self.out_dir} already holds results ({', '.join(existing)}); "
                 "choose another --out or pass --force to replace them"
             )
+
+    def _open(self, embedding_dims: tuple[int, int] | None) -> None:
+        for path in self._tmp.values():
+            # A new inode each time: an old temporary name may still be a hard link
+            # to a published file (a crash inside `_place`), which "w" would truncate.
+            path.unlink(missing_ok=True)
+        for name, header in (
+            (PREDICTIONS, PREDICTIONS_HEADER),
+            (HIGHEST_SCORE, HIGHEST_SCORE_HEADER),
+            (SUMMARY, SUMMARY_HEADER),
+        ):
+            self._text[name] = self._tmp[name].open("w", encoding="ascii", newline="\n")
+            self._text[name].write(header)
+        if embedding_dims:
+            self._h5 = _EmbeddingFile(self._tmp[EMBEDDINGS], embedding_dims)
 
     def write(self, result: RecordResult) -> None:
         calls = chunk_calls(result)
@@ -147,7 +174,13 @@ class ResultWriter:
         self.records += 1
 
     def commit(self) -> None:
-        """Flush, fsync and rename every file into place, predictions last."""
+        """Flush, fsync and rename every file into place, predictions last.
+
+        Without `force`, raises `OutputExistsError` when the directory holds one of our
+        file names with other bytes than ours (someone else wrote it after the job was
+        submitted): checked before any rename, and should the name appear during them,
+        `abort()` removes what was placed.
+        """
         for handle in self._text.values():
             handle.flush()
             os.fsync(handle.fileno())
@@ -155,22 +188,75 @@ class ResultWriter:
         names = [SUMMARY, HIGHEST_SCORE]
         if self._h5 is not None:
             self._h5.close()
-            fsync_path(self._tmp[EMBEDDINGS])
             names.append(EMBEDDINGS)
-        for name in [*names, PREDICTIONS]:
-            os.replace(self._tmp[name], self.out_dir / name)
-        if not self._h5 and (self.out_dir / EMBEDDINGS).exists():
-            (self.out_dir / EMBEDDINGS).unlink()  # a stale one from a --force rerun would mislead
+        names.append(PREDICTIONS)
+        # Without embeddings, an old embeddings.h5 beside the new predictions would mislead.
+        stale = [] if self._h5 is not None else [EMBEDDINGS]
+        replace = set(names) if self.force else self._ours(names, stale)
+        for name in names:
+            self._place(name, replace=name in replace)
+        for name in stale:
+            (self.out_dir / name).unlink(missing_ok=True)
         fsync_path(self.out_dir)
         self._committed = True
+        self._published.clear()
+
+    def _ours(self, names: list[str], stale: list[str]) -> set[str]:
+        """The names already in place that hold our bytes; raise if any other is there."""
+        present = [name for name in names if os.path.lexists(self.out_dir / name)]
+        ours = {name for name in present if same_bytes(self.out_dir / name, self._tmp[name])}
+        foreign = [name for name in present if name not in ours]
+        foreign += [name for name in stale if os.path.lexists(self.out_dir / name)]
+        if foreign:
+            raise self._foreign_error(foreign)
+        return ours
+
+    def _foreign_error(self, names: list[str]) -> OutputExistsError:
+        them, it = ", ".join(names), "it" if len(names) == 1 else "them"
+        return OutputExistsError(
+            f"{self.out_dir} now holds {them}, which this job did not write ({it} "
+            f"appeared while the job ran); nothing was replaced: move {it} away and "
+            f"submit again, or submit with --force to replace {it}"
+        )
+
+    def _place(self, name: str, *, replace: bool) -> None:
+        """Rename the file into place. Unless `replace`, a name that appeared meanwhile
+        is never overwritten: a hard link cannot replace a file, a rename would."""
+        tmp, final = self._tmp[name], self.out_dir / name
+        if replace:
+            os.replace(tmp, final)
+        else:
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                raise self._foreign_error([name]) from None
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                if os.path.lexists(final):  # a file system without hard links: check
+                    raise self._foreign_error([name]) from None
+                os.replace(tmp, final)
+            else:
+                tmp.unlink()
+        self._published.append(final)
 
     def abort(self) -> None:
+        """Remove every temporary file, and what an unfinished commit placed.
+
+        Never raises for a file it cannot close: on a full disk closing flushes and
+        fails again, and the files must go all the same, or they keep the disk full.
+        """
+        if self._committed:
+            return
         for handle in self._text.values():
-            handle.close()
+            with suppress(Exception):
+                handle.close()  # the file descriptor is closed even when the flush fails
         if self._h5 is not None:
-            self._h5.close()
-        for path in self._tmp.values():
-            path.unlink(missing_ok=True)
+            self._h5.discard()
+        for path in [*self._tmp.values(), *self._published]:
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
+        self._published.clear()
 
     def __enter__(self) -> ResultWriter:
         return self
@@ -185,18 +271,109 @@ class ResultWriter:
             self.abort()
 
 
+#: `os.link` errors that mean "this file system has no hard links" (vfat, some FUSE and
+#: network file systems), not "the name exists".
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def same_bytes(a: Path, b: Path) -> bool:
+    """True when both are regular files with the same contents."""
+    try:
+        if not (a.is_file() and not a.is_symlink()) or a.stat().st_size != b.stat().st_size:
+            return False
+        with a.open("rb") as fa, b.open("rb") as fb:
+            while chunk := fa.read(1 << 20):
+                if chunk != fb.read(len(chunk)):
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+class _DroppableFile(io.RawIOBase):
+    """The embeddings file's bytes, as h5py's `fileobj` driver writes them.
+
+    `drop()` turns every later write, truncate and flush into a no-op. HDF5 flushes its
+    caches while closing a file; on a full disk that flush fails again, HDF5 then
+    leaves the file open, and its objects' later cleanup prints tracebacks (or
+    crashes). With the writes dropped, closing a file that is being thrown away
+    cannot fail.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.file = path.open("w+b")
+        self._dropped = False
+
+    def drop(self) -> None:
+        self._dropped = True
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self.file.readinto(buffer)
+
+    def write(self, data: Any) -> int:
+        if self._dropped:
+            return memoryview(data).nbytes
+        return self.file.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def truncate(self, size: int | None = None) -> int:
+        if self._dropped:
+            return self.file.tell() if size is None else size
+        return self.file.truncate(size)
+
+    def flush(self) -> None:
+        if not self._dropped and not self.file.closed:
+            self.file.flush()
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def close(self) -> None:
+        try:
+            if self._dropped:
+                with suppress(OSError):
+                    self.file.close()  # its own buffer's flush may fail: the fd closes
+            else:
+                self.file.close()
+        finally:
+            super().close()
+
+
 class _EmbeddingFile:
     """Appends rows to resizable HDF5 datasets `ids`, `nucleotide`, `protein`."""
 
     def __init__(self, path: Path, dims: tuple[int, int]):
-        self._file = h5py.File(path, "w")
+        self._raw = _DroppableFile(path)
+        try:
+            self._file = h5py.File(self._raw, "w")
+        except BaseException:
+            self._raw.drop()
+            self._raw.close()
+            raise
         self._rows = 0
         string = h5py.string_dtype(encoding="ascii")
         self._ids = self._file.create_dataset(
-            "ids", (0,), string, maxshape=(None,), chunks=(_H5_GROWTH,)
+            "ids", (0,), string, maxshape=(None,), chunks=(_H5_GROWTH,), track_times=False
         )
         self._sets = [
-            self._file.create_dataset(name, (0, dim), "f4", maxshape=(None, dim), chunks=(256, dim))
+            self._file.create_dataset(
+                name, (0, dim), "f4", maxshape=(None, dim), chunks=(256, dim), track_times=False
+            )
             for name, dim in zip(("nucleotide", "protein"), dims, strict=True)
         ]
 
@@ -215,9 +392,23 @@ class _EmbeddingFile:
         self._rows = end
 
     def close(self) -> None:
+        """Flush, fsync and close: the file is complete on disk."""
         if self._file.id.valid:
             self._file.flush()
             self._file.close()
+        if not self._raw.closed:
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+
+    def discard(self) -> None:
+        """Close without writing anything more; never raises (the file is deleted next)."""
+        self._raw.drop()
+        with suppress(Exception):
+            if self._file.id.valid:
+                self._file.close()
+        with suppress(Exception):
+            self._raw.close()
 
 
 def fsync_path(path: Path) -> None:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ import zmq
 
 import virnuc.protocol as p
 from virnuc.client import cli, commands, follow, private_daemon
-from virnuc.client.connection import DaemonAddress
+from virnuc.client.connection import DaemonAddress, DaemonClient
+from virnuc.client.errors import DaemonUnreachable
 from virnuc.client.progress import ProgressLine
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +41,7 @@ class Fail:
     message: str
 
 
-Handler = Callable[[p.Request], "dict[str, Any] | Fail"]
+Handler = Callable[[p.Request], "dict[str, Any] | Fail | None"]  # None: no reply at all
 
 
 def job(job_id: str = "j1", state: str = "running", done: int = 3, **extra: Any) -> dict[str, Any]:
@@ -118,6 +120,8 @@ class FakeDaemon:
         if self.silent:
             return
         answer = self.handlers.get(request.op.value, lambda r: {})(request)
+        if answer is None:  # like a paused or busy virnucd: the client's timeout runs out
+            return
         if isinstance(answer, Fail):
             reply = p.error_reply(request.id, answer.code, answer.message)
         else:
@@ -154,11 +158,11 @@ def run(daemon: FakeDaemon, *argv: str) -> int:
     return cli.main(["--state-dir", str(daemon.state_dir), *argv])
 
 
-def sequence(*answers: dict[str, Any] | Fail) -> Handler:
+def sequence(*answers: dict[str, Any] | Fail | None) -> Handler:
     """Answer with each of ``answers`` in turn, then keep repeating the last."""
     queue = list(answers)
 
-    def handler(request: p.Request) -> dict[str, Any] | Fail:
+    def handler(request: p.Request) -> dict[str, Any] | Fail | None:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
     return handler
@@ -403,6 +407,49 @@ def test_wait_json_prints_the_final_status(
     assert json.loads(capsys.readouterr().out) == final
 
 
+def test_wait_asks_again_when_a_poll_goes_unanswered(
+    daemon: FakeDaemon, fast_polls: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A paused or busy virnucd: each unanswered poll times out and is asked again."""
+    daemon.handlers["status"] = sequence(job(done=0), None, None, job(state="done", done=10))
+    assert run(daemon, "--timeout", "0.2", "wait", "j1") == 0
+    assert daemon.ops() == ["status"] * 4
+    err = capsys.readouterr().err
+    assert err.count("within 0.2 s; asking again for up to 120 s") == 1  # once per silence
+    assert "job j1 done: 10 records" in err
+
+
+def test_wait_gives_up_with_exit_3_once_silent_for_its_deadline(
+    daemon: FakeDaemon, fast_polls: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.handlers["status"] = sequence(job(done=0), None)  # answers once, then silence
+    started = time.monotonic()
+    argv = ["--timeout", "0.2", "wait", "j1", "--give-up-after", "0.7"]
+    assert run(daemon, *argv) == cli.EXIT_UNREACHABLE
+    assert time.monotonic() - started >= 0.7
+    assert daemon.ops().count("status") >= 1 + 4  # 0.2 + 0.2 + 0.2 + the last 0.1 s
+    err = capsys.readouterr().err
+    assert f"no answer from virnucd at {daemon.control} for 0.7 s (" in err
+    assert "is virnucd running?" in err
+
+
+def test_a_poll_is_not_asked_again_when_the_daemon_is_gone(tmp_path: Path) -> None:
+    """No socket file (virnucd stopped or was killed): exit 3 at once, no retries."""
+    calls = []
+
+    class GoneDaemon:
+        timeout, endpoint = 0.2, f"ipc://{tmp_path}/control.sock"
+
+        def call(self, args: p.OpArgs, timeout: float | None = None) -> dict[str, Any]:
+            calls.append(args)
+            raise DaemonUnreachable(self.endpoint, "no virnucd there")
+
+    client = cast(DaemonClient, GoneDaemon())
+    with pytest.raises(DaemonUnreachable):
+        follow.poll_status(client, "j1", give_up_after=60)
+    assert calls == [p.StatusArgs("j1")]
+
+
 # --- errors and exit codes --------------------------------------------------------------------
 
 
@@ -528,6 +575,32 @@ def test_address_resolution_order(tmp_path: Path) -> None:
     assert ipc.events == "ipc:///s/events.sock"
     home = DaemonAddress.resolve(None, None, None, {})
     assert home.state_dir == Path.home() / ".local/state/virnuc"
+
+
+@pytest.mark.parametrize("argv", [["status"], ["list", "--json"]])
+def test_output_into_a_closed_pipe_ends_quietly_with_141(
+    argv: list[str], daemon: FakeDaemon
+) -> None:
+    """``virnucctl status | head -3``: head has gone when virnucctl writes. The pipe's
+    read end is closed before virnucctl starts, so every write to stdout fails."""
+    daemon.handlers["list"] = paged_list([job(f"j{i}") for i in range(3)])
+    env = {**os.environ, "VIRNUC_STATE_DIR": str(daemon.state_dir)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "virnuc.client.cli", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")  # 128 + SIGPIPE, as a shell says of `cat`
+    assert cli.EXIT_BROKEN_PIPE == 141
 
 
 def test_help_lists_the_exit_codes() -> None:

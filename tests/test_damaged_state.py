@@ -19,6 +19,8 @@ def unfinished_job(database: Path) -> None:
     async def create() -> None:
         progress = await ProgressLog.open(database)
         await progress.create_job(NewJob("j1", "/in.fa", "/out", SPEC, 2))
+        for n in range(300):  # several pages of rows
+            await progress.log_event("note", f"event {n} " + "x" * 40, job_id="j1")
         await progress.close()
 
     asyncio.run(create())
@@ -42,5 +44,39 @@ def test_a_scheduler_that_cannot_resume_its_jobs_stops_virnucd_non_zero(
         assert died[0]["actor"] == "scheduler"
         assert "JSONDecodeError" in died[0]["error"]
         assert not [e for e in events if e.get("event") == "daemon.ready"], daemon.log_tail()
+    finally:
+        daemon.close()
+
+
+def damage_a_page(database: Path) -> None:
+    """Overwrite the root page of the events table, as a failing disk or a bad copy
+    would: SQLite opens the file, and only reading that table finds the damage."""
+    with sqlite3.connect(database) as db:
+        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'events'").fetchone()[0]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with database.open("r+b") as raw:
+        raw.seek((page - 1) * page_size)
+        raw.write(b"\xa5" * page_size)
+
+
+def test_a_damaged_database_stops_virnucd_with_exit_3_naming_the_file(
+    tmp_path: Path, demo_cache: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    unfinished_job(state / "virnuc.db")
+    assert not (state / "virnuc.db-wal").exists()  # closed cleanly: all in the main file
+    damage_a_page(state / "virnuc.db")
+    daemon = Daemon(state, demo_cache)
+    try:
+        code = daemon.spawn().wait(120)
+        assert code == 3, daemon.log_tail()  # EXIT_STATE_DIR
+        events = daemon.log_events()
+        unusable = [e for e in events if e.get("event") == "daemon.progress_log_unusable"]
+        assert unusable, daemon.log_tail()
+        assert f"{state / 'virnuc.db'} is damaged" in unusable[0]["error"]
+        assert "move it aside" in unusable[0]["error"]
+        assert not [e for e in events if e.get("event") == "daemon.ready"]
     finally:
         daemon.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -131,3 +133,96 @@ def test_existing_results_are_kept_unless_forced(tmp_path: Path) -> None:
         writer.write(RESULTS[2])
         writer.commit()
     assert len(lines(tmp_path / PREDICTIONS)) == 2
+
+
+# --- who owns the output dir: files that are not ours are never replaced without force --
+
+
+def partials(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.endswith(".partial"))
+
+
+def publish(
+    out: Path,
+    results: list[RecordResult],
+    meanwhile: Callable[[], object] = lambda: None,
+    **options: Any,
+) -> None:
+    """The daemon's way: checked free at submit, so not again when the writer opens;
+    `meanwhile` runs after the last write, before `commit()`."""
+    with ResultWriter(out, check_free=False, **options) as writer:
+        for r in results:
+            writer.write(r)
+        meanwhile()
+        writer.commit()
+
+
+def theirs(path: Path, text: str = "someone else's\n") -> Callable[[], object]:
+    return lambda: path.write_text(text)
+
+
+def assert_names_the_file_and_what_to_do(message: str, out: Path, name: str) -> None:
+    for part in (str(out), name, "did not write", "move it away", "--force"):
+        assert part in message, message
+
+
+def test_a_file_that_appeared_mid_job_is_not_replaced_and_nothing_is_published(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(OutputExistsError) as error:
+        publish(tmp_path, RESULTS, theirs(tmp_path / PREDICTIONS))
+    assert_names_the_file_and_what_to_do(str(error.value), tmp_path, PREDICTIONS)
+    assert (tmp_path / PREDICTIONS).read_text() == "someone else's\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREDICTIONS]  # none of ours
+
+
+def test_an_embeddings_file_that_appeared_is_not_deleted_without_force(tmp_path: Path) -> None:
+    """A job without embeddings deletes a stale embeddings.h5, but only when forced."""
+    with pytest.raises(OutputExistsError, match=EMBEDDINGS):
+        publish(tmp_path, RESULTS, theirs(tmp_path / EMBEDDINGS))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [EMBEDDINGS]
+    publish(tmp_path, RESULTS, force=True)
+    assert not (tmp_path / EMBEDDINGS).exists()
+
+
+def test_with_force_a_file_that_appeared_mid_job_is_replaced(tmp_path: Path) -> None:
+    publish(tmp_path, RESULTS, theirs(tmp_path / PREDICTIONS), force=True)
+    assert lines(tmp_path / PREDICTIONS)[1].startswith("z_chunk_1F1\tvirus")
+    assert partials(tmp_path) == []
+
+
+def test_our_files_from_an_interrupted_publish_are_replaced(tmp_path: Path) -> None:
+    """A crash between the renames (or before the job was marked done) leaves final
+    files with exactly the bytes the next assembly writes: those are ours."""
+    dims = (3, 5)
+    results = [result("z", [("chunk_1F1", 0.9)], dims=dims), result("m", [], dims=dims)]
+    reference, out = tmp_path / "reference", tmp_path / "out"
+    write_all(reference, results, dims)
+    out.mkdir()
+    for name in (SUMMARY, HIGHEST_SCORE, EMBEDDINGS):  # renamed before the crash
+        (out / name).write_bytes((reference / name).read_bytes())
+    publish(out, results, embedding_dims=dims)
+    for name in OUTPUT_NAMES:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert partials(out) == []
+
+
+def test_a_file_appearing_during_the_renames_is_not_replaced_and_ours_are_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check before the renames passed; the name appears just after it. A rename
+    would replace it; the hard link that places each file refuses to, and the files
+    already placed are removed again."""
+    check = ResultWriter._ours
+
+    def check_then_someone_writes(writer: ResultWriter, *names: list[str]) -> set[str]:
+        ours = check(writer, *names)
+        (tmp_path / PREDICTIONS).write_text("someone else's\n")
+        return ours
+
+    monkeypatch.setattr(ResultWriter, "_ours", check_then_someone_writes)
+    with pytest.raises(OutputExistsError) as error:
+        publish(tmp_path, RESULTS)
+    assert_names_the_file_and_what_to_do(str(error.value), tmp_path, PREDICTIONS)
+    assert (tmp_path / PREDICTIONS).read_text() == "someone else's\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREDICTIONS]

@@ -518,3 +518,34 @@ async def test_status_adds_unrecorded_progress_and_a_death_counts_it_as_recomput
     assert (status["records_done"], status["restarts"], status["records_recomputed"]) == (1, 1, 1)
     in_memory = setup.scheduler.jobs[row.job_id].row  # kept up without re-reading
     assert dataclasses.replace(in_memory, updated_at=0) == dataclasses.replace(after, updated_at=0)
+
+
+async def test_a_parts_folder_of_a_job_the_database_does_not_know_is_set_aside_not_deleted(
+    tmp_path: Path,
+) -> None:
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(tmp_path, [worker])
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    await record_part(setup, worker, assign, 1)
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob(row.job_id, reply))
+    await asyncio.wait_for(reply, DEADLINE)
+    await close(setup)
+    jobs = setup.config.state_dir / "jobs"
+    ended, unknown = jobs / row.job_id, jobs / "f00dcafe"  # a crash left the first
+    (ended / "parts").mkdir(parents=True)
+    (unknown / "parts").mkdir(parents=True)
+    (unknown / "parts" / "u000000-r0000000000.npz").write_bytes(b"someone's results")
+
+    setup = await open_scheduler(tmp_path, [FakeSupervisor("w0")])
+    try:
+        await settled(setup)
+        assert not ended.exists()
+        assert not unknown.exists()
+        aside = list((setup.config.state_dir / "orphaned").glob("f00dcafe-*"))
+        assert len(aside) == 1
+        kept = aside[0] / "parts" / "u000000-r0000000000.npz"
+        assert kept.read_bytes() == b"someone's results"
+    finally:
+        await close(setup)
