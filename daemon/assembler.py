@@ -13,8 +13,9 @@ records are computed again. Output files take their final names only at the end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +137,21 @@ async def assemble(
     assembly = _Assembly(job, cancel, faults or Faults())
     try:
         async for row in progress.iter_parts(job.job_id):
-            await asyncio.to_thread(assembly.add, row)
-        await asyncio.to_thread(assembly.finish)
+            await _step(assembly.add, row)
+        await _step(assembly.finish)
     except BaseException:
         await asyncio.shield(asyncio.to_thread(assembly.abort))
+        raise
+
+
+async def _step(method: Callable[..., None], *args: object) -> None:
+    """Run one step in a thread. Cancelled, it still waits for the thread to end (the
+    cancel event stops the next step), so `abort` never races a step that would go
+    on to open or fill the output files after it."""
+    thread = asyncio.ensure_future(asyncio.to_thread(method, *args))
+    try:
+        await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await thread
         raise
