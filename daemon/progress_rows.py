@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from virnuc.pipeline.spec import ModelSpec
-from virnuc.protocol import JobState
+from virnuc.protocol import Checkpoint, JobState
 
 UnitState = Literal["pending", "running", "done"]
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "killed"})
@@ -143,6 +143,21 @@ class PartRecord:
     size: int
     sha256: str
     end_offset: int
+
+    @classmethod
+    def from_ack(cls, ack: Checkpoint) -> PartRecord:
+        """The row of an acknowledged part (recorded once the daemon verified it)."""
+        return cls(
+            ack.job_id,
+            ack.unit_id,
+            ack.first_record,
+            ack.record_count,
+            ack.frames,
+            ack.path,
+            ack.size,
+            ack.sha256,
+            ack.end_offset,
+        )
 
 
 @dataclass(frozen=True, slots=True)

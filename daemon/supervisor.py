@@ -185,7 +185,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         """Verify the part on disk against the ack, then record it in one transaction."""
         problem = await asyncio.to_thread(self._verify_part, ack)
         if problem is None:
-            part = part_record(ack)
+            part = PartRecord.from_ack(ack)
             try:
                 outcome = await self.progress.record_part(part)
             except PartRejected as exc:
@@ -417,21 +417,6 @@ class WorkerSupervisor(Actor[FromWorker]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lifecycle
         await self.stop()  # drain the acks the worker sent on its way out
-
-
-def part_record(ack: Checkpoint) -> PartRecord:
-    """The progress-log row of an acknowledged part (what is recorded once verified)."""
-    return PartRecord(
-        ack.job_id,
-        ack.unit_id,
-        ack.first_record,
-        ack.record_count,
-        ack.frames,
-        ack.path,
-        ack.size,
-        ack.sha256,
-        ack.end_offset,
-    )
 
 
 def death_reason(how: str, code: int, fatal_error: str | None, said_hello: bool) -> str:

@@ -22,7 +22,6 @@ import pytest_asyncio
 
 from virnuc.daemon.assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from virnuc.daemon.progress_log import JobRow, NewJob, PartRecord, ProgressLog, UnitPlan
-from virnuc.daemon.supervisor import part_record
 from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import read_records, record_starts
@@ -346,7 +345,7 @@ async def test_outputs_equal_in_process_prediction_with_the_demo_models(
         writer.stop()
     assert [(ack.unit_id, ack.first_record) for ack in link.sent] == [(1, 3), (0, 0), (0, 2)]
     for ack in link.sent:
-        await log.record_part(part_record(ack))
+        await log.record_part(PartRecord.from_ack(ack))
     row = await log.get_job("j1")
     assert row is not None
 

@@ -20,11 +20,10 @@ import pytest_asyncio
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
-from virnuc.daemon.progress_log import JobRow, NewJob, ProgressLog
+from virnuc.daemon.progress_log import JobRow, NewJob, PartRecord, ProgressLog
 from virnuc.daemon.scheduler import Scheduler
 from virnuc.daemon.scheduler_messages import Assignment
 from virnuc.daemon.submission import SubmitRefused
-from virnuc.daemon.supervisor import part_record
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import record_starts
 from virnuc.pipeline.outputs import RecordResult
@@ -192,7 +191,7 @@ async def record_part(
         sha256=part.sha256,
         frames=part.frames,
     )
-    outcome = await setup.progress.record_part(part_record(ack))
+    outcome = await setup.progress.record_part(PartRecord.from_ack(ack))
     await setup.scheduler.tell(sm.PartRecorded(worker.worker_id, ack, outcome.recorded))
     return ack
 
