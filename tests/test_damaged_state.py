@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from harness import Daemon
 
@@ -26,26 +27,39 @@ def unfinished_job(database: Path) -> None:
     asyncio.run(create())
 
 
-def test_a_scheduler_that_cannot_resume_its_jobs_stops_virnucd_non_zero(
-    tmp_path: Path, demo_cache: Path
-) -> None:
+def state_with_a_job(tmp_path: Path) -> Path:
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     unfinished_job(state / "virnuc.db")
-    with sqlite3.connect(state / "virnuc.db") as db:  # a row no version of us wrote
-        db.execute("UPDATE jobs SET spec = '{\"esm\": ' WHERE job_id = 'j1'")
+    assert not (state / "virnuc.db-wal").exists()  # closed cleanly: all in the main file
+    return state
+
+
+def run_to_exit(state: Path, demo_cache: Path, code: int, event: str) -> dict[str, Any]:
+    """Start virnucd on `state`; it must exit `code`, never having logged `ready`,
+    and having logged `event`, which is returned."""
     daemon = Daemon(state, demo_cache)
     try:
-        code = daemon.spawn().wait(120)
-        assert code == 1, daemon.log_tail()  # EXIT_INTERNAL
+        assert daemon.spawn().wait(120) == code, daemon.log_tail()
         events = daemon.log_events()
-        died = [e for e in events if e.get("event") == "daemon.actor_died"]
-        assert died, daemon.log_tail()
-        assert died[0]["actor"] == "scheduler"
-        assert "JSONDecodeError" in died[0]["error"]
         assert not [e for e in events if e.get("event") == "daemon.ready"], daemon.log_tail()
+        found = [e for e in events if e.get("event") == event]
+        assert found, daemon.log_tail()
+        return found[0]
     finally:
         daemon.close()
+
+
+def test_a_scheduler_that_cannot_resume_its_jobs_stops_virnucd_non_zero(
+    tmp_path: Path, demo_cache: Path
+) -> None:
+    state = state_with_a_job(tmp_path)
+    with sqlite3.connect(state / "virnuc.db") as db:  # a row no version of us wrote
+        db.execute("UPDATE jobs SET spec = '{\"esm\": ' WHERE job_id = 'j1'")
+    db.close()
+    died = run_to_exit(state, demo_cache, 1, "daemon.actor_died")  # EXIT_INTERNAL
+    assert died["actor"] == "scheduler"
+    assert "JSONDecodeError" in died["error"]
 
 
 def damage_a_page(database: Path) -> None:
@@ -63,20 +77,8 @@ def damage_a_page(database: Path) -> None:
 def test_a_damaged_database_stops_virnucd_with_exit_3_naming_the_file(
     tmp_path: Path, demo_cache: Path
 ) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    unfinished_job(state / "virnuc.db")
-    assert not (state / "virnuc.db-wal").exists()  # closed cleanly: all in the main file
+    state = state_with_a_job(tmp_path)
     damage_a_page(state / "virnuc.db")
-    daemon = Daemon(state, demo_cache)
-    try:
-        code = daemon.spawn().wait(120)
-        assert code == 3, daemon.log_tail()  # EXIT_STATE_DIR
-        events = daemon.log_events()
-        unusable = [e for e in events if e.get("event") == "daemon.progress_log_unusable"]
-        assert unusable, daemon.log_tail()
-        assert f"{state / 'virnuc.db'} is damaged" in unusable[0]["error"]
-        assert "move it aside" in unusable[0]["error"]
-        assert not [e for e in events if e.get("event") == "daemon.ready"]
-    finally:
-        daemon.close()
+    unusable = run_to_exit(state, demo_cache, 3, "daemon.progress_log_unusable")
+    assert f"{state / 'virnuc.db'} is damaged" in unusable["error"]
+    assert "move it aside" in unusable["error"]
