@@ -25,6 +25,7 @@ from virnuc.parts import PartContents, PartCorrupt, read_part
 from virnuc.pipeline.fasta import RecordStart, record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
+from .input_check import check_unchanged
 from .progress_log import JobRow, PartRow, ProgressLog
 
 
@@ -117,6 +118,7 @@ class _Assembly:
             raise RuntimeError("the input has more records than were planned")
         if self.writer is None:
             raise RuntimeError("no parts recorded")
+        check_unchanged(self.job.input, self.job.input_fingerprint)
         self.writer.commit()
 
     def abort(self) -> None:
@@ -134,6 +136,8 @@ async def assemble(
     progress: ProgressLog, job: JobRow, cancel: threading.Event, faults: Faults | None = None
 ) -> None:
     """Write the job's final outputs from its recorded parts, or raise why not."""
+    # A changed input fails the job here, not as parts whose ids no longer match.
+    await asyncio.to_thread(check_unchanged, job.input, job.input_fingerprint)
     assembly = _Assembly(job, cancel, faults or Faults())
     try:
         async for row in progress.iter_parts(job.job_id):

@@ -15,6 +15,7 @@ from virnuc.faults import Faults
 
 from . import scheduler_messages as sm
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
+from .input_check import InputChanged
 from .planner import PlanningCancelled, plan_job
 from .progress_log import ConflictError, JobRow, ProgressLog
 
@@ -29,8 +30,10 @@ async def planning(
         await plan_job(progress, row, workers=workers, max_records=max_records, cancel=cancel)
     except PlanningCancelled:
         return None
-    except (ValueError, OSError, ConflictError) as exc:
+    except InputChanged as exc:
         error = str(exc)
+    except (ValueError, OSError, ConflictError) as exc:
+        error = f"invalid input: {exc}"
     except Exception as exc:  # a bug must fail the job, not leave it queued forever
         log.exception("planning.crashed", job_id=row.job_id)
         error = f"internal error while planning ({type(exc).__name__}: {exc})"
@@ -47,6 +50,8 @@ async def assembly(
     except PartNeedsRecompute as exc:
         log.warning("assembly.part_rejected", job_id=row.job_id, reason=str(exc))
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
+    except InputChanged as exc:
+        return sm.AssemblyFinished(row.job_id, str(exc))
     except OSError as exc:  # disk full, a file in the output dir that is not ours
         error = f"writing the outputs to {row.output} failed: {exc}"
         log.error("assembly.failed", job_id=row.job_id, error=error)  # no traceback: expected

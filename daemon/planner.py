@@ -13,11 +13,13 @@ units it already holds unchanged, so planning is idempotent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 
 from virnuc.pipeline.fasta import record_starts, scan_fasta
 
+from .input_check import check_unchanged, fingerprint
 from .progress_log import JobRow, ProgressLog, UnitPlan
 
 BATCH = 1000
@@ -38,6 +40,11 @@ async def plan_job(
 ) -> int:
     """Validate the input and record its units; returns the number of units."""
     loop = asyncio.get_running_loop()
+    # The input as planned is the input for good: a replayed plan checks it is unchanged.
+    recorded = job.input_fingerprint
+    with contextlib.suppress(OSError):  # a missing or unreadable file: the scan says so
+        recorded = await progress.fingerprint_input(job.job_id, fingerprint(job.input))
+    check_unchanged(job.input, recorded)
     # A plan interrupted by a crash is replayed with the size it started with, even if
     # the worker count changed since (planning is never resumed once units run).
     planned = await progress.pending_units(job.job_id, limit=1)
@@ -67,5 +74,6 @@ async def plan_job(
         return total, units
 
     total, units = await asyncio.to_thread(plan)
+    check_unchanged(job.input, recorded)  # not rewritten while it was being read
     await progress.finish_planning(job.job_id, total, units)
     return units

@@ -227,6 +227,11 @@ class ProgressLog:
         be replayed from the start; a different one is a ConflictError."""
         await self._call(self._store.add_units, job_id, units)
 
+    async def fingerprint_input(self, job_id: str, fingerprint: str) -> str | None:
+        """Record the input's fingerprint unless one is recorded already (a replayed
+        plan); returns the recorded one."""
+        return await self._call(self._store.fingerprint_input, job_id, fingerprint)
+
     async def finish_planning(self, job_id: str, records_total: int, units_total: int) -> None:
         """Close the plan; the totals must match the units added (ConflictError)."""
         await self._call(self._store.finish_planning, job_id, records_total, units_total)

@@ -97,6 +97,7 @@ class JobRow:
     created_at: float
     updated_at: float
     finished_at: float | None
+    input_fingerprint: str | None = None  # recorded when planning starts
 
 
 @dataclass(frozen=True, slots=True)

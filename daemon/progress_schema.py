@@ -96,4 +96,9 @@ _V2 = """
 DROP TABLE workers;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# v3: what the input was when planned (see daemon/input_check.py); NULL for old jobs.
+_V3 = """
+ALTER TABLE jobs ADD COLUMN input_fingerprint TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)

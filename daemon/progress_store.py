@@ -203,6 +203,11 @@ class _Store:
             raise ConflictError(f"job {job_id}: unit {unit} differs from stored {stored}")
 
     @_transaction
+    def fingerprint_input(self, job_id: str, fingerprint: str) -> str | None:
+        self._bump_job(job_id, "input_fingerprint = COALESCE(input_fingerprint, ?)", (fingerprint,))
+        return self._job(job_id).input_fingerprint
+
+    @_transaction
     def finish_planning(self, job_id: str, records_total: int, units_total: int) -> None:
         job = self._job(job_id)
         last = self._last_unit(job_id)

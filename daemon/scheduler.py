@@ -30,6 +30,7 @@ from . import job_files, job_tasks
 from . import scheduler_messages as sm
 from .actor import Actor
 from .config import DaemonConfig
+from .input_check import InputChanged, check_unchanged
 from .job_run import JobRun, job_status
 from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
 from .publisher import EventPublisher
@@ -195,7 +196,7 @@ class Scheduler(Actor[Any]):
             return
         run.task = None
         if error is not None:
-            await self._finish(run, JobState.FAILED, f"invalid input: {error}")
+            await self._finish(run, JobState.FAILED, error)
             return
         run.planned = True
         row = await self.progress.get_job(run.job_id)  # the totals the planner recorded
@@ -257,6 +258,11 @@ class Scheduler(Actor[Any]):
         return None
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
+        try:
+            await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
+        except InputChanged as exc:
+            await self._finish(run, JobState.FAILED, str(exc))
+            return
         record, offset = await self.progress.resume_point(run.job_id, unit.unit_id)
         parts_dir = self.config.job_dir(run.job_id) / "parts"
         await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)

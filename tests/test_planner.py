@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from virnuc.daemon import planner
+from virnuc.daemon.input_check import InputChanged
 from virnuc.daemon.planner import PlanningCancelled, plan_job
 from virnuc.daemon.progress_log import (
     ConflictError,
@@ -338,7 +339,7 @@ async def test_an_interrupted_plan_replays_with_its_original_unit_size(
 
 
 @pytest.mark.asyncio
-async def test_an_input_changed_since_an_interrupted_plan_is_a_conflict(
+async def test_an_input_changed_since_an_interrupted_plan_fails_saying_so(
     log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(planner, "BATCH", 2)
@@ -352,7 +353,7 @@ async def test_an_input_changed_since_an_interrupted_plan_is_a_conflict(
     monkeypatch.undo()
     path.write_bytes(b">new description\nACGT\n" + fasta_bytes(7))  # record 1 moved
 
-    with pytest.raises(ConflictError, match="differs from stored"):
+    with pytest.raises(InputChanged, match=r"input changed since submission: .* size went"):
         await plan(log, job, workers=1, max_records=1)
 
     after = await log.get_job("j1")

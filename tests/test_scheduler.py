@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -537,3 +538,53 @@ async def test_a_parts_folder_of_a_job_the_database_does_not_know_is_set_aside_n
         assert kept.read_bytes() == b"someone's results"
     finally:
         await close(setup)
+
+
+@pytest.mark.parametrize("how", ["rewritten in place", "replaced by rename"])
+async def test_an_input_changed_after_planning_fails_the_job_at_the_next_unit(
+    one_worker, how: str
+) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    first = await next_assign(worker)
+    planned = os.stat(setup.input)
+    changed = setup.input.read_text().replace("ACGT", "TGCA")
+    if how == "rewritten in place":  # same headers, same line lengths, same size
+        setup.input.write_text(changed)
+        if os.stat(setup.input).st_mtime_ns == planned.st_mtime_ns:
+            # The kernel's coarse file clock has not ticked since planning (ms here,
+            # hours in production): move the time on as a later rewrite would.
+            os.utime(setup.input, ns=(planned.st_atime_ns, planned.st_mtime_ns + 1_000_000))
+    else:
+        other = setup.tmp / "new.fa"
+        other.write_text(changed)
+        other.replace(setup.input)
+    await compute_unit(setup, worker, first)
+    failed = await finished(setup, row.job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.error is not None
+    assert failed.error.startswith(f"input changed since submission: {setup.input}")
+    assert ("replaced" in failed.error) == (how == "replaced by rename")
+    assert not (setup.tmp / "out" / "prediction_results.txt").exists()
+
+
+async def test_an_input_changed_before_assembly_publishes_nothing(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+
+    async def change_before_the_last_unit_done(assign: Assign) -> bool:
+        if assign.unit_id != 3:
+            return False
+        await record_part(setup, worker, assign, assign.record_count)
+        with setup.input.open("a") as grown:
+            grown.write(">late\nACGT\n")
+        done = UnitDone(job_id=assign.job_id, unit_id=assign.unit_id)
+        await setup.scheduler.tell(sm.UnitFinished(worker.worker_id, done))
+        return True
+
+    await serve(setup, worker, row.job_id, change_before_the_last_unit_done)
+    failed = await finished(setup, row.job_id)
+    assert failed.state == JobState.FAILED
+    assert "input changed since submission" in (failed.error or "")
+    assert "size went from" in (failed.error or "")
+    assert not (setup.tmp / "out" / "prediction_results.txt").exists()
