@@ -242,10 +242,15 @@ async def next_assign(worker: FakeSupervisor) -> Assign:
 
 async def settled(setup: Setup) -> None:
     """Wait until the scheduler handled every message told so far (its inbox is FIFO)."""
-    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await setup.scheduler.tell(sm.KillJob("no-such-job", reply))
     with pytest.raises(LookupError):
-        await asyncio.wait_for(reply, DEADLINE)
+        await kill(setup, "no-such-job")
+
+
+async def kill(setup: Setup, job_id: str) -> Any:
+    """`virnucctl kill`: the scheduler's answer, or what it raised."""
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob(job_id, reply))
+    return await asyncio.wait_for(reply, DEADLINE)
 
 
 async def job(setup: Setup, job_id: str) -> JobRow:
@@ -277,12 +282,19 @@ async def test_a_job_runs_every_unit_on_its_workers_to_done_with_outputs_in_inpu
         assert row.state == JobState.QUEUED
         assigns: list[Assign] = []
         while len(assigns) < 5:  # two workers: 10 records in units of 2
-            for worker in workers:
-                if not worker.sent.empty():
-                    assign = await next_assign(worker)
+            waits = {asyncio.ensure_future(w.sent.get()): w for w in workers}
+            done_waits, _ = await asyncio.wait(
+                waits, timeout=DEADLINE, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert done_waits, "no unit was handed out"
+            for wait, worker in waits.items():
+                if wait in done_waits:
+                    assign = wait.result()
+                    assert isinstance(assign, Assign), assign
                     assigns.append(assign)
                     await compute_unit(setup, worker, assign)
-            await asyncio.sleep(0.01)
+                else:
+                    wait.cancel()
         done = await finished(setup, row.job_id)
         assert done.state == JobState.DONE, done.error
         assert sorted(a.start_record for a in assigns) == [0, 2, 4, 6, 8]
@@ -389,9 +401,7 @@ async def test_kill_cancels_the_unit_at_its_worker_and_removes_the_jobs_parts(on
     row = await submit(setup)
     assign = await next_assign(worker)
     await record_part(setup, worker, assign, 1)
-    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await setup.scheduler.tell(sm.KillJob(row.job_id, reply))
-    assert await asyncio.wait_for(reply, DEADLINE) == {"job_id": row.job_id, "state": "killed"}
+    assert await kill(setup, row.job_id) == {"job_id": row.job_id, "state": "killed"}
     cancel = await worker.next_message()
     assert cancel == Cancel(job_id=row.job_id)
     assert worker.idle
@@ -517,9 +527,7 @@ async def test_a_parts_folder_of_a_job_the_database_does_not_know_is_set_aside_n
     row = await submit(setup)
     assign = await next_assign(worker)
     await record_part(setup, worker, assign, 1)
-    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    await setup.scheduler.tell(sm.KillJob(row.job_id, reply))
-    await asyncio.wait_for(reply, DEADLINE)
+    await kill(setup, row.job_id)
     await close(setup)
     jobs = setup.config.state_dir / "jobs"
     ended, unknown = jobs / row.job_id, jobs / "f00dcafe"  # a crash left the first
