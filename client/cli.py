@@ -13,7 +13,8 @@ Exit codes (stable, for scripts):
   4    invalid input, unknown job, conflict or forbidden (the daemon's error codes
        invalid_input, not_found, conflict, forbidden): the message names the file,
        job or directory
-  5    the daemon is shutting down (error code stopping)
+  5    try again later: the daemon is shutting down (error code stopping) or its
+       state disk is full (no_space)
   130  interrupted (Ctrl-C)
   141  stdout was closed early (e.g. piped into head), as for a tool killed by SIGPIPE
 

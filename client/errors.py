@@ -15,7 +15,7 @@ EXIT_FAILED = 1  # the job failed or was killed, or an unexpected error
 EXIT_USAGE = 2  # bad command-line options (argparse's own code)
 EXIT_UNREACHABLE = 3  # no answer from virnucd
 EXIT_INVALID_INPUT = 4  # invalid_input, not_found, conflict, forbidden
-EXIT_STOPPING = 5  # the daemon is shutting down
+EXIT_STOPPING = 5  # try later: the daemon is shutting down, or its state disk is full
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 EXIT_BROKEN_PIPE = 141  # stdout closed early (`| head`): 128 + SIGPIPE, as for `cat`
 
@@ -29,6 +29,7 @@ _EXIT_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: EXIT_INVALID_INPUT,
     ErrorCode.FORBIDDEN: EXIT_INVALID_INPUT,
     ErrorCode.STOPPING: EXIT_STOPPING,
+    ErrorCode.NO_SPACE: EXIT_STOPPING,
 }
 
 

@@ -32,7 +32,8 @@ def job_lines(status: Mapping[str, Any]) -> str:
         ("frames", status["frames_done"]),
         ("restarts", status["restarts"]),
     ]
-    rows += [(key, status[key]) for key in ("input", "output", "error") if status.get(key)]
+    shown = ("input", "output", "waiting", "error")
+    rows += [(key, status[key]) for key in shown if status.get(key)]
     return "\n".join(f"{key + ':':<10}{value}" for key, value in rows)
 
 
@@ -48,7 +49,10 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
             records(j),
             j["frames_done"],
             j["restarts"],
-            j.get("error") or j.get("output") or "",
+            j.get("error")
+            or (j.get("waiting") and f"waiting: {j['waiting']}")
+            or j.get("output")
+            or "",
         )
         for j in jobs
     ]

@@ -54,6 +54,13 @@ class DaemonConfig:
     warm_standby: bool = True  # keep an imported spare process per slot for fast restarts
     standby_delay: float = 10.0  # a worker's age before its spare is spawned (CPU share)
     max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
+    # A full disk pauses a job (verified parts kept) instead of failing it; it looks
+    # again after space_retry seconds, doubling up to space_retry_max.
+    space_retry: float = 2.0
+    space_retry_max: float = 60.0
+    # Below this much free space the state disk counts as full: submits answer
+    # no_space and units wait, before SQLite or a part write fails half-way.
+    state_min_free_mb: int = 64
     max_message_size: int = 4 * 1024 * 1024
     control_endpoint: str | None = None  # default ipc://{state_dir}/control.sock
     events_endpoint: str | None = None  # default ipc://{state_dir}/events.sock
@@ -104,6 +111,10 @@ class DaemonConfig:
         if os.environ.get("VIRNUC_CACHE_DIR"):
             return Path(os.environ["VIRNUC_CACHE_DIR"])
         return self.state_dir / "models"
+
+    @property
+    def state_min_free(self) -> int:
+        return self.state_min_free_mb * 1_000_000
 
     def job_dir(self, job_id: str) -> Path:
         return self.state_dir / "jobs" / job_id
@@ -158,6 +169,10 @@ def _check(config: DaemonConfig) -> None:
     for name in positive:
         if int(getattr(config, name)) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if config.state_min_free_mb < 0:
+        raise ConfigError("state_min_free_mb must be 0 or more")
+    if not 0 < config.space_retry <= config.space_retry_max:
+        raise ConfigError("space_retry must be above 0 and at most space_retry_max")
     if config.workers is not None and config.workers < 1:
         raise ConfigError("--workers must be at least 1")
     config.devices()

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from virnuc.disk_space import is_no_space
 from virnuc.protocol import (
     ErrorCode,
     KillArgs,
@@ -152,6 +153,9 @@ async def dispatch(ctx: DaemonContext, request: Request) -> dict[str, Any]:
         return error_reply(request.id, exc.code, exc.message)
     except Stopping:
         return error_reply(request.id, ErrorCode.STOPPING, "virnucd is shutting down")
-    except Exception:
+    except Exception as exc:
+        if is_no_space(exc):  # SQLite could not record the job (the free-space check raced)
+            message = f"the state disk is full: {exc}; free some space and submit again"
+            return error_reply(request.id, ErrorCode.NO_SPACE, message)
         log.exception("request.failed", op=request.op, request_id=request.id)
         return error_reply(request.id, ErrorCode.INTERNAL, "internal error; see the virnucd log")

@@ -74,9 +74,10 @@ class JobRun:
         )
 
 
-def job_status(row: JobRow, run: JobRun | None) -> JobStatus:
+def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> JobStatus:
     """What `status` shows: the recorded progress plus, for a running job, the records
-    its workers computed since their last recorded part (not durable yet)."""
+    its workers computed since their last recorded part (not durable yet), and why
+    it is paused on a full disk, if it is."""
     extra_records = sum(r for r, _ in run.live.values()) if run else 0
     extra_frames = sum(f for _, f in run.live.values()) if run else 0
     status = JobStatus(
@@ -92,4 +93,6 @@ def job_status(row: JobRow, run: JobRun | None) -> JobStatus:
     status["records_recomputed"] = row.records_recomputed
     if row.error:
         status["error"] = row.error
+    if waiting is not None:
+        status["waiting"] = waiting
     return status

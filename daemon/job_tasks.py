@@ -8,9 +8,11 @@ cancelled; it never changes the job's state itself (docs/architecture.md §2).
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import structlog
 
+from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 
 from . import scheduler_messages as sm
@@ -42,7 +44,7 @@ async def planning(
 
 async def assembly(
     progress: ProgressLog, row: JobRow, cancel: threading.Event, faults: Faults
-) -> sm.AssemblyFinished | None:
+) -> sm.AssemblyFinished | sm.OutOfSpace | None:
     try:
         await assemble(progress, row, cancel, faults)
     except AssemblyCancelled:
@@ -52,7 +54,10 @@ async def assembly(
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
     except InputChanged as exc:
         return sm.AssemblyFinished(row.job_id, str(exc))
-    except OSError as exc:  # disk full, a file in the output dir that is not ours
+    except OSError as exc:  # a full disk waits; a file in the output dir that is not ours
+        if is_no_space(exc):
+            log.warning("assembly.no_space", job_id=row.job_id, error=str(exc))
+            return sm.OutOfSpace(row.job_id, Path(row.output), await _parts_bytes(progress, row))
         error = f"writing the outputs to {row.output} failed: {exc}"
         log.error("assembly.failed", job_id=row.job_id, error=error)  # no traceback: expected
         return sm.AssemblyFinished(row.job_id, error)
@@ -60,3 +65,8 @@ async def assembly(
         log.exception("assembly.failed", job_id=row.job_id)
         return sm.AssemblyFinished(row.job_id, f"writing the outputs failed: {exc}")
     return sm.AssemblyFinished(row.job_id)
+
+
+async def _parts_bytes(progress: ProgressLog, row: JobRow) -> int:
+    """What the outputs will take, about: they hold what the parts hold."""
+    return sum([part.size async for part in progress.iter_parts(row.job_id)])

@@ -31,6 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+import structlog
+
+from virnuc.disk_space import is_no_space
 from virnuc.protocol import JobState
 
 from .progress_db import close_opened, open_connection
@@ -77,6 +80,11 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
+log = structlog.get_logger()
+
+FULL_RETRY_FIRST = 0.05  # seconds before a write that found the disk full is tried again,
+FULL_RETRY_MAX = 2.0  # doubling up to this
+
 
 # --- the asyncio facade ------------------------------------------------------------------
 
@@ -99,6 +107,7 @@ class ProgressLog:
         self._store = store
         self._executor = executor
         self._closed = False
+        self.disk_full: str | None = None  # while writes wait for space on the state disk
         # Reads (`status`, `list`) use their own connection and thread: in WAL mode they
         # never wait for a write's fsync, so the control plane stays fast under load.
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="progress-read")
@@ -156,6 +165,33 @@ class ProgressLog:
         await asyncio.shield(self.close())
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn` on the log's thread until it does not fail for a full state disk.
+
+        Every write is one transaction, so a failed one left nothing: trying it again
+        later is safe, and its caller simply waits, with nothing half recorded in
+        memory or on disk. `disk_full` says why meanwhile (shown in `status`).
+        """
+        delay = FULL_RETRY_FIRST
+        while True:
+            try:
+                result = await self._call_once(fn, *args, **kwargs)
+            except ProgressLogError as exc:
+                if not is_no_space(exc):
+                    raise
+                if self.disk_full is None:
+                    log.warning("progress.disk_full", path=self.path, error=str(exc.__cause__))
+                self.disk_full = (
+                    f"no space on {os.path.dirname(self.path)}: SQLite cannot record progress"
+                )
+                await asyncio.sleep(delay)
+                delay = min(FULL_RETRY_MAX, delay * 2)
+                continue
+            if self.disk_full is not None:
+                self.disk_full = None
+                log.info("progress.disk_writable", path=self.path)
+            return result
+
+    async def _call_once(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` on the log's thread; SQLite's own errors become ProgressLogError."""
         if self._closed:
             raise ProgressLogError(f"{self.path}: the progress log is closed")
@@ -192,8 +228,9 @@ class ProgressLog:
     # jobs
 
     async def create_job(self, job: NewJob) -> JobRow:
-        """Queue a new job at the end (seq = max + 1). ConflictError if the id is taken."""
-        return await self._call(self._store.create_job, job)
+        """Queue a new job at the end (seq = max + 1). ConflictError if the id is taken.
+        Not retried on a full disk: the submit is answered `no_space` at once."""
+        return await self._call_once(self._store.create_job, job)
 
     async def get_job(self, job_id: str) -> JobRow | None:
         return await self._read("get_job", job_id)

@@ -18,15 +18,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import structlog
 
+from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults
 from virnuc.model_wire import spec_to_wire
-from virnuc.protocol import Assign, BatchDone, Checkpoint, ErrorCode, JobState, JobStatus, job_event
+from virnuc.protocol import (
+    Assign,
+    BatchDone,
+    Checkpoint,
+    ErrorCode,
+    JobState,
+    JobStatus,
+    WorkerError,
+    job_event,
+)
 
-from . import job_files, job_tasks
+from . import job_files, job_tasks, parts_sweep
 from . import scheduler_messages as sm
 from .actor import Actor
 from .config import DaemonConfig
@@ -35,6 +46,7 @@ from .job_run import JobRun, job_status
 from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
 from .publisher import EventPublisher
 from .scheduler_messages import Assignment
+from .space_wait import SpaceWaits
 from .submission import SubmitRefused, output_busy
 from .supervisor import WorkerSupervisor
 
@@ -63,12 +75,21 @@ class Scheduler(Actor[Any]):
         self.workers: dict[str, WorkerSupervisor] = {}
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True
+        self.space = SpaceWaits(
+            config.space_retry,
+            config.space_retry_max,
+            lambda job_id: self.tell(sm.SpaceCheck(job_id)),
+        )
         self.faults = Faults.from_env()  # crash tests only; inert when unset
 
     # --- queries for the control server (same thread, read-only) -------------------
 
     def status_of(self, row: JobRow) -> JobStatus:
-        return job_status(row, self.jobs.get(row.job_id))
+        run = self.jobs.get(row.job_id)
+        waiting = self.space.reason(row.job_id)
+        if run is not None and waiting is None:
+            waiting = self.progress.disk_full  # its next write may wait for space
+        return job_status(row, run, waiting)
 
     def busy_outputs(self) -> set[str]:
         """Output directories an unfinished job writes to."""
@@ -80,7 +101,7 @@ class Scheduler(Actor[Any]):
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
         await self.progress.reset_running_units()
         unfinished = await self.progress.unfinished_jobs()
-        await self._sweep_job_dirs({row.job_id for row in unfinished})
+        await parts_sweep.sweep_job_dirs(self.config, self.progress, {r.job_id for r in unfinished})
         for row in unfinished:
             run = JobRun(row, planned=row.units_total is not None)
             self.jobs[row.job_id] = run
@@ -89,33 +110,16 @@ class Scheduler(Actor[Any]):
             elif row.state == JobState.ASSEMBLING:
                 self._start_assembly(run)
             else:
-                await self._remove_unrecorded_parts(run)
+                await parts_sweep.remove_unrecorded_parts(self.config, self.progress, run.job_id)
                 await self._assemble_if_complete(run)  # died between last part and assembly
             log.info("job.resumed", job_id=row.job_id, state=row.state)
-
-    async def _sweep_job_dirs(self, unfinished: set[str]) -> None:
-        """Drop the directories a crash left behind for jobs that ended; set aside,
-        loudly, those of jobs the database does not know."""
-        jobs_dir = self.config.state_dir / "jobs"
-        for job_id in await asyncio.to_thread(job_files.job_dirs, jobs_dir) - unfinished:
-            job_dir = jobs_dir / job_id
-            if await self.progress.get_job(job_id) is not None:
-                await asyncio.to_thread(job_files.remove_job_dir, job_dir)
-                continue
-            aside = self.config.state_dir / "orphaned"
-            moved = await asyncio.to_thread(job_files.set_aside, job_dir, aside)
-            log.warning(
-                "parts.orphaned",
-                job_id=job_id,
-                moved_to=str(moved),
-                reason="the progress log has no such job (restored or replaced database?)",
-            )
 
     async def teardown(self) -> None:
         for run in self.jobs.values():
             run.cancel.set()
             if run.task is not None:
                 run.task.cancel()
+        self.space.cancel_all()
         tasks = [run.task for run in self.jobs.values() if run.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -138,11 +142,14 @@ class Scheduler(Actor[Any]):
             case sm.UnitFinished(worker_id, done):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
             case sm.ErrorReported(worker_id, error):
-                await self._unit_failed(
-                    worker_id, error.job_id, error.unit_id, error.message, error.fatal
-                )
+                await self._unit_failed(worker_id, error)
             case sm.AssemblyFinished(job_id, error, corrupt):
                 await self._assembly_finished(job_id, error, corrupt)
+            case sm.OutOfSpace(job_id, path, needed) if job_id in self.jobs:
+                self.jobs[job_id].task = None  # assembly stopped: it sent this
+                await self._wait_for_space(self.jobs[job_id], path, needed)
+            case sm.SpaceCheck(job_id):
+                await self._space_check(job_id)
             case sm.KillJob(job_id, reply):
                 await self._kill(job_id, reply)
         if self.accepting:
@@ -215,6 +222,7 @@ class Scheduler(Actor[Any]):
         run.cancel.set()
         if run.task is not None and run.task is not asyncio.current_task():
             run.task.cancel()
+        self.space.cancel(run.job_id)
         for unit_id in list(run.running):
             await self._release(run, unit_id, cancel=True)
         await self._set_state(run, state, error)
@@ -246,7 +254,11 @@ class Scheduler(Actor[Any]):
 
     async def _next_unit(self, supervisor: WorkerSupervisor) -> tuple[JobRun, UnitRow] | None:
         """The oldest job's next unit, preferring jobs whose models this worker holds."""
-        candidates = [run for run in self.jobs.values() if run.planned and run.task is None]
+        candidates = [
+            run
+            for run in self.jobs.values()
+            if run.planned and run.task is None and run.job_id not in self.space
+        ]
         warm = [run for run in candidates if supervisor.models == run.row.spec]
         for run in warm + [run for run in candidates if run not in warm]:
             if not run.pending:
@@ -258,6 +270,12 @@ class Scheduler(Actor[Any]):
         return None
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
+        jobs_dir = self.config.state_dir / "jobs"
+        free = await asyncio.to_thread(free_bytes, jobs_dir)
+        if free is not None and free < self.config.state_min_free:  # before a write fails
+            run.pending.appendleft(unit)
+            await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+            return
         try:
             await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
         except InputChanged as exc:
@@ -266,7 +284,9 @@ class Scheduler(Actor[Any]):
         record, offset = await self.progress.resume_point(run.job_id, unit.unit_id)
         parts_dir = self.config.job_dir(run.job_id) / "parts"
         await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
-        await self._remove_unrecorded_parts(run, unit.unit_id)
+        await parts_sweep.remove_unrecorded_parts(
+            self.config, self.progress, run.job_id, unit.unit_id
+        )
         await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
         if run.row.state == JobState.QUEUED:
             await self._set_state(run, JobState.RUNNING)
@@ -373,14 +393,39 @@ class Scheduler(Actor[Any]):
         await self._release(run, unit_id, cancel=True)
         await self.progress.set_unit_state(job_id, unit_id, "pending")
 
-    async def _unit_failed(
-        self, worker_id: str, job_id: str | None, unit_id: int | None, message: str, fatal: bool
-    ) -> None:
-        run = self._current(worker_id, job_id, unit_id)
-        if run is None or unit_id is None or fatal:
+    async def _unit_failed(self, worker_id: str, error: WorkerError) -> None:
+        run = self._current(worker_id, error.job_id, error.unit_id)
+        if run is None or error.unit_id is None or error.fatal:
             return  # a fatal error ends the process; its death is handled as such
-        await self._release(run, unit_id)
-        await self._finish(run, JobState.FAILED, f"unit {unit_id}: {message}")
+        await self._release(run, error.unit_id)
+        if error.no_space:
+            await self._unit_waits_for_space(run, error.unit_id)
+            return
+        await self._finish(run, JobState.FAILED, f"unit {error.unit_id}: {error.message}")
+
+    # --- a full disk ---------------------------------------------------------------------
+
+    async def _unit_waits_for_space(self, run: JobRun, unit_id: int) -> None:
+        """A unit stopped on a full state disk: its recorded parts stay, it is handed
+        out again once there is room (the parts are on the state disk)."""
+        run.pending.clear()  # re-read in order, this unit included
+        jobs_dir = self.config.state_dir / "jobs"
+        await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+        await self.progress.set_unit_state(run.job_id, unit_id, "pending")
+
+    async def _wait_for_space(self, run: JobRun, path: Path, needed: int) -> None:
+        """Pause the job: nothing partial was left, what is verified stays."""
+        if await self.space.start(run.job_id, path, needed):
+            self._publish_state(run)
+
+    async def _space_check(self, job_id: str) -> None:
+        run = self.jobs.get(job_id)
+        if run is None or not await self.space.check(job_id):
+            return
+        self._publish_state(run)
+        if run.row.state == JobState.ASSEMBLING:
+            self._start_assembly(run)
+        # else its units are handed out again by the dispatch after this message
 
     async def _worker_down(self, worker_id: str, reason: str, lost: Assignment | None) -> None:
         """The worker died holding `lost`: resume the unit elsewhere from its last part,
@@ -410,19 +455,6 @@ class Scheduler(Actor[Any]):
             )
             return
         await self.progress.set_unit_state(job_id, unit_id, "pending")
-
-    # --- parts on disk -------------------------------------------------------------------
-
-    async def _remove_unrecorded_parts(self, run: JobRun, unit_id: int | None = None) -> None:
-        """What SQLite does not record does not exist: delete such part files."""
-        parts_dir = self.config.job_dir(run.job_id) / "parts"
-        if unit_id is None:
-            recorded = {row.path async for row in self.progress.iter_parts(run.job_id)}
-        else:  # at each assignment: only this unit's rows, not the whole job's
-            recorded = {row.path for row in await self.progress.parts_of_unit(run.job_id, unit_id)}
-        sweep = job_files.remove_unrecorded_parts
-        if removed := await asyncio.to_thread(sweep, parts_dir, recorded, unit_id):
-            log.info("parts.unrecorded_removed", job_id=run.job_id, count=removed)
 
     # --- assembly -----------------------------------------------------------------------
 

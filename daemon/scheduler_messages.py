@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from virnuc.protocol import BatchDone, Checkpoint, UnitDone, WorkerError
@@ -87,6 +88,23 @@ class AssemblyFinished:
     job_id: str
     error: str | None = None
     corrupt: tuple[int, int] | None = None  # (unit, first record) to recompute from
+
+
+@dataclass(frozen=True, slots=True)
+class OutOfSpace:
+    """A job's planning or assembly stopped on a full disk: `path` lies on it, and
+    `needed` bytes must be free before it is tried again."""
+
+    job_id: str
+    path: Path
+    needed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceCheck:
+    """Time to look whether a job waiting for space can go on."""
+
+    job_id: str
 
 
 @dataclass(frozen=True, slots=True)

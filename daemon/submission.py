@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from virnuc.disk_space import describe, free_bytes
 from virnuc.pipeline.fasta import GZIP_MAGIC
 from virnuc.pipeline.outputs import OUTPUT_NAMES
 from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
@@ -41,7 +42,20 @@ def check_submission(args: SubmitArgs, config: DaemonConfig, busy_outputs: set[s
         check_input(source)
     with _os_refusals("output", target):
         check_output(target, force=args.force, busy=busy_outputs)
+    check_state_space(config)
     return check_models(args, config)
+
+
+def check_state_space(config: DaemonConfig) -> None:
+    """A job needs room on the state disk for its units and parts; refuse it up front
+    rather than let it start and stall (`state_min_free_mb`)."""
+    free = free_bytes(config.state_dir)
+    if free is not None and free < config.state_min_free:
+        raise SubmitRefused(
+            ErrorCode.NO_SPACE,
+            f"the state disk is full: {describe(config.state_dir, config.state_min_free)}"
+            " (state_min_free_mb); free some space and submit again",
+        )
 
 
 @contextmanager

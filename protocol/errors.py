@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     #: The daemon is shutting down and no longer takes this request.
     STOPPING = "stopping"
+    #: The daemon's state disk is (nearly) full, so it cannot record a new job; the
+    #: message says how much is free. Retry once space is freed.
+    NO_SPACE = "no_space"
     #: A bug or unexpected failure inside the daemon; it is logged with details.
     INTERNAL = "internal"
 

@@ -93,6 +93,9 @@ class JobStatus(TypedDict):
     restarts: int  # times a unit of this job was re-run after a worker failure
     records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
     error: NotRequired[str]  # why the job failed; present only when state is failed
+    # Present while the job is paused on a full disk (it keeps its verified parts and
+    # tries again by itself), e.g. "no space on /out: 1.2 MB free, about 3.4 MB needed".
+    waiting: NotRequired[str]
     input: NotRequired[str]
     output: NotRequired[str]
 

@@ -126,6 +126,7 @@ class WorkerError(WorkerMessageBase):
     fatal: bool
     job_id: NonEmptyStr | None = None
     unit_id: Count | None = None
+    no_space: bool = False  # a part could not be written: its disk is full
 
 
 # --- daemon -> worker ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A full output disk: writing fails with ENOSPC, and nothing is left to keep it full.
+"""A full output disk: writing fails with ENOSPC, nothing is left to keep it full, and
+the job is paused rather than failed.
 
 The disk is real: a 1 MiB tmpfs mounted for the test, which needs root (CI runs as
 root); elsewhere the tests are skipped with the reason. The writer runs in a child
@@ -15,16 +16,18 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
 import pytest
 import structlog
+from disks import fill, free_bytes, tmpfs
 
 from virnuc.daemon import job_tasks
 from virnuc.daemon.progress_log import JobRow, ProgressLog
+from virnuc.daemon.scheduler_messages import AssemblyFinished, OutOfSpace
 from virnuc.faults import Faults
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,45 +71,8 @@ print(json.dumps(failure))
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("a real full disk needs root to mount a 1 MiB tmpfs (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        mount = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(disk)],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except OSError as exc:
-        pytest.skip(f"cannot run mount: {exc}")
-    if mount.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mount.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", DISK_BYTES) as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=True, timeout=10)
-
-
-def free_bytes(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
-def fill(disk: Path) -> None:
-    """Leave no free block: write a filler until ENOSPC."""
-
-    def write_forever(filler: BinaryIO) -> None:
-        while True:
-            filler.write(bytes(4096))
-
-    with (
-        (disk / "filler").open("wb", buffering=0) as filler,
-        pytest.raises(OSError, match="No space left on device"),
-    ):
-        write_forever(filler)
 
 
 def write_on(disk: Path, case: str) -> dict[str, Any]:
@@ -137,23 +103,44 @@ def test_a_failed_flush_at_commit_still_removes_every_partial_file(small_disk: P
     write_on(small_disk, "commit")
 
 
-def test_a_full_disk_fails_the_job_with_the_reason_and_logs_no_traceback(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """An expected failure: one log line with the reason, not a traceback on stdout."""
+class TwoParts:
+    """The progress log as assembly sees it when it asks what the outputs need."""
 
-    async def full(*args: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+    async def iter_parts(self, job_id: str) -> AsyncIterator[SimpleNamespace]:
+        for size in (1000, 2345):
+            yield SimpleNamespace(size=size)
 
-    monkeypatch.setattr(job_tasks, "assemble", full)
+
+def assemble_failing_with(monkeypatch: pytest.MonkeyPatch, code: int) -> tuple[Any, list[Any]]:
+    async def failing(*args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(job_tasks, "assemble", failing)
     row = cast(JobRow, SimpleNamespace(job_id="j1", output="/out"))
-    progress = cast(ProgressLog, None)
+    progress = cast(ProgressLog, TwoParts())
     with structlog.testing.capture_logs() as logs:
         finished = asyncio.run(job_tasks.assembly(progress, row, threading.Event(), Faults()))
-    assert finished is not None
-    assert (
-        finished.error == "writing the outputs to /out failed: [Errno 28] No space left on device"
-    )
+    return finished, logs
+
+
+def test_a_full_output_disk_pauses_the_job_naming_the_space_it_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not the job's fault: the scheduler is asked to wait for space, the log has one
+    line with the reason and no traceback."""
+    finished, logs = assemble_failing_with(monkeypatch, errno.ENOSPC)
+    assert finished == OutOfSpace("j1", Path("/out"), needed=3345)
+    (entry,) = [e for e in logs if e["event"] == "assembly.no_space"]
+    assert "exc_info" not in entry
+    assert "No space left on device" in entry["error"]
+
+
+def test_an_unwritable_output_fails_the_job_with_the_reason_and_no_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    finished, logs = assemble_failing_with(monkeypatch, errno.EACCES)
+    assert isinstance(finished, AssemblyFinished)
+    assert finished.error == "writing the outputs to /out failed: [Errno 13] Permission denied"
     (entry,) = [e for e in logs if e["event"] == "assembly.failed"]
     assert "exc_info" not in entry
     assert entry["error"] == finished.error

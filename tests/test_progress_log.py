@@ -442,3 +442,31 @@ async def test_events_are_pruned_to_the_newest(tmp_path: Path) -> None:
     assert 20 <= len(trail) <= 22  # pruned every max_events // 10 inserts
     assert trail[0][1] == "n94"
     assert [message for _, message in events(tmp_path / "state.db", "j")[:2]] == ["n93", "n91"]
+
+
+def cap_pages(log: ProgressLog, pages: int | None) -> None:
+    """SQLite's own SQLITE_FULL, as on a full disk: the file may not grow past `pages`
+    (None: the file's size now). Runs on the log's thread, which owns the connection."""
+    conn = log._store.conn
+    limit = pages or conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {limit}")
+
+
+@pytest.mark.asyncio
+async def test_a_write_that_finds_the_disk_full_waits_and_commits_once_there_is_room(
+    log: ProgressLog,
+) -> None:
+    await log.create_job(new_job())
+    await log._call_once(cap_pages, log, None)
+    writes = asyncio.gather(*(log.log_event("note", "x" * 2000, job_id="j1") for _ in range(40)))
+    while log.disk_full is None:  # the first write that needs a page fails and waits
+        assert not writes.done(), "every write fitted: the cap did not bite"
+        await asyncio.sleep(0.01)
+    assert "no space on" in log.disk_full
+    with pytest.raises(ProgressLogError, match="full"):  # not retried: a submit says so
+        await log.create_job(new_job("j2"))
+    await log._call_once(cap_pages, log, 1_000_000)
+    await asyncio.wait_for(writes, 10)
+    assert log.disk_full is None
+    notes = [message for kind, message in events(Path(log.path), "j1") if kind == "note"]
+    assert len(notes) == 40  # each exactly once: a failed transaction left nothing

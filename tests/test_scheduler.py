@@ -37,6 +37,7 @@ from virnuc.protocol import (
     ErrorCode,
     JobState,
     UnitDone,
+    WorkerError,
 )
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
@@ -455,8 +456,6 @@ async def test_an_idle_worker_takes_the_job_whose_models_it_has_loaded(tmp_path:
 
 
 async def test_a_worker_error_on_its_unit_fails_the_job_with_the_message(one_worker) -> None:
-    from virnuc.protocol import WorkerError
-
     setup, worker = one_worker
     row = await submit(setup)
     assign = await next_assign(worker)
@@ -596,3 +595,80 @@ async def test_an_input_changed_before_assembly_publishes_nothing(one_worker) ->
     assert "input changed since submission" in (failed.error or "")
     assert "size went from" in (failed.error or "")
     assert not (setup.tmp / "out" / "prediction_results.txt").exists()
+
+
+class Disk:
+    """The state disk's free space as the scheduler sees it (statvfs is faked: the
+    real full disk is in tests/test_no_space.py, which needs root)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+        self.free = free
+        for module in ("virnuc.disk_space", "virnuc.daemon.scheduler", "virnuc.daemon.space_wait"):
+            monkeypatch.setattr(f"{module}.free_bytes", lambda path: self.free)
+
+
+async def no_assign_while_waiting(setup: Setup, worker: FakeSupervisor, job_id: str) -> str:
+    """The job shows why it waits, and its unit is not handed out meanwhile (it is
+    looked at again every 10 ms here, so 0.2 s is many tries)."""
+    status = setup.scheduler.status_of(await job(setup, job_id))
+    assert "waiting" in status, status
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.sent.get(), 0.2)
+    return status["waiting"]
+
+
+async def test_a_unit_stopped_by_a_full_disk_waits_then_resumes_from_its_last_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = Disk(monkeypatch, free=10**9)
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(  # no minimum: only the worker's ENOSPC stops the unit
+        tmp_path, [worker], space_retry=0.01, space_retry_max=0.01, state_min_free_mb=0
+    )
+    try:
+        row = await submit(setup)
+        first = await next_assign(worker)
+        await record_part(setup, worker, first, 1)
+        disk.free = 0
+        error = WorkerError(
+            message="cannot write a checkpoint part: [Errno 28] No space left on device",
+            fatal=False,
+            job_id=row.job_id,
+            unit_id=first.unit_id,
+            no_space=True,
+        )
+        await setup.scheduler.tell(sm.ErrorReported("w0", error))
+        await settled(setup)
+        reason = await no_assign_while_waiting(setup, worker, row.job_id)
+        assert reason.startswith(f"no space on {setup.config.state_dir / 'jobs'}: 0 B free, ")
+        assert (await job(setup, row.job_id)).state == JobState.RUNNING
+
+        disk.free = 10**9
+        assigns = await serve(setup, worker, row.job_id)
+        assert (assigns[0].unit_id, assigns[0].start_record) == (first.unit_id, 1)
+        done = await finished(setup, row.job_id)
+        assert done.state == JobState.DONE, done.error
+        assert (done.restarts, done.records_recomputed) == (0, 0)  # nobody died
+        assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+    finally:
+        await close(setup)
+
+
+async def test_no_unit_is_handed_out_while_the_state_disk_is_below_its_minimum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = Disk(monkeypatch, free=1_000)
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(
+        tmp_path, [worker], space_retry=0.01, space_retry_max=0.01, state_min_free_mb=1
+    )
+    try:
+        row = await submit(setup)
+        await until(lambda: row.job_id in setup.scheduler.space, "the job to wait")
+        reason = await no_assign_while_waiting(setup, worker, row.job_id)
+        assert "1.0 kB free, about 1.0 MB needed" in reason
+        disk.free = 2_000_000
+        await serve(setup, worker, row.job_id)
+        assert (await finished(setup, row.job_id)).state == JobState.DONE
+    finally:
+        await close(setup)

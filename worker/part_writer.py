@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.outputs import RecordResult
@@ -79,7 +80,7 @@ class PartWriter:
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise PartWriteError(f"cannot write a checkpoint part: {self._error}")
+            raise PartWriteError(f"cannot write a checkpoint part: {self._error}") from self._error
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -87,7 +88,12 @@ class PartWriter:
                 if self._error is None and not self.flags.is_cancelled(job.assign.job_id):
                     self._write(job)
             except Exception as exc:
-                self.log.exception("part.write_failed", first_record=job.first_record)
+                if is_no_space(exc):  # expected, and said once by the unit: no traceback
+                    self.log.error(
+                        "part.write_failed", first_record=job.first_record, error=str(exc)
+                    )
+                else:
+                    self.log.exception("part.write_failed", first_record=job.first_record)
                 self._error = exc
             finally:
                 self._queue.task_done()

@@ -15,6 +15,7 @@ import enum
 import time
 from dataclasses import dataclass
 
+from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 from virnuc.pipeline.models import ModelSet
 from virnuc.pipeline.outputs import RecordResult
@@ -159,7 +160,10 @@ class UnitRun:
             record, reason = exc.record, exc.reason
         else:
             record, reason = self.feed.oldest_unfinished(), f"{type(exc).__name__}: {exc}"
-        self.log.error("unit.failed", record=record, reason=reason, exc_info=exc)
+        no_space = is_no_space(exc)  # expected on a full disk: no traceback
+        self.log.error(
+            "unit.failed", record=record, reason=reason, exc_info=None if no_space else exc
+        )
         with contextlib.suppress(Exception):
             self._cut()
         with contextlib.suppress(PartWriteError):
@@ -171,6 +175,7 @@ class UnitRun:
                 fatal=False,
                 job_id=a.job_id,
                 unit_id=a.unit_id,
+                no_space=no_space,  # the daemon waits for space instead of failing the job
             )
         )
 
