@@ -54,7 +54,6 @@ from .worker_hub import WorkerHub
 
 log = structlog.get_logger()
 
-HEALTHY_RUN = 60.0  # a worker that lived this long resets the backoff
 MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
 
 
@@ -234,7 +233,7 @@ class WorkerSupervisor(Actor[FromWorker]):
             if failures_to_start == MAX_START_FAILURES:
                 self._cannot_start(failures_to_start)
             # Right away after a healthy run; then 0.25 s, 0.5 s, ... up to the cap.
-            restarts = 0 if time.monotonic() - started > HEALTHY_RUN else restarts + 1
+            restarts = 0 if time.monotonic() - started > self.config.healthy_run else restarts + 1
             if restarts:
                 backoff = min(self.config.restart_backoff_max, 0.125 * 2**restarts)
                 with contextlib.suppress(TimeoutError):  # a shutdown ends the wait

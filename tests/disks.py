@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from virnuc.daemon.progress_log import ProgressLog
+
 
 @contextlib.contextmanager
 def tmpfs(path: Path, size: int, mode: int = 0o755) -> Iterator[Path]:
@@ -56,3 +58,12 @@ def fill(disk: Path, name: str = "filler") -> Path:
                 if exc.errno != errno.ENOSPC:
                     raise
     return filler
+
+
+def cap_pages(progress: ProgressLog, pages: int | None) -> None:
+    """SQLite's own SQLITE_FULL, as a full disk gives it, without root: the database
+    may not grow past `pages` (None: its size now). Call it on the log's thread,
+    which owns the connection: `await progress._call_once(cap_pages, progress, n)`."""
+    conn = progress._store.conn
+    limit = pages or conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {limit}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from disks import cap_pages
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -442,14 +443,6 @@ async def test_events_are_pruned_to_the_newest(tmp_path: Path) -> None:
     assert 20 <= len(trail) <= 22  # pruned every max_events // 10 inserts
     assert trail[0][1] == "n94"
     assert [message for _, message in events(tmp_path / "state.db", "j")[:2]] == ["n93", "n91"]
-
-
-def cap_pages(log: ProgressLog, pages: int | None) -> None:
-    """SQLite's own SQLITE_FULL, as on a full disk: the file may not grow past `pages`
-    (None: the file's size now). Runs on the log's thread, which owns the connection."""
-    conn = log._store.conn
-    limit = pages or conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {limit}")
 
 
 @pytest.mark.asyncio

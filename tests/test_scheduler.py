@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+from disks import cap_pages
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
@@ -670,5 +671,31 @@ async def test_no_unit_is_handed_out_while_the_state_disk_is_below_its_minimum(
         disk.free = 2_000_000
         await serve(setup, worker, row.job_id)
         assert (await finished(setup, row.job_id)).state == JobState.DONE
+    finally:
+        await close(setup)
+
+
+async def test_planning_on_a_full_state_disk_waits_in_sight_and_finishes_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """Item 5: the job neither fails nor hangs at `queued 0/?` for good."""
+    setup = await open_scheduler(tmp_path, [], unit_records=1)  # no worker: planning only
+    try:
+        write_input(setup.input, records=2000)  # 2000 units: rows on many new pages
+        await setup.progress._call_once(cap_pages, setup.progress, None)
+        row = await submit(setup)
+        waiting = await until(
+            lambda: setup.scheduler.status_of(row).get("waiting"), "planning to wait for space"
+        )
+        assert waiting.startswith(f"no space on {setup.config.state_dir}"), waiting
+        assert (await job(setup, row.job_id)).units_total is None
+        await setup.progress._call_once(cap_pages, setup.progress, 1_000_000)
+        planned = await until(
+            lambda: setup.scheduler.jobs[row.job_id].planned, "planning to finish"
+        )
+        assert planned
+        row = await job(setup, row.job_id)
+        assert (row.state, row.records_total, row.units_total) == (JobState.QUEUED, 2000, 2000)
+        assert "waiting" not in setup.scheduler.status_of(row)
     finally:
         await close(setup)

@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 
 from virnuc.daemon import scheduler_messages as sm
-from virnuc.daemon import supervisor as supervisor_module
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.progress_log import NewJob, ProgressLog, UnitPlan
 from virnuc.daemon.scheduler_messages import Assignment
@@ -351,8 +350,9 @@ async def until(probe: Any, what: str) -> None:
 async def test_a_worker_that_dies_reports_the_unit_it_held_though_the_slot_respawns_at_once(
     living_slot: Slot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker older than HEALTHY_RUN is respawned with no backoff at all (issue 11.1)."""
-    monkeypatch.setattr(supervisor_module, "HEALTHY_RUN", 0.0)
+    """A worker older than `healthy_run` is respawned with no backoff at all (issue 11.1)."""
+    config = dataclasses.replace(living_slot.supervisor.config, healthy_run=0.001)
+    monkeypatch.setattr(living_slot.supervisor, "config", config)
     slot = living_slot
     await say_hello(slot, 0)
     await slot.scheduler.next(sm.WorkerUp)
