@@ -33,6 +33,8 @@ import sys
 from collections.abc import Sequence
 from contextlib import suppress
 
+from virnuc.protocol.constants import PRECISIONS
+
 from .commands import DEMO_NOTICE, run_command
 from .errors import (
     EXIT_BROKEN_PIPE,
@@ -107,6 +109,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         choices=[300, 500],
         help="chunk length; default from the classifier's name, else 300",
+    )
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fp32 (VirNucPro's numbers; the daemon's default unless configured), "
+        "tf32 or bf16 (faster on GPUs, scores differ slightly: see README)",
     )
 
 

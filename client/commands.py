@@ -85,6 +85,7 @@ def submit_args(args: argparse.Namespace) -> SubmitArgs:
         dnabert=model_ref(args.dnabert),
         classifier=absolute(args.classifier) if args.classifier else None,
         chunk_length=args.chunk_length,
+        precision=args.precision,
         save_embeddings=args.save_embeddings,
         checkpoint_every=args.checkpoint_every,
         force=args.force,

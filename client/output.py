@@ -32,7 +32,7 @@ def job_lines(status: Mapping[str, Any]) -> str:
         ("frames", status["frames_done"]),
         ("restarts", status["restarts"]),
     ]
-    shown = ("input", "output", "waiting", "error")
+    shown = ("precision", "input", "output", "waiting", "error")
     rows += [(key, status[key]) for key in shown if status.get(key)]
     return "\n".join(f"{key + ':':<10}{value}" for key, value in rows)
 

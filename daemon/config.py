@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from virnuc.pipeline.spec import DEFAULT_PRECISION, PRECISIONS
 from virnuc.protocol.constants import (
     CONTROL_SOCKET,
     EVENTS_SOCKET,
@@ -43,7 +44,10 @@ class DaemonConfig:
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     unit_records: int = DEFAULT_UNIT_RECORDS
-    half_precision: bool = False  # bf16/fp16 on GPUs: faster, scores differ from fp32
+    # A job's precision unless its submit names one: fp32 (VirNucPro's numbers), tf32
+    # or bf16 (faster on GPUs; README, section Precision, has the measured differences).
+    precision: str = DEFAULT_PRECISION
+    half_precision: bool = False  # deprecated: means precision = "bf16"
     block_frames: int = 2048  # frames a worker batches together; larger suits big GPUs
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 30.0  # silence after which a worker counts as hung
@@ -116,6 +120,15 @@ class DaemonConfig:
         return self.state_dir / "models"
 
     @property
+    def default_precision(self) -> str:
+        """`precision`, or bf16 where the deprecated `half_precision` is still set."""
+        return (
+            "bf16"
+            if self.half_precision and self.precision == DEFAULT_PRECISION
+            else self.precision
+        )
+
+    @property
     def state_min_free(self) -> int:
         return self.state_min_free_mb * 1_000_000
 
@@ -172,6 +185,10 @@ def _check(config: DaemonConfig) -> None:
     for name in positive:
         if int(getattr(config, name)) < 1:
             raise ConfigError(f"{name} must be at least 1")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}"
+        )
     if config.state_min_free_mb < 0:
         raise ConfigError("state_min_free_mb must be 0 or more")
     if config.healthy_run <= 0:

@@ -91,6 +91,7 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
         output=row.output,
     )
     status["records_recomputed"] = row.records_recomputed
+    status["precision"] = row.spec.precision
     if row.error:
         status["error"] = row.error
     if waiting is not None:

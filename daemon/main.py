@@ -29,7 +29,12 @@ import zmq.asyncio
 from virnuc import __version__
 from virnuc.log_setup import configure_logging
 from virnuc.protocol import daemon_event
-from virnuc.protocol.constants import CONTROL_SOCKET, EVENTS_SOCKET, WORKERS_SOCKET
+from virnuc.protocol.constants import (
+    CONTROL_SOCKET,
+    EVENTS_SOCKET,
+    PRECISIONS,
+    WORKERS_SOCKET,
+)
 
 from . import access
 from .access import AccessError, Listener
@@ -63,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint-every", type=int, help="records per checkpoint part (default 10000)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="jobs' default precision: fp32 (default, VirNucPro's numbers), tf32 or bf16",
+    )
     parser.add_argument("--log-format", choices=["auto", "json", "console"])
     parser.add_argument("--version", action="version", version=f"virnucd {__version__}")
     return parser
@@ -75,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": args.device,
         "workers": args.workers,
         "checkpoint_every": args.checkpoint_every,
+        "precision": args.precision,
         "log_format": args.log_format,
     }
     try:

@@ -198,6 +198,7 @@ def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
             dnabert=args.dnabert,
             classifier=args.classifier,
             chunk_length=args.chunk_length,
+            precision=args.precision or config.default_precision,
             cache_dir=config.model_cache,
         )
     except ModelSpecError as exc:

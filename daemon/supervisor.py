@@ -349,7 +349,6 @@ class WorkerSupervisor(Actor[FromWorker]):
             "--parent-pid",
             str(os.getpid()),
             *(["--standby"] if standby else []),
-            *(["--half"] if self.config.half_precision and self.device != "cpu" else []),
         ]
         stdin = asyncio.subprocess.PIPE if standby else asyncio.subprocess.DEVNULL
         return await asyncio.create_subprocess_exec(

@@ -55,12 +55,13 @@ class ModelSet:
     classifier: MLPClassifier
 
     @classmethod
-    def load(
-        cls, spec: ModelSpec, device: str | torch.device = "cpu", half: bool = False
-    ) -> ModelSet:
+    def load(cls, spec: ModelSpec, device: str | torch.device = "cpu") -> ModelSet:
+        """Load the spec's models in its precision (`spec.precision`)."""
         device = torch.device(device)
         if spec.profile == "demo":
             ensure_demo_models(spec)
+        use_precision(device, spec.precision)
+        half = spec.precision == "bf16"
         esm = EsmEmbedder.load(spec.esm, device=device, half=half)
         dnabert = DnabertEmbedder.load(spec.dnabert, device=device, half=half)
         classifier = load_classifier(spec.classifier, device=device)
@@ -70,3 +71,12 @@ class ModelSet:
                 f"{dnabert.dim} and ESM {esm.dim}: these models do not belong together"
             )
         return cls(spec, device, esm, dnabert, classifier)
+
+
+def use_precision(device: torch.device, precision: str) -> None:
+    """TF32 is a process-wide CUDA switch, not a dtype: set it for the models being
+    loaded, so a worker that ran a tf32 job runs the next fp32 job in true fp32."""
+    if device.type == "cuda":
+        tf32 = precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32

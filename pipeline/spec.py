@@ -16,6 +16,11 @@ from pathlib import Path
 DEFAULT_ESM = "esm2_t36_3B_UR50D"
 DEFAULT_DNABERT = "zhihan1996/DNABERT-S"
 CHUNK_LENGTHS = (300, 500)
+# fp32 reproduces VirNucPro; tf32 lets CUDA matmuls round inputs to 10-bit mantissas;
+# bf16 runs the models in bfloat16 (rotary angles and softmax stay fp32). README,
+# section Precision, has the measured differences.
+PRECISIONS = ("fp32", "tf32", "bf16")
+DEFAULT_PRECISION = "fp32"
 PROFILES = ("demo",)
 # Bump when the demo builders change, so stale cached demo models are not reused.
 DEMO_VERSION = "demo-v1"
@@ -29,13 +34,15 @@ class ModelSpecError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """Everything that decides the numbers: two embedders, a classifier, a chunk length."""
+    """Everything that decides the numbers: two embedders, a classifier, a chunk
+    length, and the precision the models run in."""
 
     esm: str
     dnabert: str
     classifier: str
     chunk_length: int
     profile: str | None = None
+    precision: str = DEFAULT_PRECISION
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -54,11 +61,16 @@ def resolve_spec(
     dnabert: str | None = None,
     classifier: str | None = None,
     chunk_length: int | None = None,
+    precision: str = DEFAULT_PRECISION,
     cache_dir: Path | None = None,
 ) -> ModelSpec:
     """Turn user options into a complete spec (building the demo models if asked)."""
     if chunk_length is not None and chunk_length not in CHUNK_LENGTHS:
         raise ModelSpecError(f"--chunk-length must be 300 or 500, not {chunk_length}")
+    if precision not in PRECISIONS:
+        raise ModelSpecError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"
+        )
     if profile is not None:
         if profile not in PROFILES:
             raise ModelSpecError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
@@ -66,7 +78,7 @@ def resolve_spec(
             raise ModelSpecError(
                 "--profile demo replaces --esm/--dnabert/--classifier; give one or the other"
             )
-        return demo_spec(cache_dir or default_cache_dir(), chunk_length or 300)
+        return demo_spec(cache_dir or default_cache_dir(), chunk_length or 300, precision)
     if not classifier:
         raise ModelSpecError(
             "no classifier: pass --classifier 300_model.pth (or 500_model.pth) from VirNucPro, "
@@ -78,6 +90,7 @@ def resolve_spec(
         dnabert=dnabert or DEFAULT_DNABERT,
         classifier=classifier,
         chunk_length=chunk_length or _chunk_length_from_name(classifier),
+        precision=precision,
     )
 
 
@@ -87,7 +100,9 @@ def _chunk_length_from_name(classifier: str) -> int:
     return int(match.group(1)) if match else 300
 
 
-def demo_spec(cache_dir: Path, chunk_length: int = 300) -> ModelSpec:
+def demo_spec(
+    cache_dir: Path, chunk_length: int = 300, precision: str = DEFAULT_PRECISION
+) -> ModelSpec:
     """The tiny demo models (built on first load); their predictions mean nothing."""
     root = (cache_dir / DEMO_VERSION).resolve()
     return ModelSpec(
@@ -96,4 +111,5 @@ def demo_spec(cache_dir: Path, chunk_length: int = 300) -> ModelSpec:
         classifier=str(root / "classifier.pth"),
         chunk_length=chunk_length,
         profile="demo",
+        precision=precision,
     )

@@ -28,6 +28,10 @@ MAX_DEPTH: Final = 32
 #: Longest request id the daemon accepts; ids are echoed back and logged.
 MAX_REQUEST_ID_LEN: Final = 128
 
+#: The precisions a job's models may run in (``submit``'s ``precision``); the same
+#: values as ``virnuc.pipeline.spec.PRECISIONS``, which a test holds them to.
+PRECISIONS: Final = ("fp32", "tf32", "bf16")
+
 # --- where virnucd listens: file names inside its state dir --------------------------
 CONTROL_SOCKET: Final = "control.sock"
 EVENTS_SOCKET: Final = "events.sock"

@@ -92,6 +92,7 @@ class JobStatus(TypedDict):
     frames_done: int  # kept frames (rows of prediction_results.txt) so far
     restarts: int  # times a unit of this job was re-run after a worker failure
     records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
+    precision: NotRequired[str]  # fp32 (VirNucPro's numbers), tf32 or bf16
     error: NotRequired[str]  # why the job failed; present only when state is failed
     # Present while the job is paused on a full disk (it keeps its verified parts and
     # tries again by itself), e.g. "no space on /out: 1.2 MB free, about 3.4 MB needed".
@@ -179,6 +180,7 @@ class SubmitArgs(WireModel):
     dnabert: NonEmptyStr | None = None
     classifier: AbsPath | None = None
     chunk_length: Literal[300, 500] | None = None
+    precision: Literal["fp32", "tf32", "bf16"] | None = None  # default: the daemon's
     save_embeddings: bool = False
     checkpoint_every: PositiveInt | None = None  # records per checkpoint part
     force: bool = False  # replace outputs already in ``output``

@@ -147,6 +147,7 @@ class WireModelSpec(WireModel):
     classifier: NonEmptyStr
     chunk_length: Literal[300, 500]
     profile: NonEmptyStr | None = None
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
 
 
 @dataclass(frozen=True)

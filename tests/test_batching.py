@@ -47,6 +47,6 @@ def test_batches_partition_the_input_within_budget(lengths: list[int], max_token
         assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= max_tokens
 
 
-def test_cpu_always_runs_float32() -> None:
-    assert inference_dtype(torch.device("cpu"), half=True) == torch.float32
+def test_half_precision_is_bfloat16_on_cpu_too() -> None:
+    assert inference_dtype(torch.device("cpu"), half=True) == torch.bfloat16
     assert inference_dtype(torch.device("cpu"), half=False) == torch.float32

@@ -16,6 +16,7 @@ from tests.harness import (
     Daemon,
     RawClient,
     assert_same_outputs,
+    read_table,
     running_daemon,
     wait_for,
     worker_pids_alive,
@@ -169,3 +170,22 @@ def test_submit_refusals_name_what_is_wrong(daemon, tmp_path) -> None:
     reply = daemon.client.call("submit", input=str(EXAMPLE), output=str(done), profile="demo")
     assert reply["error"]["code"] == "conflict"
     assert "--force" in reply["error"]["message"]
+
+
+def test_a_bf16_job_runs_its_models_in_bf16_and_stays_close_to_fp32(
+    daemon, demo_models, tmp_path
+) -> None:
+    """Precision is part of a job's models: the worker reloads them in bf16 (on CPU
+    too), `status` says so, and the scores move a little, not the frames."""
+    job = submit(daemon.client, EXAMPLE, tmp_path / "bf16", precision="bf16")
+    status = daemon.client.wait_state(job, ("done", "failed"))
+    assert status["state"] == "done", status
+    assert status["precision"] == "bf16"
+    want = read_table(reference(demo_models, EXAMPLE, tmp_path / "ref") / "prediction_results.txt")
+    have = read_table(tmp_path / "bf16" / "prediction_results.txt")
+    assert [row[0] for row in have] == [row[0] for row in want]  # same frames, same order
+    scores = [(float(a[2]), float(b[2])) for a, b in zip(want[1:], have[1:], strict=True)]
+    assert max(abs(a - b) for a, b in scores) < 0.05
+    assert any(a != b for a, b in scores), "bit-identical to fp32: bf16 did not run"
+    fp32 = submit(daemon.client, EXAMPLE, tmp_path / "fp32")
+    assert daemon.client.result("status", job_id=fp32)["precision"] == "fp32"

@@ -410,6 +410,13 @@ BAD_REQUESTS: list[tuple[str, Any, p.ErrorCode, str, str]] = [
         "r1",
     ),
     (
+        "precision",
+        wire_request("submit", {"input": "/a", "output": "/b", "precision": "fp16"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.precision' must be 'fp32', 'tf32' or 'bf16', got 'fp16'",
+        "r1",
+    ),
+    (
         "chunk length str",
         wire_request("submit", {"input": "/a", "output": "/b", "chunk_length": "300"}),
         p.ErrorCode.BAD_REQUEST,
@@ -970,3 +977,10 @@ def test_dealer_with_delimiter_gets_replies_and_bad_frames_are_dropped(
     assert (info.value.code, info.value.request_id) == (p.ErrorCode.BAD_REQUEST, "")
     assert p.decode_reply(dealer.recv_multipart()[1]) == p.Reply(v=1, id="r2", ok=True, result={})
     assert daemon.dropped == 1
+
+
+def test_the_wire_and_the_pipeline_know_the_same_precisions() -> None:
+    from virnuc.pipeline.spec import PRECISIONS as PIPELINE_PRECISIONS
+    from virnuc.protocol.constants import PRECISIONS
+
+    assert PRECISIONS == PIPELINE_PRECISIONS

@@ -27,11 +27,13 @@ def spec_to_wire(spec: ModelSpec) -> WireModelSpec:
         classifier=spec.classifier,
         chunk_length=spec.chunk_length,  # type: ignore[arg-type]
         profile=spec.profile,
+        precision=spec.precision,  # type: ignore[arg-type]
     )
 
 
 def spec_from_wire(models: WireModelSpec | Mapping[str, Any]) -> ModelSpec:
     """The spec an `assign` names, or the one a `hello`/`models_loaded` map describes."""
     values: Mapping[str, Any] = models.to_wire() if isinstance(models, WireModelSpec) else models
-    given: dict[str, Any] = {name: values.get(name) for name in SPEC_FIELDS}
+    # A field left out (an older worker's map) keeps the spec's default.
+    given: dict[str, Any] = {name: values[name] for name in SPEC_FIELDS if name in values}
     return ModelSpec(**given)

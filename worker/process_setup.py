@@ -41,11 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
     )
     parser.add_argument(
-        "--half",
-        action="store_true",
-        help="bf16 (fp16 where unsupported) on CUDA; ignored on CPU, which stays float32",
-    )
-    parser.add_argument(
         "--standby",
         action="store_true",
         help="import everything, then wait for a line on stdin before connecting",

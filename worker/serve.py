@@ -92,14 +92,11 @@ IDLE_POLL_S = 0.25  # how often an idle main thread looks at the stop flag
 class Worker:
     """The main thread's loop: take messages in order, run units, keep models warm."""
 
-    def __init__(
-        self, ctx: WorkerContext, device: str, configured_device: str, log: Log, half: bool
-    ):
+    def __init__(self, ctx: WorkerContext, device: str, configured_device: str, log: Log):
         self.ctx = ctx
         self.device = device
         self.configured_device = configured_device
         self.log = log
-        self.half = half
         self._models: ModelSet | None = None
 
     def serve(self) -> None:
@@ -139,7 +136,7 @@ class Worker:
             return self._models
         self._release_models()
         started = time.monotonic()
-        models = ModelSet.load(wanted, self.device, half=self.half)
+        models = ModelSet.load(wanted, self.device)
         seconds = round(time.monotonic() - started, 3)
         self._models = models
         described = self._describe(models, seconds)
@@ -216,7 +213,7 @@ def _serve(
     writer = PartWriter(link, flags, faults, log)
     ctx = WorkerContext(link, writer, flags, faults, args.checkpoint_seconds, args.block_frames)
     try:
-        Worker(ctx, device, args.device, log, args.half).serve()
+        Worker(ctx, device, args.device, log).serve()
     except Exception as exc:  # a bug: say so on the channel, exit non-zero
         log.exception("worker.crashed")
         return _fatal(link, log, f"worker crashed: {type(exc).__name__}: {exc}")

@@ -1,0 +1,41 @@
+"""virnucd's settings: a TOML file, overrides, and the checks that refuse bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from virnuc.daemon.config import ConfigError, load_config
+
+
+def load(tmp_path: Path, text: str, **overrides: object):
+    path = tmp_path / "virnucd.toml"
+    path.write_text(text)
+    return load_config(path, {"state_dir": str(tmp_path / "state"), **overrides})
+
+
+def test_precision_defaults_to_fp32_and_an_override_wins_over_the_file(tmp_path: Path) -> None:
+    assert load(tmp_path, "").default_precision == "fp32"
+    assert load(tmp_path, 'precision = "tf32"\n').default_precision == "tf32"
+    assert load(tmp_path, 'precision = "tf32"\n', precision="bf16").default_precision == "bf16"
+
+
+def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_path: Path) -> None:
+    assert load(tmp_path, "half_precision = true\n").default_precision == "bf16"
+    both = 'half_precision = true\nprecision = "tf32"\n'
+    assert load(tmp_path, both).default_precision == "tf32"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('precision = "fp16"\n', "precision must be one of fp32, tf32, bf16, not 'fp16'"),
+        ("state_min_free_mb = -1\n", "state_min_free_mb must be 0 or more"),
+        ("space_retry = 0\n", "space_retry must be above 0"),
+        ("space_retry = 90\n", "at most space_retry_max"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text)
