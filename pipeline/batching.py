@@ -7,8 +7,10 @@ that product keeps padding small and peak memory bounded, whatever the mix of le
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 
@@ -50,3 +52,56 @@ def inference_dtype(device: torch.device, half: bool) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+class TokenBudget:
+    """Tokens per padded batch, for one embedder; halved for good when a batch runs the
+    device out of memory, so a budget that was too bold costs one retry, not a unit."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+
+    def fill(
+        self,
+        lengths: Sequence[int],
+        out: np.ndarray,
+        embed: Callable[[list[int]], np.ndarray],
+    ) -> None:
+        """Set ``out[i]`` for every index, ``embed(batch)`` computing a batch's rows.
+
+        A batch that raises ``torch.OutOfMemoryError`` is cut again under a halved
+        budget and retried; only a single sequence that does not fit re-raises.
+        """
+        pending = deque(token_budget_batches(lengths, self.max_tokens))
+        while pending:
+            batch = pending.popleft()
+            try:
+                out[batch] = embed(batch)
+            except torch.OutOfMemoryError:
+                if len(batch) == 1:
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                longest = max(lengths[i] for i in batch)
+                self.max_tokens = max(longest, longest * len(batch) // 2)
+                again = token_budget_batches([lengths[i] for i in batch], self.max_tokens)
+                pending.extendleft(reversed([[batch[j] for j in part] for part in again]))
+
+
+ACTIVATION_VALUES_PER_TOKEN = 16  # see device_token_budget
+
+
+def device_token_budget(
+    device: torch.device, width: int, dtype: torch.dtype, cpu_budget: int, cap: int = 1 << 18
+) -> int:
+    """A batch budget that fits the device: on CUDA, a quarter of the free memory over
+    ``ACTIVATION_VALUES_PER_TOKEN * width`` values per token (the transient activations
+    of one layer: q, k, v, attention output, the 4x feed-forward, residual and norms),
+    between 1024 tokens and ``cap``; on CPU, ``cpu_budget`` (small batches stay in cache).
+    `TokenBudget` halves it if it still proves too large.
+    """
+    if device.type != "cuda":
+        return cpu_budget
+    free, _ = torch.cuda.mem_get_info(device)
+    per_token = ACTIVATION_VALUES_PER_TOKEN * width * torch.finfo(dtype).bits // 8
+    return int(min(cap, max(1024, free // 4 // per_token)))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virnuc.pipeline.batching import inference_dtype, token_budget_batches
+from virnuc.pipeline.batching import (
+    TokenBudget,
+    device_token_budget,
+    inference_dtype,
+    token_budget_batches,
+)
 
 
 def test_empty_input_gives_no_batches() -> None:
@@ -50,3 +56,42 @@ def test_batches_partition_the_input_within_budget(lengths: list[int], max_token
 def test_half_precision_is_bfloat16_on_cpu_too() -> None:
     assert inference_dtype(torch.device("cpu"), half=True) == torch.bfloat16
     assert inference_dtype(torch.device("cpu"), half=False) == torch.float32
+
+
+def fake_device(fits: int):
+    """An `embed` that runs out of memory for batches over `fits` padded tokens."""
+    lengths: list[int] = []
+    tried: list[list[int]] = []
+
+    def embed(batch: list[int]) -> np.ndarray:
+        tried.append(batch)
+        if max(lengths[i] for i in batch) * len(batch) > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return np.array([[float(i)] for i in batch], np.float32)
+
+    return lengths, tried, embed
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_and_every_row_is_still_filled() -> None:
+    lengths, tried, embed = fake_device(fits=40)
+    lengths.extend([10] * 16)
+    budget = TokenBudget(160)
+    out = np.full((16, 1), -1.0, np.float32)
+    budget.fill(lengths, out, embed)
+    assert out[:, 0].tolist() == [float(i) for i in range(16)]
+    assert budget.max_tokens == 40  # halved twice, and kept for the next call
+    assert sum(len(b) for b in tried if len(b) * 10 <= 40) == 16  # each row once
+    tried.clear()
+    budget.fill(lengths, out, embed)
+    assert all(len(b) * 10 <= 40 for b in tried)  # no failed try the second time
+
+
+def test_a_single_sequence_that_does_not_fit_raises() -> None:
+    lengths, _, embed = fake_device(fits=5)
+    lengths.extend([10, 10])
+    with pytest.raises(torch.OutOfMemoryError):
+        TokenBudget(20).fill(lengths, np.zeros((2, 1), np.float32), embed)
+
+
+def test_the_cpu_budget_is_the_configured_one() -> None:
+    assert device_token_budget(torch.device("cpu"), 2560, torch.bfloat16, cpu_budget=2048) == 2048
