@@ -3,6 +3,7 @@ transaction per write method. Everything here runs on the log's own thread."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from . import progress_schema as schema
 from .progress_rows import ProgressLogError, SchemaVersionError
+from .wal_check import check_wal
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -44,6 +46,7 @@ def transaction(method: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[
 
 def open_connection(path: str, trace: Callable[[str], None] | None) -> sqlite3.Connection:
     """Open and configure the connection; runs on the log's thread, which then owns it."""
+    check_wal(path)  # before SQLite opens it and silently drops what a damaged WAL holds
     conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
     try:
         conn.set_trace_callback(trace)
@@ -76,6 +79,16 @@ def check_intact(conn: sqlite3.Connection, path: str) -> None:
             f"move it aside with its -wal and -shm files to start with an empty log "
             "(its jobs are then forgotten; their part files stay in jobs/)"
         )
+
+
+def close_emptying_wal(conn: sqlite3.Connection) -> None:
+    """Close the writer's connection, emptying the WAL first: SQLite does so itself only
+    when the last connection closes, and the read-only reader closes after the writer
+    and cannot. A WAL left full would hold transactions a damaged WAL file could take
+    with it (see wal_check)."""
+    with contextlib.suppress(sqlite3.Error):  # busy or a full disk: the WAL stays
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
 
 
 def close_opened(opening: Future[sqlite3.Connection]) -> None:

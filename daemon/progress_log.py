@@ -36,7 +36,7 @@ import structlog
 from virnuc.disk_space import is_no_space
 from virnuc.protocol import JobState
 
-from .progress_db import close_opened, open_connection
+from .progress_db import close_emptying_wal, close_opened, open_connection
 from .progress_rows import (
     TERMINAL_STATES,
     UNFINISHED_STATES,
@@ -144,7 +144,7 @@ class ProgressLog:
         self._closed = True
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._store.close)
+            await loop.run_in_executor(self._executor, close_emptying_wal, self._store.conn)
         except BaseException:
             self._executor.shutdown(wait=False)  # the close still runs, after the queue
             raise

@@ -41,6 +41,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Sequence
 
 from .progress_rows import ProgressLogError
 
@@ -75,23 +76,25 @@ def find_damage(data: bytes) -> str | None:
     """What committed data SQLite would drop from WAL contents `data`, or None."""
     if not data.strip(b"\0"):
         return None
+    ignored = "so SQLite would ignore every transaction in it"
     if len(data) < WAL_HEADER.size:
-        return f"the file is {len(data)} bytes, too short for a WAL header, so SQLite would ignore all of it"
+        return f"it is {len(data)} bytes, too short for a WAL header, {ignored}"
     magic, version, page_size, _, salt1, salt2, check1, check2 = WAL_HEADER.unpack_from(data)
     if magic & ~1 != WAL_MAGIC:
-        return f"its header has no WAL magic number (0x{magic:08x}), so SQLite would ignore all of it"
+        return f"its header has no WAL magic number (0x{magic:08x}), {ignored}"
     if version != WAL_VERSION:
-        return f"its header names an unknown WAL version {version}, so SQLite would ignore all of it"
+        return f"its header names WAL version {version}, which SQLite cannot read"
     if not 512 <= page_size <= 65536 or page_size & (page_size - 1):
-        return f"its header names an impossible page size {page_size}, so SQLite would ignore all of it"
+        return f"its header names an impossible page size {page_size}, {ignored}"
 
-    # Every offset below is a multiple of 4, so the file is read as 32-bit words once.
+    # Every offset below is a multiple of 4, so the file is read as 32-bit words once
+    # (array "I" is 32 bits wherever CPython runs on Linux).
     words = array("I", data[: len(data) // 4 * 4])
     if (sys.byteorder == "big") != bool(magic & 1):
         words.byteswap()
     sums = checksum(words[0:6], 0, 0)
     if sums != (check1, check2):
-        return "its header fails its checksum, so SQLite would ignore all of it"
+        return f"its header fails its checksum, {ignored}"
 
     frame_size = FRAME_HEADER.size + page_size
     frames = (len(data) - WAL_HEADER.size) // frame_size
@@ -130,7 +133,7 @@ def find_damage(data: bytes) -> str | None:
     )
 
 
-def checksum(words: array[int], s0: int, s1: int) -> tuple[int, int]:
+def checksum(words: Sequence[int], s0: int, s1: int) -> tuple[int, int]:
     """SQLite's WAL checksum of `words` (an even count), continuing from (s0, s1)."""
     pairs = iter(words)
     for x0, x1 in zip(pairs, pairs, strict=True):
