@@ -19,6 +19,7 @@ from .fasta import FastaRecord
 from .frames import Frame, chunk_starts, record_frames
 from .models import ModelSet
 from .outputs import RecordResult
+from .prefetch import prefetched
 
 DEFAULT_BLOCK_FRAMES = 2048
 
@@ -53,8 +54,23 @@ class _Pending:
         )
 
 
+@dataclass(slots=True)
+class _Block:
+    """Frames to score together, and the records first seen (`opened`) and fully
+    enumerated (`closed`) since the previous block."""
+
+    frames: list[tuple[Frame, _Pending]]
+    opened: list[_Pending]
+    closed: list[_Pending]
+
+
 class Predictor:
-    """Runs VirNucPro's pipeline with a warm `ModelSet`."""
+    """Runs VirNucPro's pipeline with a warm `ModelSet`.
+
+    With `prefetch`, the next block is cut (records read, frames translated) on a
+    thread while the current one is scored; the results are the same either way,
+    but the records iterator is then advanced on that thread, one block ahead.
+    """
 
     def __init__(
         self,
@@ -62,31 +78,22 @@ class Predictor:
         *,
         keep_embeddings: bool = False,
         block_frames: int = DEFAULT_BLOCK_FRAMES,
+        prefetch: bool = False,
     ):
         self.models = models
         self.keep_embeddings = keep_embeddings
         self.block_frames = block_frames
+        self.prefetch = prefetch
 
     def predict(self, records: Iterable[FastaRecord]) -> Iterator[RecordResult]:
+        blocks = _cut_blocks(records, self.models.spec.chunk_length, self.block_frames)
         pending: deque[_Pending] = deque()
-        block: list[tuple[Frame, _Pending]] = []
-        for record in records:
-            length = len(record.sequence)
-            current = _Pending(
-                record.id, length, len(chunk_starts(length, self.models.spec.chunk_length))
-            )
-            pending.append(current)
-            for frame in record_frames(record.id, record.sequence, self.models.spec.chunk_length):
-                block.append((frame, current))
-                if len(block) >= self.block_frames:
-                    self._score(block)
-                    block = []
-                    yield from _completed(pending)
-            current.enumerated = True
-            if not block:
-                yield from _completed(pending)
-        self._score(block)
-        yield from _completed(pending)
+        for block in prefetched(blocks) if self.prefetch else blocks:
+            pending.extend(block.opened)
+            self._score(block.frames)
+            for record in block.closed:
+                record.enumerated = True
+            yield from _completed(pending)
 
     def _score(self, block: list[tuple[Frame, _Pending]]) -> None:
         if not block:
@@ -106,6 +113,32 @@ class Predictor:
             )
             owner.pieces.append((scores[start:end], *kept))
             start = end
+
+
+def _cut_blocks(
+    records: Iterable[FastaRecord], chunk_length: int, block_frames: int
+) -> Iterator[_Block]:
+    """Pool consecutive records' frames into blocks of `block_frames`. A record that
+    ends with the block empty closes at once (an empty block), so without prefetch
+    every finished result is out before the next record is read."""
+    block: list[tuple[Frame, _Pending]] = []
+    opened: list[_Pending] = []
+    closed: list[_Pending] = []
+    for record in records:
+        length = len(record.sequence)
+        current = _Pending(record.id, length, len(chunk_starts(length, chunk_length)))
+        opened.append(current)
+        for frame in record_frames(record.id, record.sequence, chunk_length):
+            block.append((frame, current))
+            if len(block) >= block_frames:
+                yield _Block(block, opened, closed)
+                block, opened, closed = [], [], []
+        closed.append(current)
+        if not block:
+            yield _Block([], opened, closed)
+            opened, closed = [], []
+    if block or opened or closed:
+        yield _Block(block, opened, closed)
 
 
 def _runs(block: list[tuple[Frame, _Pending]]) -> Iterator[tuple[_Pending, int]]:

@@ -98,3 +98,21 @@ def test_cli_predict_with_the_demo_profile(demo_cache: Path, tmp_path: Path) -> 
     again = subprocess.run([*cmd, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
     assert again.returncode == 4
     assert "--force" in again.stderr
+
+
+@pytest.mark.parametrize("block_frames", [1, 7, 2048])
+def test_prefetching_the_next_block_gives_the_same_arrays(
+    demo_models, records, block_frames: int
+) -> None:
+    def run(prefetch: bool) -> list:
+        predictor = Predictor(
+            demo_models, keep_embeddings=True, block_frames=block_frames, prefetch=prefetch
+        )
+        return list(predictor.predict(records))
+
+    for got, want in zip(run(True), run(False), strict=True):
+        assert (got.record_id, got.frame_ids) == (want.record_id, want.frame_ids)
+        for name in ("scores", "nucleotide", "protein"):
+            have, expected = getattr(got, name), getattr(want, name)
+            assert (have is None) == (expected is None)
+            assert have is None or np.array_equal(have, expected), name

@@ -23,6 +23,7 @@ from virnuc.pipeline.predict import Predictor
 from virnuc.protocol import Assign, BatchDone, UnitDone, WorkerError
 from virnuc.worker.link import Flags, IoLink, Log
 from virnuc.worker.part_writer import PartJob, PartWriteError, PartWriter
+from virnuc.worker.unit_digest import UnitChanged
 from virnuc.worker.unit_feed import RecordFeed, UnitInputError
 
 PROGRESS_EVERY_S = 0.5  # batch_done throttle
@@ -91,6 +92,9 @@ class UnitRun:
             self.models,
             keep_embeddings=self.assign.save_embeddings,
             block_frames=self.ctx.block_frames,
+            # The next block is read and translated while this one is scored; the
+            # feed's boundary checks (progress, cancel, stop) then run one block ahead.
+            prefetch=True,
         )
         try:
             for result in predictor.predict(self.feed):
@@ -155,23 +159,31 @@ class UnitRun:
         self.log.info("unit.cancelled", records_done=self.records_done)
 
     def _fail(self, exc: Exception) -> None:
-        """Keep what finished (valid parts shorten the retry), then report the failure."""
+        """Keep what finished (valid parts shorten the retry), then report the failure.
+        An input changed since submission keeps nothing more: the job fails for good."""
+        a = self.assign
+        changed = isinstance(exc, UnitChanged)
         if isinstance(exc, UnitInputError):
             record, reason = exc.record, exc.reason
         else:
             record, reason = self.feed.oldest_unfinished(), f"{type(exc).__name__}: {exc}"
         no_space = is_no_space(exc)  # expected on a full disk: no traceback
         self.log.error(
-            "unit.failed", record=record, reason=reason, exc_info=None if no_space else exc
+            "unit.failed",
+            record=record,
+            reason=reason,
+            exc_info=None if no_space or changed else exc,
         )
+        message = f"job {a.job_id} unit {a.unit_id} failed at record {record}: {reason}"
+        if changed:
+            message, self.done = str(exc), []
         with contextlib.suppress(Exception):
             self._cut()
         with contextlib.suppress(PartWriteError):
             self.ctx.writer.drain()  # always: the next unit must start with an empty queue
-        a = self.assign
         self.ctx.link.send(
             WorkerError(
-                message=f"job {a.job_id} unit {a.unit_id} failed at record {record}: {reason}",
+                message=message,
                 fatal=False,
                 job_id=a.job_id,
                 unit_id=a.unit_id,
