@@ -72,8 +72,18 @@ class JobEnded(ClientError):
     """The followed job ended as failed or killed; ``status`` is its last status."""
 
     def __init__(self, message: str, status: dict[str, object]) -> None:
-        super().__init__(message, EXIT_FAILED)
+        super().__init__(message, job_exit_code(status))
         self.status = status
+
+
+def job_exit_code(status: dict[str, object]) -> int:
+    """A job that failed for a reason that is the user's to fix (its `error_code`,
+    e.g. `invalid_input`) exits as a request refused for it would; any other failure,
+    and a kill, exits 1."""
+    try:
+        return exit_code_for(ErrorCode(str(status.get("error_code"))))
+    except ValueError:
+        return EXIT_FAILED
 
 
 def exit_code_for(code: ErrorCode) -> int:

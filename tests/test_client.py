@@ -398,6 +398,18 @@ def test_wait_is_ended_by_polling_when_no_event_comes(
     assert "records 10/10" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("error_code", "exit_code"), [("invalid_input", 4), ("conflict", 4), (None, 1)]
+)
+def test_wait_exits_4_for_a_job_whose_input_is_to_blame_else_1(
+    error_code: str | None, exit_code: int, daemon: FakeDaemon, fast_polls: None
+) -> None:
+    extra = {"error_code": error_code} if error_code else {}
+    failed = job(state="failed", done=4, error="planning: record 5: not DNA", **extra)
+    daemon.handlers["status"] = sequence(job(done=1), failed)
+    assert run(daemon, "wait", "j1") == exit_code
+
+
 def test_wait_json_prints_the_final_status(
     daemon: FakeDaemon, fast_polls: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -699,6 +711,19 @@ def test_predict_failed_job_exits_1_and_shows_the_log(
     assert "virnucctl: error: job j1 failed: worker gave up" in err
     assert "the end of virnucd's log" in err
     assert not daemon.state_dir.exists()
+
+
+def test_predict_of_an_invalid_input_exits_4(
+    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(private_daemon, "make_state_dir", lambda: daemon.state_dir)
+    monkeypatch.setattr(private_daemon, "SHUTDOWN_GRACE", 0.1)
+    idle = [sys.executable, "-c", "import signal; signal.pause()"]
+    monkeypatch.setattr(private_daemon, "daemon_command", lambda *a: idle)
+    daemon.handlers["submit"] = lambda r: {"job_id": "j1"}
+    failed = job(state="failed", error="invalid input: line 3: not DNA", error_code="invalid_input")
+    daemon.handlers["status"] = lambda r: failed
+    assert cli.main(["predict", "/in.fa", "--out", "/o"]) == 4
 
 
 def test_private_daemon_is_cleaned_up_after_ctrl_c(
