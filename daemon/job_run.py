@@ -94,6 +94,8 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
     status["precision"] = row.spec.precision
     if row.error:
         status["error"] = row.error
+    if row.error_code:
+        status["error_code"] = row.error_code
     if waiting is not None:
         status["waiting"] = waiting
     return status

@@ -14,6 +14,8 @@ import structlog
 
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
+from virnuc.pipeline.outputs import OutputExistsError
+from virnuc.protocol import ErrorCode
 
 from . import scheduler_messages as sm
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
@@ -27,19 +29,19 @@ log = structlog.get_logger()
 async def planning(
     progress: ProgressLog, row: JobRow, *, workers: int, max_records: int, cancel: threading.Event
 ) -> sm.PlanFinished | None:
-    error = None
     try:
         await plan_job(progress, row, workers=workers, max_records=max_records, cancel=cancel)
     except PlanningCancelled:
         return None
     except InputChanged as exc:
-        error = str(exc)
+        return sm.PlanFinished(row.job_id, str(exc), ErrorCode.INVALID_INPUT)
     except (ValueError, OSError, ConflictError) as exc:
-        error = f"invalid input: {exc}"
+        return sm.PlanFinished(row.job_id, f"invalid input: {exc}", ErrorCode.INVALID_INPUT)
     except Exception as exc:  # a bug must fail the job, not leave it queued forever
         log.exception("planning.crashed", job_id=row.job_id)
         error = f"internal error while planning ({type(exc).__name__}: {exc})"
-    return sm.PlanFinished(row.job_id, error)
+        return sm.PlanFinished(row.job_id, error)
+    return sm.PlanFinished(row.job_id, None)
 
 
 async def assembly(
@@ -53,14 +55,15 @@ async def assembly(
         log.warning("assembly.part_rejected", job_id=row.job_id, reason=str(exc))
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
     except InputChanged as exc:
-        return sm.AssemblyFinished(row.job_id, str(exc))
+        return sm.AssemblyFinished(row.job_id, str(exc), code=ErrorCode.INVALID_INPUT)
     except OSError as exc:  # a full disk waits; a file in the output dir that is not ours
         if is_no_space(exc):
             log.warning("assembly.no_space", job_id=row.job_id, error=str(exc))
             return sm.OutOfSpace(row.job_id, Path(row.output), await _parts_bytes(progress, row))
         error = f"writing the outputs to {row.output} failed: {exc}"
         log.error("assembly.failed", job_id=row.job_id, error=error)  # no traceback: expected
-        return sm.AssemblyFinished(row.job_id, error)
+        code = ErrorCode.CONFLICT if isinstance(exc, OutputExistsError) else None
+        return sm.AssemblyFinished(row.job_id, error, code=code)
     except Exception as exc:  # a bug: the job fails with the reason
         log.exception("assembly.failed", job_id=row.job_id)
         return sm.AssemblyFinished(row.job_id, f"writing the outputs failed: {exc}")

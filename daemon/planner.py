@@ -2,9 +2,11 @@
 
 Two streaming passes over the FASTA, both in a thread: `scan_fasta` validates the
 whole file (so a broken record fails the job before any model time is spent, naming
-its line) and counts the records; then the header-only pass cuts units of equal
-record counts and hands them to the progress log in batches, waiting for each batch
-to be written (backpressure: a 10-million-record file never sits in memory).
+its line) and counts the records; then the cutting pass finds the record starts,
+cuts units of equal record counts, digests each unit's bytes (virnuc.input_digest:
+the worker that reads the unit checks them) and hands the units to the progress log
+in batches, waiting for each batch to be written (backpressure: a 10-million-record
+file never sits in memory).
 
 Re-planning after a daemon crash replays the same passes; the progress log accepts
 units it already holds unchanged, so planning is idempotent.
@@ -15,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
+from collections.abc import Iterator
 
-from virnuc.pipeline.fasta import record_starts, scan_fasta
+from virnuc.input_digest import CHUNK, new_digest
+from virnuc.pipeline.fasta import open_binary, scan_fasta
 
 from .input_check import check_unchanged, fingerprint
 from .progress_log import JobRow, ProgressLog, UnitPlan
@@ -60,11 +65,9 @@ async def plan_job(
         size = fixed_size or unit_size(total, workers, max_records)
         batch: list[UnitPlan] = []
         units = 0
-        for start in record_starts(job.input):
-            if start.index % size:
-                continue
-            count = min(size, total - start.index)
-            batch.append(UnitPlan(units, start.offset, start.index, count))
+        for first, start, end, digest in unit_spans(job.input, size):
+            count = min(size, total - first)
+            batch.append(UnitPlan(units, start, first, count, end, digest))
             units += 1
             if len(batch) >= BATCH:
                 add(batch)
@@ -77,3 +80,38 @@ async def plan_job(
     check_unchanged(job.input, recorded)  # not rewritten while it was being read
     await progress.finish_planning(job.job_id, total, units)
     return units
+
+
+def unit_spans(path: str | os.PathLike[str], size: int) -> Iterator[tuple[int, int, int, str]]:
+    """(first record, start offset, end offset, digest) of each unit of `size` records,
+    in one pass of large reads. A record starts at a '>' that begins a line (as for
+    `record_starts`); a unit's bytes run to the next unit's start, or to the end."""
+    digest = new_digest()
+    index = first = offset = 0  # records seen; the unit's first; the chunk's offset
+    start = -1  # the current unit's start offset; -1 before the first record
+    line_start = True  # the next chunk begins a line
+    with open_binary(path) as raw:
+        while chunk := raw.read(CHUNK):
+            view = memoryview(chunk)
+            taken = 0  # the chunk's bytes up to here are hashed into the current unit
+            at = 0 if line_start and chunk.startswith(b">") else _next_header(chunk, 0)
+            while at >= 0:
+                if index % size == 0:
+                    if start >= 0:
+                        digest.update(view[taken:at])
+                        yield first, start, offset + at, digest.hexdigest()
+                    digest, first, start, taken = new_digest(), index, offset + at, at
+                index += 1
+                at = _next_header(chunk, at)
+            if start >= 0:
+                digest.update(view[taken:])
+            offset += len(chunk)
+            line_start = chunk.endswith(b"\n")
+    if start >= 0:
+        yield first, start, offset, digest.hexdigest()
+
+
+def _next_header(chunk: bytes, after: int) -> int:
+    """Where the next line beginning with '>' starts in `chunk` after `after`, or -1."""
+    found = chunk.find(b"\n>", after)
+    return found + 1 if found >= 0 else -1

@@ -246,10 +246,17 @@ class ProgressLog:
     async def count_jobs(self) -> int:
         return await self._read("count_jobs")
 
-    async def set_job_state(self, job_id: str, state: JobState, error: str | None = None) -> JobRow:
+    async def set_job_state(
+        self,
+        job_id: str,
+        state: JobState,
+        error: str | None = None,
+        error_code: str | None = None,
+    ) -> JobRow:
         """Move a job to `state` (terminal states set finished_at) and log a `job.state`
-        event. A terminal job cannot change state: ConflictError."""
-        return await self._call(self._store.set_job_state, job_id, state, error)
+        event; `error_code` marks a failure that is the user's to fix. A terminal job
+        cannot change state: ConflictError."""
+        return await self._call(self._store.set_job_state, job_id, state, error, error_code)
 
     async def add_restart(self, job_id: str, lost_records: int = 0) -> int:
         """Count a unit re-run after a worker death, and the computed records it lost."""

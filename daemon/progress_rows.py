@@ -98,22 +98,28 @@ class JobRow:
     updated_at: float
     finished_at: float | None
     input_fingerprint: str | None = None  # recorded when planning starts
+    error_code: str | None = None  # a failure that is the user's to fix: invalid_input...
 
 
 @dataclass(frozen=True, slots=True)
 class UnitPlan:
     """One planned work unit: `record_count` records from record `first_record`, the
-    first of which starts at byte `start_offset` of the (decompressed) input."""
+    first of which starts at byte `start_offset` of the (decompressed) input. Its bytes
+    end at `end_offset` (the next unit's start, or the end of the data); `digest` is
+    theirs (virnuc.input_digest). Both are None for a unit planned by an older virnuc."""
 
     unit_id: int
     start_offset: int
     first_record: int
     record_count: int
+    end_offset: int | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UnitRow:
-    """A unit as stored; `failures` counts consecutive worker deaths on it."""
+    """A unit as stored; `failures` counts consecutive worker deaths on it. `end_offset`
+    and `digest` are as in `UnitPlan` (None: planned before they were recorded)."""
 
     job_id: str
     unit_id: int
@@ -122,6 +128,8 @@ class UnitRow:
     record_count: int
     state: UnitState
     failures: int
+    end_offset: int | None = None
+    digest: str | None = None
 
     @property
     def end_record(self) -> int:

@@ -101,4 +101,17 @@ _V3 = """
 ALTER TABLE jobs ADD COLUMN input_fingerprint TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# v4: where each unit's bytes end and their digest (blake2b-128 hex, see
+# virnuc/input_digest.py), checked by the worker that reads them; NULL for old units.
+_V4 = """
+ALTER TABLE units ADD COLUMN end_offset INTEGER CHECK (end_offset > start_offset);
+ALTER TABLE units ADD COLUMN digest TEXT CHECK (length(digest) = 32);
+"""
+
+# v5: which protocol error code a failure maps to (invalid_input, conflict), so that
+# `virnucctl wait` can exit 4 for a job whose input is to blame; NULL otherwise.
+_V5 = """
+ALTER TABLE jobs ADD COLUMN error_code TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)

@@ -114,16 +114,18 @@ class _Store:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
 
     @_transaction
-    def set_job_state(self, job_id: str, state: JobState, error: str | None) -> JobRow:
+    def set_job_state(
+        self, job_id: str, state: JobState, error: str | None, error_code: str | None
+    ) -> JobRow:
         old = self._job(job_id)
         if old.state in TERMINAL_STATES and state != old.state:
             raise ConflictError(f"job {job_id} is {old.state}; it cannot become {state}")
         now = time.time()
         finished = now if state in TERMINAL_STATES else None
         self.conn.execute(
-            "UPDATE jobs SET state = ?, error = ?, updated_at = ?,"
+            "UPDATE jobs SET state = ?, error = ?, error_code = ?, updated_at = ?,"
             " finished_at = COALESCE(finished_at, ?) WHERE job_id = ?",
-            (state, error, now, finished, job_id),
+            (state, error, error_code, now, finished, job_id),
         )
         message = f"{old.state} -> {state}" + (f": {error}" if error else "")
         self._event("job.state", message, job_id, None)
@@ -159,9 +161,17 @@ class _Store:
                 continue
             self._check_next_unit(job_id, unit, last)
             self.conn.execute(
-                "INSERT INTO units (job_id, unit_id, start_offset, first_record, record_count)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (job_id, unit.unit_id, unit.start_offset, unit.first_record, unit.record_count),
+                "INSERT INTO units (job_id, unit_id, start_offset, first_record, record_count,"
+                " end_offset, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    unit.unit_id,
+                    unit.start_offset,
+                    unit.first_record,
+                    unit.record_count,
+                    unit.end_offset,
+                    unit.digest,
+                ),
             )
             last = UnitRow(
                 job_id,
@@ -171,6 +181,8 @@ class _Store:
                 unit.record_count,
                 "pending",
                 0,
+                unit.end_offset,
+                unit.digest,
             )
 
     def _last_unit(self, job_id: str) -> UnitRow | None:
@@ -181,11 +193,16 @@ class _Store:
         return None if row is None else UnitRow(*row)
 
     def _check_next_unit(self, job_id: str, unit: UnitPlan, last: UnitRow | None) -> None:
-        """Units must tile the input: ids 0, 1, …; records and offsets contiguous."""
+        """Units must tile the input: ids 0, 1, …; records and offsets contiguous (a
+        unit starts where the previous one's bytes end, when that end is known)."""
         want_id, want_first = (0, 0) if last is None else (last.unit_id + 1, last.end_record)
         min_offset = 0 if last is None else last.start_offset + 1
+        byte_gap = last is not None and last.end_offset not in (None, unit.start_offset)
         if (unit.unit_id, unit.first_record) != (want_id, want_first) or (
-            unit.record_count < 1 or unit.start_offset < min_offset
+            unit.record_count < 1
+            or unit.start_offset < min_offset
+            or byte_gap
+            or (unit.end_offset is not None and unit.end_offset <= unit.start_offset)
         ):
             raise ConflictError(
                 f"job {job_id}: unit {unit} does not follow the plan so far "
@@ -193,7 +210,8 @@ class _Store:
             )
 
     def _check_replanned(self, job_id: str, unit: UnitPlan) -> None:
-        """Re-adding a stored unit (planning replayed after a crash) must match it."""
+        """Re-adding a stored unit (planning replayed after a crash) must match it; a
+        unit stored without a digest (an older virnuc planned it) keeps none."""
         stored = self._unit(job_id, unit.unit_id)
         if (stored.start_offset, stored.first_record, stored.record_count) != (
             unit.start_offset,
@@ -201,6 +219,16 @@ class _Store:
             unit.record_count,
         ):
             raise ConflictError(f"job {job_id}: unit {unit} differs from stored {stored}")
+        if stored.digest is not None and (stored.end_offset, stored.digest) != (
+            unit.end_offset,
+            unit.digest,
+        ):
+            raise ConflictError(
+                f"job {job_id}: input changed since submission: the bytes of unit "
+                f"{unit.unit_id} (records {unit.first_record}.."
+                f"{unit.first_record + unit.record_count - 1}) "
+                "differ from when it was first planned; resubmit the job"
+            )
 
     @_transaction
     def fingerprint_input(self, job_id: str, fingerprint: str) -> str | None:

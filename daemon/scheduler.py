@@ -127,8 +127,8 @@ class Scheduler(Actor[Any]):
         match message:
             case sm.SubmitJob(job, reply):
                 await self._submit(job, reply)
-            case sm.PlanFinished(job_id, error):
-                await self._plan_finished(job_id, error)
+            case sm.PlanFinished(job_id, error, code):
+                await self._plan_finished(job_id, error, code)
             case sm.WorkerUp():
                 pass
             case sm.WorkerDown(worker_id, reason, lost):
@@ -143,8 +143,8 @@ class Scheduler(Actor[Any]):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
             case sm.ErrorReported(worker_id, error):
                 await self._unit_failed(worker_id, error)
-            case sm.AssemblyFinished(job_id, error, corrupt):
-                await self._assembly_finished(job_id, error, corrupt)
+            case sm.AssemblyFinished(job_id, error, corrupt, code):
+                await self._assembly_finished(job_id, error, corrupt, code)
             case sm.OutOfSpace(job_id, path, needed) if job_id in self.jobs:
                 self.jobs[job_id].task = None  # assembly stopped: it sent this
                 await self._wait_for_space(self.jobs[job_id], path, needed)
@@ -197,35 +197,48 @@ class Scheduler(Actor[Any]):
 
         run.task = asyncio.create_task(report(), name=name)
 
-    async def _plan_finished(self, job_id: str, error: str | None) -> None:
+    async def _plan_finished(self, job_id: str, error: str | None, code: ErrorCode | None) -> None:
         run = self.jobs.get(job_id)
         if run is None:
             return
         run.task = None
         if error is not None:
-            await self._finish(run, JobState.FAILED, error)
+            await self._finish(run, JobState.FAILED, error, code)
             return
         run.planned = True
         row = await self.progress.get_job(run.job_id)  # the totals the planner recorded
         if row is not None:
             run.row = row
 
-    async def _set_state(self, run: JobRun, state: JobState, error: str | None = None) -> None:
-        run.row = await self.progress.set_job_state(run.job_id, state, error)
+    async def _set_state(
+        self,
+        run: JobRun,
+        state: JobState,
+        error: str | None = None,
+        code: ErrorCode | None = None,
+    ) -> None:
+        run.row = await self.progress.set_job_state(run.job_id, state, error, code)
         self._publish_state(run)
 
     def _publish_state(self, run: JobRun) -> None:
         self.events.publish(job_event("state", self.status_of(run.row)))
 
-    async def _finish(self, run: JobRun, state: JobState, error: str | None = None) -> None:
-        """Enter a terminal state: stop its units everywhere and drop its parts."""
+    async def _finish(
+        self,
+        run: JobRun,
+        state: JobState,
+        error: str | None = None,
+        code: ErrorCode | None = None,
+    ) -> None:
+        """Enter a terminal state: stop its units everywhere and drop its parts. `code`
+        says a failure is the user's to fix (`virnucctl wait` exits 4 for it)."""
         run.cancel.set()
         if run.task is not None and run.task is not asyncio.current_task():
             run.task.cancel()
         self.space.cancel(run.job_id)
         for unit_id in list(run.running):
             await self._release(run, unit_id, cancel=True)
-        await self._set_state(run, state, error)
+        await self._set_state(run, state, error, code)
         self.jobs.pop(run.job_id, None)
         await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(run.job_id))
         log.info("job.finished", job_id=run.job_id, state=state, error=error)
@@ -279,7 +292,7 @@ class Scheduler(Actor[Any]):
         try:
             await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
         except InputChanged as exc:
-            await self._finish(run, JobState.FAILED, str(exc))
+            await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
             return
         record, offset = await self.progress.resume_point(run.job_id, unit.unit_id)
         parts_dir = self.config.job_dir(run.job_id) / "parts"
@@ -310,6 +323,9 @@ class Scheduler(Actor[Any]):
             save_embeddings=run.row.save_embeddings,
             checkpoint_every=run.row.checkpoint_every,
             parts_dir=str(parts_dir),
+            unit_offset=unit.start_offset,
+            unit_end_offset=unit.end_offset,
+            digest=unit.digest,
         )
         log.info(
             "unit.assigned",
@@ -401,7 +417,8 @@ class Scheduler(Actor[Any]):
         if error.no_space:
             await self._unit_waits_for_space(run, error.unit_id)
             return
-        await self._finish(run, JobState.FAILED, f"unit {error.unit_id}: {error.message}")
+        code = ErrorCode.INVALID_INPUT if error.bad_input else None
+        await self._finish(run, JobState.FAILED, f"unit {error.unit_id}: {error.message}", code)
 
     # --- a full disk ---------------------------------------------------------------------
 
@@ -463,7 +480,11 @@ class Scheduler(Actor[Any]):
         self._run_task(run, work, f"assemble-{run.job_id}")
 
     async def _assembly_finished(
-        self, job_id: str, error: str | None, corrupt: tuple[int, int] | None
+        self,
+        job_id: str,
+        error: str | None,
+        corrupt: tuple[int, int] | None,
+        code: ErrorCode | None,
     ) -> None:
         run = self.jobs.get(job_id)
         if run is None:
@@ -477,6 +498,6 @@ class Scheduler(Actor[Any]):
             run.pending.clear()
             return
         if error is not None:
-            await self._finish(run, JobState.FAILED, error)
+            await self._finish(run, JobState.FAILED, error, code)
             return
         await self._finish(run, JobState.DONE)

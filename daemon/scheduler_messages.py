@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from virnuc.protocol import BatchDone, Checkpoint, UnitDone, WorkerError
+from virnuc.protocol import BatchDone, Checkpoint, ErrorCode, UnitDone, WorkerError
 
 from .progress_log import NewJob
 
@@ -81,6 +81,7 @@ class SubmitJob:
 class PlanFinished:
     job_id: str
     error: str | None
+    code: ErrorCode | None = None  # set when the failure is the user's to fix
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class AssemblyFinished:
     job_id: str
     error: str | None = None
     corrupt: tuple[int, int] | None = None  # (unit, first record) to recompute from
+    code: ErrorCode | None = None  # set when the failure is the user's to fix
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ runs the model without an attention mask, and averages the last hidden state ove
 every token the tokenizer produced, ``[CLS]`` and ``[SEP]`` included. We tokenize the
 same way, pad on the right, pass an attention mask, and average over the non-padding
 positions only, which gives the same number per sequence.
+
+DNABERT-S's own code (bert_layers.py, loaded from the model directory) cannot run in
+bfloat16 as published: `_cast_attention_bias` fixes that from outside, on the loaded
+model, so it applies to whichever copy of that code the model came with.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.bert.configuration_bert import BertConfig
 
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
@@ -35,6 +40,10 @@ DEFAULT_MAX_TOKENS = {"cpu": 4096, "cuda": 65536}
 # The module-level name DNABERT-S's bert_layers.py binds its Triton kernel to (None when
 # `from .flash_attn_triton import ...` failed); its attention checks it on every call.
 _TRITON_KERNEL_ATTR = "flash_attn_qkvpacked_func"
+# bert_layers.py's attention module: its forward(hidden_states, cu_seqlens,
+# max_seqlen_in_batch, indices, attn_mask, bias) adds `bias` to the attention scores.
+_REMOTE_ATTENTION_CLASS = "BertUnpadSelfAttention"
+_BIAS_ARG = 5
 
 
 class DnabertEmbedder:
@@ -64,12 +73,14 @@ class DnabertEmbedder:
         loaded from the Hugging Face cache when it is there, else downloaded into it.
         ``allow_triton=False`` (the default) keeps DNABERT-S on its PyTorch attention:
         its Triton flash-attention kernel fails on some GPUs, which is why the original
-        README says to uninstall triton. ``half`` selects bfloat16/float16 on CUDA.
+        README says to uninstall triton. ``half`` selects bfloat16 (float16 on a GPU
+        without bfloat16), on CPU too.
         """
         directory = _resolve_source(str(source))
         model, tokenizer = _load_pretrained(directory, allow_triton)
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
+        _cast_attention_bias(model)
         return cls(model, tokenizer, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type])
 
     @property
@@ -181,6 +192,19 @@ def _load_pretrained(directory: Path, allow_triton: bool) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def remote_model_class(directory: str | os.PathLike[str]) -> type:
+    """The class ``auto_map["AutoModel"]`` of a local model directory names, imported as
+    ``AutoModel.from_pretrained(..., trust_remote_code=True)`` imports it (triton hidden,
+    no global registration). The tiny-model builder instantiates it to write weights.
+    """
+    where = str(directory)
+    reference = BertConfig.from_pretrained(where).auto_map["AutoModel"]
+    with _triton_hidden():
+        model_class: type = get_class_from_dynamic_module(reference, where)
+    _disable_triton_kernel(model_class)
+    return model_class
+
+
 def _from_pretrained(where: str) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=True)
@@ -213,7 +237,7 @@ def _triton_hidden() -> Iterator[None]:
         sys.modules.update(saved)
 
 
-def _disable_triton_kernel(model: Any) -> None:
+def _disable_triton_kernel(model: Any) -> None:  # a model, or its class
     """Clear the remote module's kernel if an earlier load already bound it.
 
     Transformers imports remote code once per process: when the same model was loaded
@@ -221,9 +245,64 @@ def _disable_triton_kernel(model: Any) -> None:
     hiding triton now changes nothing. Its attention reads the global at call time, so
     setting it to None selects the PyTorch path for every instance of that class.
     """
-    module = sys.modules.get(type(model).__module__)
+    module = sys.modules.get((model if isinstance(model, type) else type(model)).__module__)
     if module is not None and getattr(module, _TRITON_KERNEL_ATTR, None) is not None:
         setattr(module, _TRITON_KERNEL_ATTR, None)
+
+
+def _cast_attention_bias(model: Any) -> int:
+    """Let DNABERT-S's attention run in bfloat16/float16; return how many modules it hooked.
+
+    bert_layers.py builds the attention bias (padding mask + ALiBi) in float32 on purpose
+    (``extended_attention_mask.to(dtype=torch.float32)``) and keeps ALiBi as a plain
+    tensor attribute, which ``model.to(dtype)`` does not touch. In bf16,
+    ``attention_scores + bias`` then promotes to float32 and ``matmul(probs, v)`` raises
+    "expected ... same dtype". A forward pre-hook on each attention module hands it the
+    bias in the dtype of its activations instead; in float32 it changes nothing.
+
+    It works on the loaded instance, found by class name, not on a file: the published
+    model runs its own bert_layers.py from the Hugging Face cache, and that copy gets the
+    same fix. Every layer receives the same bias tensor in one forward, so it is cast
+    once per forward and dropped when the forward ends. Stock BERT models have no such
+    module and are left alone.
+    """
+    caster = _BiasCaster()
+    hooked = 0
+    for module in model.modules():
+        if type(module).__name__ == _REMOTE_ATTENTION_CLASS:
+            module.register_forward_pre_hook(caster, with_kwargs=True)
+            hooked += 1
+    if hooked:
+        model.register_forward_hook(caster.forget, always_call=True)
+    return hooked
+
+
+class _BiasCaster:
+    """The pre-hook of `_cast_attention_bias`, with its one-entry cast cache."""
+
+    def __init__(self) -> None:
+        self._source: torch.Tensor | None = None
+        self._cast: torch.Tensor | None = None
+
+    def __call__(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        positional = len(args) > _BIAS_ARG
+        bias = args[_BIAS_ARG] if positional else kwargs.get("bias")
+        if not isinstance(hidden, torch.Tensor) or not isinstance(bias, torch.Tensor):
+            return None
+        if bias.dtype == hidden.dtype:
+            return None
+        if self._source is not bias or self._cast is None or self._cast.dtype != hidden.dtype:
+            self._source, self._cast = bias, bias.to(hidden.dtype)
+        if positional:
+            return (*args[:_BIAS_ARG], self._cast, *args[_BIAS_ARG + 1 :]), kwargs
+        return args, {**kwargs, "bias": self._cast}
+
+    def forget(self, *_: Any) -> None:
+        """Drop the cached bias (a forward hook, run even when the forward raised)."""
+        self._source = self._cast = None
 
 
 @contextmanager

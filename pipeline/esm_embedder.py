@@ -3,7 +3,10 @@
 Per protein: the batch converter caps the residues at 1022, the model runs, and the
 final layer's representation is averaged over positions ``1 .. min(len, 1022)`` (BOS
 and EOS excluded). We batch by token budget for speed; since positions past a
-sequence's end are never averaged, padding cannot change its number.
+sequence's end are never averaged, padding cannot change its number. By default the
+model runs through ``esm_fast.FastEsm2`` (same modules and weights; fp32 rotary, SDPA
+attention; equal to fair-esm's forward in fp32) and proteins are tokenized by
+``esm_fast.EsmBatchTokenizer`` (equal to fair-esm's batch converter).
 
 Loading never runs arbitrary pickle code: checkpoints are read with
 ``torch.load(weights_only=True)``, allowing exactly one extra class,
@@ -28,6 +31,7 @@ import torch
 from esm.model.esm2 import ESM2
 
 from virnuc.pipeline.batching import inference_dtype, token_budget_batches
+from virnuc.pipeline.esm_fast import EsmBatchTokenizer, FastEsm2
 
 DEFAULT_ESM_MODEL = "esm2_t36_3B_UR50D"
 TRUNCATION_SEQ_LENGTH = 1022
@@ -51,12 +55,19 @@ def esm2_model_names() -> list[str]:
 class EsmEmbedder:
     """A loaded ESM-2 model that turns proteins into mean final-layer embeddings."""
 
-    def __init__(self, model: ESM2, alphabet: Any, device: torch.device, max_tokens: int):
+    def __init__(
+        self,
+        model: ESM2,
+        alphabet: Any,
+        device: torch.device,
+        max_tokens: int,
+        fast: bool = True,
+    ):
         self._model = model
         self._alphabet = alphabet
-        self._batch_converter = alphabet.get_batch_converter(
-            truncation_seq_length=TRUNCATION_SEQ_LENGTH
-        )
+        self._tokenizer = EsmBatchTokenizer(alphabet, TRUNCATION_SEQ_LENGTH)
+        # fast: pipeline/esm_fast.py (fp32 rotary, SDPA); else fair-esm's own forward.
+        self._fast = FastEsm2(model) if fast else None
         self._device = device
         self._max_tokens = max_tokens
 
@@ -67,6 +78,7 @@ class EsmEmbedder:
         device: torch.device | str = "cpu",
         half: bool = False,
         max_tokens: int | None = None,
+        fast: bool = True,
     ) -> EsmEmbedder:
         """Load ESM-2 from a fair-esm name or a local ``.pt`` checkpoint.
 
@@ -74,13 +86,16 @@ class EsmEmbedder:
         (``$TORCH_HOME/hub/checkpoints``) and downloaded there if missing, like fair-esm
         does. A path must end in ``.pt``, have a stem starting with ``esm2`` (fair-esm
         picks its loader by that prefix) and have ``<stem>-contact-regression.pt``
-        beside it. ``half`` selects bfloat16/float16 on CUDA; CPU always runs float32.
+        beside it. ``half`` runs the model in bfloat16 (float16 on a GPU without bf16;
+        ``batching.inference_dtype``). ``fast`` (the default) runs ``esm_fast.FastEsm2``
+        over the same model: rotary in float32 whatever the dtype, SDPA attention;
+        ``fast=False`` runs fair-esm's own forward, as the original does.
         """
         model_file, regression_file, name = _resolve_checkpoint(str(source))
         model, alphabet = _load_esm2(model_file, regression_file, name)
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
-        return cls(model, alphabet, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type])
+        return cls(model, alphabet, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type], fast)
 
     @property
     def dim(self) -> int:
@@ -125,10 +140,12 @@ class EsmEmbedder:
 
     def _embed_batch(self, proteins: list[str]) -> np.ndarray:
         """Run one padded batch and average each row over its own residues only."""
-        _, _, tokens = self._batch_converter([(str(i), p) for i, p in enumerate(proteins)])
-        layer = self.num_layers
-        result = self._model(tokens.to(self._device), repr_layers=[layer])
-        reps = result["representations"][layer].float()
+        tokens = self._tokenizer(proteins).to(self._device)
+        if self._fast is not None:
+            reps = self._fast(tokens).float()
+        else:
+            layer = self.num_layers
+            reps = self._model(tokens, repr_layers=[layer])["representations"][layer].float()
         means = [
             reps[row, 1 : min(len(p), TRUNCATION_SEQ_LENGTH) + 1].mean(0)
             for row, p in enumerate(proteins)

@@ -23,7 +23,7 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 DEFAULT_PRECISION = "fp32"
 PROFILES = ("demo",)
 # Bump when the demo builders change, so stale cached demo models are not reused.
-DEMO_VERSION = "demo-v1"
+DEMO_VERSION = "demo-v2"  # v2: DNABERT-S's real architecture (bert_layers.py)
 DEMO_SEED = 20250224
 DEMO_ESM_NAME = "esm2_t2_demo"
 

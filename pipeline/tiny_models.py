@@ -10,17 +10,30 @@ the global RNG is left as it was.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import esm
 import torch
 from esm.model.esm2 import ESM2
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import BertConfig, PreTrainedTokenizerFast
+
+from .dnabert_embedder import remote_model_class
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# DNABERT-S's architecture code, vendored unchanged (see its README.md). Every file a
+# model directory of the published zhihan1996/DNABERT-S holds next to its weights.
+DNABERT_S_CODE = Path(__file__).with_name("dnabert_s_code")
+DNABERT_S_CODE_FILES = (
+    "bert_layers.py",
+    "bert_padding.py",
+    "configuration_bert.py",
+    "flash_attn_triton.py",
+)
 _CONTACT_HEAD_PREFIX = "contact_head."
 
 
@@ -79,12 +92,16 @@ def build_tiny_bert(
     heads: int = 2,
     seed: int = 0,
 ) -> Path:
-    """Write a DNABERT-S-like directory (BPE tokenizer + BERT) that ``AutoModel`` loads.
+    """Write a tiny DNABERT-S: its real architecture code, config, weights and tokenizer.
 
-    The tokenizer mirrors DNABERT-S's: BPE over DNA with ``[CLS] ... [SEP]`` added around
+    The directory is laid out as the published ``zhihan1996/DNABERT-S``: ``config.json``
+    whose ``auto_map`` names ``configuration_bert.BertConfig`` and
+    ``bert_layers.BertModel``, those code files (DNABERT-S's own, from
+    ``dnabert_s_code/``), ``pytorch_model.bin``, and the tokenizer files. It loads with
+    ``trust_remote_code`` exactly as the published model does, so its quirks (ALiBi,
+    unpadded attention, a float32 attention bias, a tuple output) are the real ones.
+    The tokenizer mirrors DNABERT-S's: BPE over DNA with ``[CLS] ... [SEP]`` around
     every sequence, so the "mean over all tokens, specials included" rule is exercised.
-    The model is a stock ``transformers.BertModel`` (DNABERT-S's own class is remote
-    code we cannot ship); the embedder treats both the same way.
     """
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -99,21 +116,59 @@ def build_tiny_bert(
         model_max_length=2048,
     )
     fast.save_pretrained(str(out))
-    config = BertConfig(
+    for name in DNABERT_S_CODE_FILES:
+        shutil.copyfile(DNABERT_S_CODE / name, out / name)
+    config = _dnabert_s_config(
         vocab_size=tokenizer.get_vocab_size(),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        # Frames are at most 501 nt; even one token per base plus CLS/SEP fits.
-        max_position_embeddings=2048,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
         pad_token_id=tokenizer.token_to_id("[PAD]"),
     )
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    model_class = remote_model_class(out)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BertModel(config)
-    model.save_pretrained(str(out), safe_serialization=True)
+        model = model_class(BertConfig.from_pretrained(str(out)))
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, out / "pytorch_model.bin")
     return out
+
+
+def _dnabert_s_config(
+    vocab_size: int, hidden: int, layers: int, heads: int, pad_token_id: int
+) -> dict[str, object]:
+    """DNABERT-S's config.json (DNABERT-2-117M's, evaluate/model_codes/config.json in
+    MAGICS-LAB/DNABERT_S) with the sizes made small."""
+    return {
+        "alibi_starting_size": 512,
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.0,
+        "auto_map": {
+            "AutoConfig": "configuration_bert.BertConfig",
+            "AutoModel": "bert_layers.BertModel",
+            "AutoModelForMaskedLM": "bert_layers.BertForMaskedLM",
+            "AutoModelForSequenceClassification": "bert_layers.BertForSequenceClassification",
+        },
+        "classifier_dropout": None,
+        "gradient_checkpointing": False,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": 4 * hidden,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 512,
+        "model_type": "bert",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "pad_token_id": pad_token_id,
+        "position_embedding_type": "absolute",
+        "torch_dtype": "float32",
+        "type_vocab_size": 2,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
 
 
 def _train_dna_bpe(seed: int, vocab_size: int = 96) -> Tokenizer:

@@ -94,6 +94,9 @@ class JobStatus(TypedDict):
     records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
     precision: NotRequired[str]  # fp32 (VirNucPro's numbers), tf32 or bf16
     error: NotRequired[str]  # why the job failed; present only when state is failed
+    # With `error`, when the failure is the user's to fix: `invalid_input` (the input
+    # is invalid or changed since submission) or `conflict` (a file not ours in --out).
+    error_code: NotRequired[str]
     # Present while the job is paused on a full disk (it keeps its verified parts and
     # tries again by itself), e.g. "no space on /out: 1.2 MB free, about 3.4 MB needed".
     waiting: NotRequired[str]

@@ -10,16 +10,31 @@ Counting conventions: ``unit_id`` is the unit's index within its job; record ind
 byte offsets (``start_offset``, ``end_offset``) are positions in the input file.
 """
 
+import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from . import codec
 from .codec import Buffer, type_name
 from .constants import KEY_TYPE, KEY_VERSION, MAX_MESSAGE_SIZE, PROTOCOL_VERSION
 from .errors import ErrorCode, ProtocolError
-from .schema import AbsPath, Count, NonEmptyStr, PositiveInt, Sha256Hex, WireModel, short_repr
+from .schema import (
+    AbsPath,
+    Check,
+    Count,
+    NonEmptyStr,
+    PositiveInt,
+    Sha256Hex,
+    WireModel,
+    fail,
+    short_repr,
+)
 
 Sender = Literal["worker", "daemon"]
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+#: A unit's digest (blake2b-128 of its bytes, see virnuc/input_digest.py).
+Digest128Hex = Annotated[str, Check(lambda s: bool(_HEX32.fullmatch(s)), "32 lowercase hex digits")]
 
 
 class WorkerMessageBase(WireModel):
@@ -127,6 +142,7 @@ class WorkerError(WorkerMessageBase):
     job_id: NonEmptyStr | None = None
     unit_id: Count | None = None
     no_space: bool = False  # a part could not be written: its disk is full
+    bad_input: bool = False  # the unit's input cannot be read as planned (not a bug)
 
 
 # --- daemon -> worker ----------------------------------------------------------------
@@ -158,6 +174,12 @@ class Assign(WorkerMessageBase):
     original start. Parts go to ``parts_dir``, one every ``checkpoint_every`` records;
     the daemon creates that directory, and a worker never creates its parent (a job
     directory that is gone means the job ended).
+
+    ``digest`` (optional, with ``unit_offset``/``unit_end_offset``, the unit's whole
+    byte range) is the digest of those bytes at planning: the worker digests the
+    range as it reads it (a resumed unit's bytes before ``start_offset`` first) and
+    fails the unit with "input changed since submission" instead of finishing it when
+    they differ. Absent for units planned by an older virnuc: then nothing is checked.
     """
 
     TYPE: ClassVar[Literal["assign"]] = "assign"
@@ -172,6 +194,17 @@ class Assign(WorkerMessageBase):
     save_embeddings: bool
     checkpoint_every: PositiveInt
     parts_dir: AbsPath
+    unit_offset: Count | None = None
+    unit_end_offset: Count | None = None
+    digest: Digest128Hex | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit_offset is not None and self.unit_offset > self.start_offset:
+            fail("unit_offset", f"must be at most start_offset, got {self.unit_offset}")
+        if self.unit_end_offset is not None and self.unit_end_offset <= self.start_offset:
+            fail("unit_end_offset", f"must be above start_offset, got {self.unit_end_offset}")
+        if self.digest is not None and None in (self.unit_offset, self.unit_end_offset):
+            fail("digest", "needs unit_offset and unit_end_offset")
 
 
 @dataclass(frozen=True)

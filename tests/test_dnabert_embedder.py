@@ -1,4 +1,9 @@
-"""DNABERT embeddings: loading (local, hub cache, remote code), and fidelity to the original."""
+"""DNABERT embeddings: loading (local, hub cache, remote code), and fidelity to the original.
+
+The tiny model (`build_tiny_bert`) is DNABERT-S's own architecture: its bert_layers.py,
+loaded as remote code. bf16 is checked against fp32 on it, because that code's float32
+attention bias is what breaks bf16.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, BertModel
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from virnuc.pipeline import dnabert_embedder
 from virnuc.pipeline.dnabert_embedder import DnabertEmbedder
-from virnuc.pipeline.tiny_models import build_tiny_bert
+from virnuc.pipeline.tiny_models import DNABERT_S_CODE, DNABERT_S_CODE_FILES, build_tiny_bert
 
 # Frames run up to 501 nt; include the shortest possible ones and some N.
 LENGTHS = [1, 2, 3, 4, 9, 30, 99, 150, 151, 240, 300, 333, 450, 499, 500, 501]
@@ -35,10 +40,20 @@ def original_embedding(tokenizer: Any, model: Any, sequence: str) -> np.ndarray:
     return torch.mean(hidden_states[0], dim=0).numpy()
 
 
+def unpatched(directory: Path) -> tuple[Any, Any]:
+    """Model and tokenizer as DNABERT's maintainers load them (remote code, ``config=``
+    workaround; triton hidden), float32, without any fix of ours."""
+    model, tokenizer = dnabert_embedder._load_pretrained(directory, allow_triton=False)
+    return model.eval(), tokenizer
+
+
 def reference_embeddings(directory: Path, sequences: list[str]) -> np.ndarray:
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    model = AutoModel.from_pretrained(str(directory)).eval()
+    model, tokenizer = unpatched(directory)
     return np.stack([original_embedding(tokenizer, model, s) for s in sequences])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def mixed_sequences(seed: int) -> list[str]:
@@ -64,6 +79,23 @@ def test_batched_embeddings_equal_the_original_in_input_order(
     assert batched.dtype == np.float32
     assert batched.shape == (len(sequences), 32)
     assert np.abs(batched - expected).max() <= 1e-5
+
+
+def test_the_tiny_model_is_dnabert_s_own_architecture(
+    tiny_bert_dir: Path, embedder: DnabertEmbedder
+) -> None:
+    model_class = type(embedder.model)
+    assert model_class.__name__ == "BertModel"
+    assert model_class.__module__.startswith("transformers_modules.")
+    assert model_class.__module__.endswith(".bert_layers")
+    assert not isinstance(embedder.model, BertModel)  # not transformers' own BERT
+    assert hasattr(embedder.model.encoder, "alibi")
+    config = json.loads((tiny_bert_dir / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "bert_layers.BertModel"
+    assert config["auto_map"]["AutoConfig"] == "configuration_bert.BertConfig"
+    assert (tiny_bert_dir / "pytorch_model.bin").is_file()
+    for name in DNABERT_S_CODE_FILES:  # DNABERT-S's files, unchanged
+        assert (tiny_bert_dir / name).read_bytes() == (DNABERT_S_CODE / name).read_bytes()
 
 
 def test_special_tokens_are_part_of_the_mean(embedder: DnabertEmbedder) -> None:
@@ -109,34 +141,117 @@ def test_uncached_hub_id_without_network_explains(monkeypatch: pytest.MonkeyPatc
 
 
 def test_builder_is_deterministic(tmp_path: Path) -> None:
-    from safetensors.torch import load_file
-
     first = build_tiny_bert(tmp_path / "a", seed=3)
     second = build_tiny_bert(tmp_path / "b", seed=3)
     other = build_tiny_bert(tmp_path / "c", seed=4)
-    a, b, c = (load_file(str(d / "model.safetensors")) for d in (first, second, other))
+    a, b, c = (
+        torch.load(d / "pytorch_model.bin", weights_only=True) for d in (first, second, other)
+    )
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
     assert (first / "tokenizer.json").read_bytes() == (second / "tokenizer.json").read_bytes()
 
 
-# A stand-in for DNABERT-S's remote code: bert_layers.py binds a Triton kernel when
-# `from .flash_attn_triton import ...` works, and its BertModel returns a tuple.
-REMOTE_MODEL = """
-from transformers import BertModel
-
-try:
-    from .flash_attn_triton import flash_attn_qkvpacked_func
-except ImportError:
-    flash_attn_qkvpacked_func = None
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    ),
+]
 
 
-class TupleBertModel(BertModel):
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        out = super().forward(input_ids=input_ids, attention_mask=attention_mask)
-        return out.last_hidden_state, out.pooler_output
-"""
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_runs_and_stays_close_to_fp32(tiny_bert_dir: Path, device: str) -> None:
+    sequences = mixed_sequences(23)
+    full = DnabertEmbedder.load(str(tiny_bert_dir), device=device).embed(sequences)
+    half = DnabertEmbedder.load(str(tiny_bert_dir), device=device, half=True)
+    assert next(half.model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    reduced = half.embed(sequences)
+    assert reduced.dtype == np.float32
+    assert np.isfinite(reduced).all()
+    assert cosines(reduced, full).min() >= 0.999
+
+
+def test_bf16_without_the_bias_cast_raises_the_dtype_error(tiny_bert_dir: Path) -> None:
+    # What the fix is for: DNABERT-S's code as published, merely cast to bf16.
+    model, tokenizer = unpatched(tiny_bert_dir)
+    bare = DnabertEmbedder(model.to(torch.bfloat16), tokenizer, torch.device("cpu"), 4096)
+    with pytest.raises(RuntimeError, match="dtype"):
+        bare.embed(mixed_sequences(2)[:3])
+
+
+def test_the_bias_cast_changes_nothing_in_fp32(tiny_bert_dir: Path) -> None:
+    sequences = mixed_sequences(29)
+    patched = DnabertEmbedder.load(str(tiny_bert_dir))
+    assert dnabert_embedder._cast_attention_bias(unpatched(tiny_bert_dir)[0]) == 2  # 2 layers
+    model, tokenizer = unpatched(tiny_bert_dir)
+    bare = DnabertEmbedder(model, tokenizer, torch.device("cpu"), patched._max_tokens)
+    assert np.abs(patched.embed(sequences) - bare.embed(sequences)).max() <= 1e-6
+
+
+def test_bf16_survives_the_alibi_rebuild_past_512_tokens(tiny_bert_dir: Path) -> None:
+    # Longer than `alibi_starting_size`, bert_layers.py rebuilds its ALiBi tensor in
+    # float32 mid-run; the cast must still apply.
+    sequences = ["N" * 600, random_dna(random.Random(3), 80)]
+    assert len(DnabertEmbedder.load(str(tiny_bert_dir)).tokenizer(sequences[0])["input_ids"]) > 512
+    outputs = []
+    for half in (False, True):
+        loaded = DnabertEmbedder.load(str(tiny_bert_dir), half=half)
+        with pytest.warns(UserWarning, match="Increasing alibi size"):
+            outputs.append(loaded.embed(sequences))
+    assert cosines(outputs[1], outputs[0]).min() >= 0.999
+
+
+def test_the_bias_cast_keeps_nothing_after_a_forward(embedder: DnabertEmbedder) -> None:
+    embedder.embed(mixed_sequences(31)[:4])
+    casters = {
+        hook
+        for module in embedder.model.modules()
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(hook, dnabert_embedder._BiasCaster)
+    }
+    assert len(casters) == 1
+    caster = casters.pop()
+    assert caster._source is None
+    assert caster._cast is None
+
+
+@pytest.fixture(scope="module")
+def stock_bert_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plain transformers BertModel with the tiny model's tokenizer (no remote code)."""
+    target = tmp_path_factory.mktemp("stock_bert")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copyfile(tiny_bert_dir / name, target / name)
+    vocab = len(json.loads((tiny_bert_dir / "tokenizer.json").read_text())["model"]["vocab"])
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=1024,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(str(target))
+    return target
+
+
+def test_a_stock_bert_still_loads_and_matches_the_original(stock_bert_dir: Path) -> None:
+    sequences = mixed_sequences(37)
+    loaded = DnabertEmbedder.load(str(stock_bert_dir), max_tokens=500)
+    assert type(loaded.model) is BertModel
+    tokenizer = AutoTokenizer.from_pretrained(str(stock_bert_dir))
+    model = AutoModel.from_pretrained(str(stock_bert_dir)).eval()
+    expected = np.stack([original_embedding(tokenizer, model, s) for s in sequences])
+    assert np.abs(loaded.embed(sequences) - expected).max() <= 1e-5
+
+
+# bert_layers.py binds a Triton kernel when `from .flash_attn_triton import ...` works.
+# The tests swap DNABERT-S's kernel file for one that only imports triton, so a fake
+# triton module can stand for an installed one.
 REMOTE_KERNEL = """
 import triton  # type: ignore (reportMissingImports)
 
@@ -146,13 +261,9 @@ def flash_attn_qkvpacked_func(*args, **kwargs):
 """
 
 
-def make_remote_code_model(stock_dir: Path, target: Path) -> Path:
-    shutil.copytree(stock_dir, target)
-    (target / "bert_layers.py").write_text(REMOTE_MODEL)
+def make_remote_code_model(tiny_dir: Path, target: Path) -> Path:
+    shutil.copytree(tiny_dir, target)
     (target / "flash_attn_triton.py").write_text(REMOTE_KERNEL)
-    config = json.loads((target / "config.json").read_text())
-    config["auto_map"] = {"AutoModel": "bert_layers.TupleBertModel"}
-    (target / "config.json").write_text(json.dumps(config))
     return target
 
 
@@ -174,7 +285,7 @@ def test_remote_code_loads_without_triton_and_matches_the_original(
 ) -> None:
     remote_dir = make_remote_code_model(tiny_bert_dir, tmp_path / "remote_no_triton")
     loaded = DnabertEmbedder.load(str(remote_dir), max_tokens=300)
-    assert type(loaded.model).__name__ == "TupleBertModel"
+    assert type(loaded.model).__name__ == "BertModel"
     assert kernel_of(loaded) is None
     package = type(loaded.model).__module__.rpartition(".")[0]
     assert f"{package}.flash_attn_triton" not in sys.modules  # the import itself failed
@@ -185,11 +296,10 @@ def test_remote_code_loads_without_triton_and_matches_the_original(
 
 
 def test_remote_code_load_leaves_the_auto_registry_alone(
-    tiny_bert_dir: Path, tmp_path: Path, fake_triton: types.ModuleType
+    tiny_bert_dir: Path, stock_bert_dir: Path
 ) -> None:
-    remote_dir = make_remote_code_model(tiny_bert_dir, tmp_path / "remote_registry")
-    DnabertEmbedder.load(str(remote_dir))
-    assert type(AutoModel.from_pretrained(str(tiny_bert_dir))) is BertModel
+    DnabertEmbedder.load(str(tiny_bert_dir))
+    assert type(AutoModel.from_pretrained(str(stock_bert_dir))) is BertModel
 
 
 def test_allow_triton_keeps_the_kernel_and_a_later_load_drops_it(

@@ -5,6 +5,8 @@ a cancel stops planning; an interrupted plan replays with the size it started wi
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ from virnuc.daemon.progress_log import (
     UnitPlan,
     UnitRow,
 )
-from virnuc.pipeline.fasta import FastaError, read_records
+from virnuc.pipeline.fasta import FastaError, read_records, record_starts
 from virnuc.pipeline.spec import ModelSpec
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300, "demo")
@@ -372,3 +374,122 @@ async def test_planning_a_job_whose_plan_is_closed_fails_with_the_logs_refusal(
 
     with pytest.raises(ConflictError, match="planning has finished"):
         await plan(log, job, workers=1, max_records=2)
+
+
+# --- unit digests ----------------------------------------------------------------------
+
+
+def blake(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+async def test_each_unit_stores_where_its_bytes_end_and_their_digest(
+    log: ProgressLog, tmp_path: Path, newline: str, gz: bool
+) -> None:
+    data = b"\n\n" + fasta_bytes(23, newline=newline)  # blank lines before the first header
+    path = tmp_path / ("in.fa.gz" if gz else "in.fa")
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+    await plan(log, await new_job(log, path), workers=2, max_records=5)
+
+    units = await units_of(log)
+    assert units[0].start_offset == 2
+    ends = [u.start_offset for u in units[1:]] + [len(data)]
+    assert [u.end_offset for u in units] == ends  # the units' bytes tile the records
+    assert [u.digest for u in units] == [blake(data[u.start_offset : u.end_offset]) for u in units]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_unit_spans_find_the_record_starts_across_read_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(planner, "CHUNK", chunk)
+    data = b"\n" + fasta_bytes(13, newline="\r\n").replace(b"ACGT", b"AC>T")  # '>' mid-line
+    path = tmp_path / "in.fa"
+    path.write_bytes(data)
+    starts = [s.offset for s in record_starts(path)]
+    assert len(starts) == 13
+
+    spans = list(planner.unit_spans(path, 3))
+
+    assert [(first, start) for first, start, _, _ in spans] == [
+        (i, starts[i]) for i in (0, 3, 6, 9, 12)
+    ]
+    assert [end for _, _, end, _ in spans] == [*starts[3::3], len(data)]
+    assert [digest for _, start, end, digest in spans] == [
+        blake(data[start:end]) for _, start, end, _ in spans
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_plan_accepts_its_stored_digests(
+    log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(planner, "BATCH", 2)
+    path = tmp_path / "in.fa"
+    path.write_bytes(fasta_bytes(8))
+    job = await new_job(log, path)
+    cancel = threading.Event()
+    spy_on_batches(log, monkeypatch, after=lambda n: cancel.set())
+    with pytest.raises(PlanningCancelled):
+        await plan(log, job, workers=1, max_records=1, cancel=cancel)
+    stored = await units_of(log)
+    monkeypatch.undo()
+
+    assert await plan(log, job, workers=1, max_records=1) == 8
+
+    units = await units_of(log)
+    assert units[:2] == stored
+    assert all(u.digest is not None for u in units)
+
+
+@pytest.mark.asyncio
+async def test_a_replayed_plan_of_bytes_rewritten_with_size_and_mtime_kept_fails(
+    log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint cannot see this rewrite; the digests of the stored units can."""
+    monkeypatch.setattr(planner, "BATCH", 2)
+    path = tmp_path / "in.fa"
+    path.write_bytes(fasta_bytes(8))
+    planned = os.stat(path)
+    job = await new_job(log, path)
+    cancel = threading.Event()
+    spy_on_batches(log, monkeypatch, after=lambda n: cancel.set())
+    with pytest.raises(PlanningCancelled):
+        await plan(log, job, workers=1, max_records=1, cancel=cancel)
+    monkeypatch.undo()
+    path.write_bytes(fasta_bytes(8).replace(b"ACGT", b"TGCA"))  # same size, same headers
+    os.utime(path, ns=(planned.st_atime_ns, planned.st_mtime_ns))
+
+    with pytest.raises(ConflictError, match="input changed since submission: the bytes of unit 0"):
+        await plan(log, job, workers=1, max_records=1)
+
+    after = await log.get_job("j1")
+    assert after is not None
+    assert after.records_total is None
+
+
+@pytest.mark.asyncio
+async def test_units_stored_without_a_digest_keep_none_when_the_plan_is_replayed(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    """An older virnuc planned units 0-1 and died; the replay accepts them as they are
+    (their bytes are then not checked) and digests the units it adds."""
+    data = fasta_bytes(8)
+    path = tmp_path / "in.fa"
+    path.write_bytes(data)
+    job = await new_job(log, path)
+    starts = [s.offset for s in record_starts(path)]
+    await log.add_units("j1", [UnitPlan(0, starts[0], 0, 2), UnitPlan(1, starts[2], 2, 2)])
+
+    assert await plan(log, job, workers=1, max_records=2) == 4
+
+    units = await units_of(log)
+    assert [(u.end_offset, u.digest) for u in units[:2]] == [(None, None), (None, None)]
+    assert [u.digest for u in units[2:]] == [
+        blake(data[starts[4] : starts[6]]),
+        blake(data[starts[6] :]),
+    ]

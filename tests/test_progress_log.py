@@ -129,6 +129,35 @@ async def test_a_version_1_file_opens_keeps_its_jobs_and_loses_the_workers_table
 
 
 @pytest.mark.asyncio
+async def test_a_version_3_file_keeps_its_units_with_no_end_offset_nor_digest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as raw:  # as a virnuc without unit digests left it
+        for script in schema.MIGRATIONS[:3]:
+            raw.executescript(script)
+        raw.execute(
+            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
+            " checkpoint_every, force, created_at, updated_at, records_total, units_total)"
+            " VALUES ('old', 1, 'running', '/in.fa', '/out', ?, 0, 2, 0, 1.0, 1.0, 5, 2)",
+            (json.dumps(SPEC.as_dict()),),
+        )
+        raw.execute(
+            "INSERT INTO units (job_id, unit_id, start_offset, first_record,"
+            " record_count) VALUES ('old', 0, 0, 0, 3), ('old', 1, 300, 3, 2)"
+        )
+        raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    async with await ProgressLog.open(path) as log:
+        assert (await log.settings())["user_version"] == len(schema.MIGRATIONS)
+        units = await log.pending_units("old", 10)
+    assert [(u.unit_id, u.start_offset, u.end_offset, u.digest) for u in units] == [
+        (0, 0, None, None),
+        (1, 300, None, None),
+    ]
+
+
+@pytest.mark.asyncio
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with sqlite3.connect(path) as raw:
@@ -253,6 +282,27 @@ async def test_planning_in_batches_can_be_replayed_but_not_changed(log: Progress
         await log.add_units("j1", [UnitPlan(3, 950, 11, 1)])
     with pytest.raises(NotFoundError):
         await log.add_units("nope", [UnitPlan(0, 0, 0, 1)])
+
+
+@pytest.mark.asyncio
+async def test_unit_digests_are_stored_replayed_and_must_match(log: ProgressLog) -> None:
+    await log.create_job(new_job())
+    a, b = "a" * 32, "b" * 32
+    await log.add_units("j1", [UnitPlan(0, 0, 0, 5, 500, a), UnitPlan(1, 500, 5, 5, 900, b)])
+    await log.add_units("j1", [UnitPlan(1, 500, 5, 5, 900, b)])  # replay
+    with pytest.raises(ConflictError, match="input changed since submission: the bytes of unit 1"):
+        await log.add_units("j1", [UnitPlan(1, 500, 5, 5, 900, a)])
+    with pytest.raises(ConflictError, match="does not follow"):  # a byte gap after unit 1
+        await log.add_units("j1", [UnitPlan(2, 901, 10, 1, 950, a)])
+    with pytest.raises(ConflictError, match="does not follow"):  # ends before it starts
+        await log.add_units("j1", [UnitPlan(2, 900, 10, 1, 900, a)])
+    await log.add_units("j1", [UnitPlan(2, 900, 10, 1, 950, a)])
+    units = await log.pending_units("j1", 10)
+    assert [(u.start_offset, u.end_offset, u.digest) for u in units] == [
+        (0, 500, a),
+        (500, 900, b),
+        (900, 950, a),
+    ]
 
 
 # --- units and parts --------------------------------------------------------------------

@@ -456,17 +456,25 @@ async def test_an_idle_worker_takes_the_job_whose_models_it_has_loaded(tmp_path:
         await close(setup)
 
 
-async def test_a_worker_error_on_its_unit_fails_the_job_with_the_message(one_worker) -> None:
+@pytest.mark.parametrize("bad_input", [False, True])
+async def test_a_worker_error_on_its_unit_fails_the_job_with_the_message(
+    one_worker, bad_input: bool
+) -> None:
     setup, worker = one_worker
     row = await submit(setup)
     assign = await next_assign(worker)
     error = WorkerError(
-        message="cannot read the input: gone", fatal=False, job_id=row.job_id, unit_id=0
+        message="cannot read the input: gone",
+        fatal=False,
+        job_id=row.job_id,
+        unit_id=0,
+        bad_input=bad_input,
     )
     await setup.scheduler.tell(sm.ErrorReported("w0", error))
     failed = await finished(setup, row.job_id)
     assert failed.state == JobState.FAILED
     assert failed.error == "unit 0: cannot read the input: gone"
+    assert failed.error_code == ("invalid_input" if bad_input else None)  # exit 4, else 1
     assert assign.unit_id == 0
     assert worker.idle
 
@@ -572,6 +580,7 @@ async def test_an_input_changed_after_planning_fails_the_job_at_the_next_unit(
     assert failed.state == JobState.FAILED
     assert failed.error is not None
     assert failed.error.startswith(f"input changed since submission: {setup.input}")
+    assert failed.error_code == "invalid_input"  # virnucctl wait exits 4
     assert ("replaced" in failed.error) == (how == "replaced by rename")
     assert not (setup.tmp / "out" / "prediction_results.txt").exists()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -443,6 +444,33 @@ def test_cancel_stops_the_unit_and_the_next_assign_runs(
     daemon.send("w0", assign(tmp_path, demo_cache, "long", records[:3], long_input, unit_id=1))
     _, done = daemon.collect_until(UnitDone)
     assert (done.job_id, done.unit_id) == ("long", 1)
+
+
+def test_a_unit_whose_bytes_changed_since_planning_is_not_finished(
+    warm: WarmWorker, demo_cache: Path, tmp_path: Path, example_records
+) -> None:
+    """The assign carries the unit's planned digest; the input's last record was
+    rewritten since (same length): the unit ends with an error, its last record in
+    no part, so the daemon never sees the unit done."""
+    daemon = warm.daemon
+    path = tmp_path / "in.fa"
+    data = EXAMPLE.read_bytes()
+    path.write_bytes(data)
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    unit = dict(unit_offset=0, unit_end_offset=len(data), digest=digest)
+    daemon.send("w0", assign(tmp_path, demo_cache, "same", example_records, path, **unit))
+    daemon.collect_until(UnitDone)  # unchanged: done
+
+    last = data.rstrip()
+    path.write_bytes(last[:-1] + (b"G" if last[-1:] == b"C" else b"C") + data[len(last) :])
+    daemon.send("w0", assign(tmp_path, demo_cache, "changed", example_records, path, **unit))
+    messages, error = daemon.collect_until(WorkerError)
+    assert (error.fatal, error.job_id, error.unit_id) == (False, "changed", 0)
+    assert error.message.startswith(
+        f"input changed since submission: {path}: unit 0 (records 0..19"
+    )
+    assert not of_type(messages, UnitDone)
+    assert check_contiguous(of_type(messages, Checkpoint), 0, offsets_of(example_records)) < 20
 
 
 # --- stopping and dying -----------------------------------------------------------------------

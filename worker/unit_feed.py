@@ -5,6 +5,8 @@ its result comes back (its index and resume offset), and turns bad input (unread
 too short, a wrong start offset) into a `UnitInputError` kept for after the records
 before it are finished. Each request for a record is a block boundary, where it calls
 back into the unit run (`virnuc.worker.unit_run`) to report progress, stop or cancel.
+The unit's bytes are digested as they are read (`virnuc.worker.unit_digest`): a unit
+whose bytes differ from the plan raises `UnitChanged` before its last record is out.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import cast
 
-from virnuc.pipeline.fasta import FastaRecord, read_records
+from virnuc.pipeline.fasta import FastaRecord
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.protocol import Assign
+from virnuc.worker.unit_digest import UnitDigest, read_unit
 
 
 class UnitInputError(Exception):
@@ -59,17 +62,12 @@ class RecordFeed:
         self.on_boundary = on_boundary
         self.pulled = 0
         self.failure: UnitInputError | None = None
+        self.digest = UnitDigest(assign)
         self._in_flight: deque[_InFlight] = deque()
 
     def __iter__(self) -> Iterator[FastaRecord]:
-        a = self.assign
-        # read_records is a generator: close it explicitly so the file is released at once
-        records = cast(
-            Generator[FastaRecord, None, None],
-            read_records(
-                a.input, offset=a.start_offset, first_index=a.start_record, count=a.record_count
-            ),
-        )
+        # read_unit is a generator: close it explicitly so the file is released at once
+        records = cast(Generator[FastaRecord, None, None], read_unit(self.assign, self.digest))
         with contextlib.closing(records):
             while True:
                 self.on_boundary()
@@ -81,7 +79,16 @@ class RecordFeed:
                 yield record
 
     def _next(self, records: Iterator[FastaRecord]) -> FastaRecord | None:
-        """The next record, or None at the end of the unit or at bad input."""
+        """The next record, or None at the end of the unit or at bad input; raises
+        `UnitChanged` when the unit's bytes are not the planned ones."""
+        record = self._read(records)
+        if self.failure is not None and self.digest.file_differs():
+            raise self.digest.changed()  # rewritten: say so rather than how it broke
+        if record is not None and self.pulled + 1 == self.assign.record_count:
+            self.digest.verify(record.end_offset)  # before the unit's last record is out
+        return record
+
+    def _read(self, records: Iterator[FastaRecord]) -> FastaRecord | None:
         a, index = self.assign, self.assign.start_record + self.pulled
         try:
             record = next(records, None)

@@ -188,6 +188,7 @@ class UnitRun:
                 job_id=a.job_id,
                 unit_id=a.unit_id,
                 no_space=no_space,  # the daemon waits for space instead of failing the job
+                bad_input=changed or isinstance(exc, UnitInputError),
             )
         )
 
