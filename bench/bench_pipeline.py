@@ -83,7 +83,7 @@ def esm_ceiling(models: ModelSet, proteins: list[str]) -> tuple[float, float]:
     models.esm.embed(proteins)
     ours_rate = tokens / (time.perf_counter() - start)
     mean_len = round(np.mean([len(p) for p in proteins]))
-    per_batch = max(1, models.esm._max_tokens // (mean_len + 2))  # our budget, no padding
+    per_batch = max(1, models.esm.max_tokens // (mean_len + 2))  # our budget, no padding
     ideal = torch.randint(4, 24, (per_batch, mean_len + 2))
     batches = max(1, len(proteins) // per_batch)
     start = time.perf_counter()

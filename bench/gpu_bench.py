@@ -173,10 +173,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from virnuc.pipeline import dnabert_embedder as dnabert_module  # noqa: E402
-from virnuc.pipeline.batching import inference_dtype, token_budget_batches  # noqa: E402
+from virnuc.pipeline.batching import (  # noqa: E402
+    device_token_budget,
+    inference_dtype,
+    token_budget_batches,
+)
 from virnuc.pipeline.classifier import MLPClassifier, classify  # noqa: E402
 from virnuc.pipeline.dnabert_embedder import DnabertEmbedder  # noqa: E402
-from virnuc.pipeline.esm_embedder import DEFAULT_MAX_TOKENS as ESM_DEFAULT_MAX_TOKENS  # noqa: E402
+from virnuc.pipeline.esm_embedder import CPU_MAX_TOKENS as ESM_CPU_MAX_TOKENS  # noqa: E402
 from virnuc.pipeline.esm_embedder import TRUNCATION_SEQ_LENGTH, EsmEmbedder  # noqa: E402
 from virnuc.pipeline.esm_fast import EsmBatchTokenizer, FastEsm2  # noqa: E402
 from virnuc.pipeline.frames import Frame, record_frames  # noqa: E402
@@ -807,9 +811,12 @@ def execute(bench: Bench) -> None:
         torch.manual_seed(args.seed + 2)
         classifier = MLPClassifier(shapes.bert_hidden + shapes.esm_dim, shapes.classifier_hidden, 2)
     bench.classifier = classifier.to(device).eval()
-    bench.esm_max_tokens = args.esm_max_tokens or ESM_DEFAULT_MAX_TOKENS.get(device.type, 2048)
-    bench.bert_max_tokens = args.dnabert_max_tokens or dnabert_module.DEFAULT_MAX_TOKENS.get(
-        device.type, 4096
+    # The budgets our embedders' loaders pick (fp32 sizing, the largest activations).
+    bench.esm_max_tokens = args.esm_max_tokens or device_token_budget(
+        device, shapes.esm_dim, torch.float32, cpu_budget=ESM_CPU_MAX_TOKENS
+    )
+    bench.bert_max_tokens = args.dnabert_max_tokens or device_token_budget(
+        device, shapes.bert_hidden, torch.float32, cpu_budget=dnabert_module.CPU_MAX_TOKENS
     )
     out["models"] = {
         "weights": "random (initialised in memory); numbers, not predictions, are the point",

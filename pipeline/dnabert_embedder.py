@@ -29,13 +29,13 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.bert.configuration_bert import BertConfig
 
-from virnuc.pipeline.batching import inference_dtype, token_budget_batches
+from virnuc.pipeline.batching import TokenBudget, device_token_budget, inference_dtype
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
-# Tokens per padded batch. On CPU small batches stay in cache and run ~1.3-1.7x faster
-# (bench/bench_pipeline.py); a GPU wants large ones.
-DEFAULT_MAX_TOKENS = {"cpu": 4096, "cuda": 65536}
-"""Padded tokens per batch. A 501-nt frame is ~100-130 BPE tokens, so ~250 frames."""
+# Padded tokens per batch on CPU, where small batches stay in cache and run ~1.3-1.7x
+# faster (bench/bench_pipeline.py); a 501-nt frame is ~100-130 BPE tokens. On a GPU the
+# budget follows its free memory (batching.device_token_budget).
+CPU_MAX_TOKENS = 4096
 
 # The module-level name DNABERT-S's bert_layers.py binds its Triton kernel to (None when
 # `from .flash_attn_triton import ...` failed); its attention checks it on every call.
@@ -53,7 +53,7 @@ class DnabertEmbedder:
         self._model = model
         self._tokenizer = tokenizer
         self._device = device
-        self._max_tokens = max_tokens
+        self._budget = TokenBudget(max_tokens)  # halved for good after an out-of-memory
         pad_id = tokenizer.pad_token_id
         # The pad id only fills masked positions, so any valid id would do.
         self._pad_id = int(pad_id) if pad_id is not None else 0
@@ -81,7 +81,16 @@ class DnabertEmbedder:
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
         _cast_attention_bias(model)
-        return cls(model, tokenizer, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type])
+        width = int(model.config.hidden_size)
+        budget = max_tokens or device_token_budget(
+            dev, width, inference_dtype(dev, half), cpu_budget=CPU_MAX_TOKENS
+        )
+        return cls(model, tokenizer, dev, budget)
+
+    @property
+    def max_tokens(self) -> int:
+        """Padded tokens per batch now (lowered for good after an out-of-memory)."""
+        return self._budget.max_tokens
 
     @property
     def dim(self) -> int:
@@ -115,8 +124,9 @@ class DnabertEmbedder:
         token_ids: list[list[int]] = self._tokenizer(list(sequences))["input_ids"]
         lengths = [len(ids) for ids in token_ids]
         with torch.inference_mode():
-            for batch in token_budget_batches(lengths, self._max_tokens):
-                out[batch] = self._embed_batch([token_ids[i] for i in batch])
+            self._budget.fill(
+                lengths, out, lambda batch: self._embed_batch([token_ids[i] for i in batch])
+            )
         return out
 
     def _embed_batch(self, token_ids: list[list[int]]) -> np.ndarray:

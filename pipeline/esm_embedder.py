@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from esm.model.esm2 import ESM2
 
-from virnuc.pipeline.batching import inference_dtype, token_budget_batches
+from virnuc.pipeline.batching import TokenBudget, device_token_budget, inference_dtype
 from virnuc.pipeline.esm_fast import EsmBatchTokenizer, FastEsm2
 
 DEFAULT_ESM_MODEL = "esm2_t36_3B_UR50D"
 TRUNCATION_SEQ_LENGTH = 1022
 """Residues kept per protein: 1024 positions minus BOS and EOS, as the original."""
-# Tokens per padded batch. On CPU small batches stay in cache and run ~1.3-1.7x faster
-# (bench/bench_pipeline.py); a GPU wants large ones.
-DEFAULT_MAX_TOKENS = {"cpu": 2048, "cuda": 16384}
-"""Padded tokens per batch; ~8 full-length proteins, modest even for the 3B model."""
+# Padded tokens per batch on CPU, where small batches stay in cache and run ~1.3-1.7x
+# faster (bench/bench_pipeline.py); on a GPU the budget follows its free memory
+# (batching.device_token_budget).
+CPU_MAX_TOKENS = 2048
 
 # fair-esm's download locations (esm/pretrained.py); we fetch into torch hub's cache,
 # the same place fair-esm uses, so a cache filled by either tool serves both.
@@ -69,7 +69,7 @@ class EsmEmbedder:
         # fast: pipeline/esm_fast.py (fp32 rotary, SDPA); else fair-esm's own forward.
         self._fast = FastEsm2(model) if fast else None
         self._device = device
-        self._max_tokens = max_tokens
+        self._budget = TokenBudget(max_tokens)  # halved for good after an out-of-memory
 
     @classmethod
     def load(
@@ -95,7 +95,16 @@ class EsmEmbedder:
         model, alphabet = _load_esm2(model_file, regression_file, name)
         dev = torch.device(device)
         model = model.eval().to(device=dev, dtype=inference_dtype(dev, half))
-        return cls(model, alphabet, dev, max_tokens or DEFAULT_MAX_TOKENS[dev.type], fast)
+        dtype = inference_dtype(dev, half)
+        budget = max_tokens or device_token_budget(
+            dev, int(model.embed_dim), dtype, cpu_budget=CPU_MAX_TOKENS
+        )
+        return cls(model, alphabet, dev, budget, fast)
+
+    @property
+    def max_tokens(self) -> int:
+        """Padded tokens per batch now (lowered for good after an out-of-memory)."""
+        return self._budget.max_tokens
 
     @property
     def dim(self) -> int:
@@ -134,8 +143,9 @@ class EsmEmbedder:
                 raise ValueError(f"protein {i} is empty; ESM-2 has nothing to average")
         lengths = [min(len(p), TRUNCATION_SEQ_LENGTH) + 2 for p in proteins]
         with torch.inference_mode():
-            for batch in token_budget_batches(lengths, self._max_tokens):
-                out[batch] = self._embed_batch([proteins[i] for i in batch])
+            self._budget.fill(
+                lengths, out, lambda batch: self._embed_batch([proteins[i] for i in batch])
+            )
         return out
 
     def _embed_batch(self, proteins: list[str]) -> np.ndarray:

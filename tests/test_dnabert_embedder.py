@@ -187,7 +187,7 @@ def test_the_bias_cast_changes_nothing_in_fp32(tiny_bert_dir: Path) -> None:
     patched = DnabertEmbedder.load(str(tiny_bert_dir))
     assert dnabert_embedder._cast_attention_bias(unpatched(tiny_bert_dir)[0]) == 2  # 2 layers
     model, tokenizer = unpatched(tiny_bert_dir)
-    bare = DnabertEmbedder(model, tokenizer, torch.device("cpu"), patched._max_tokens)
+    bare = DnabertEmbedder(model, tokenizer, torch.device("cpu"), patched.max_tokens)
     assert np.abs(patched.embed(sequences) - bare.embed(sequences)).max() <= 1e-6
 
 
