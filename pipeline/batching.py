@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,8 +65,8 @@ class TokenBudget:
     def fill(
         self,
         lengths: Sequence[int],
-        out: np.ndarray,
-        embed: Callable[[list[int]], np.ndarray],
+        out: torch.Tensor | np.ndarray,
+        embed: Callable[[list[int]], Any],
     ) -> None:
         """Set ``out[i]`` for every index, ``embed(batch)`` computing a batch's rows.
 
@@ -105,3 +106,11 @@ def device_token_budget(
     free, _ = torch.cuda.mem_get_info(device)
     per_token = ACTIVATION_VALUES_PER_TOKEN * width * torch.finfo(dtype).bits // 8
     return int(min(cap, max(1024, free // 4 // per_token)))
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU from pinned memory without blocking, so the
+    copy overlaps what the device still runs (CUDA orders it before later kernels)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -29,7 +29,12 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.bert.configuration_bert import BertConfig
 
-from virnuc.pipeline.batching import TokenBudget, device_token_budget, inference_dtype
+from virnuc.pipeline.batching import (
+    TokenBudget,
+    device_token_budget,
+    inference_dtype,
+    to_device,
+)
 
 DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
 # Padded tokens per batch on CPU, where small batches stay in cache and run ~1.3-1.7x
@@ -116,20 +121,21 @@ class DnabertEmbedder:
 
         Rows follow the input order, whatever order the batches ran in.
         """
-        out = np.empty((len(sequences), self.dim), dtype=np.float32)
         if not sequences:
-            return out
+            return np.empty((0, self.dim), dtype=np.float32)
         # Called on the whole list with default settings, a tokenizer gives each
         # sequence the ids it gives it alone: no padding, no truncation, specials added.
         token_ids: list[list[int]] = self._tokenizer(list(sequences))["input_ids"]
         lengths = [len(ids) for ids in token_ids]
+        # Rows stay on the device until the last batch: one copy to the host per call.
+        out = torch.empty((len(sequences), self.dim), dtype=torch.float32, device=self._device)
         with torch.inference_mode():
             self._budget.fill(
                 lengths, out, lambda batch: self._embed_batch([token_ids[i] for i in batch])
             )
-        return out
+        return out.cpu().numpy()
 
-    def _embed_batch(self, token_ids: list[list[int]]) -> np.ndarray:
+    def _embed_batch(self, token_ids: list[list[int]]) -> torch.Tensor:
         """Right-pad, run, and average each row over its own tokens."""
         longest = max(len(ids) for ids in token_ids)
         input_ids = torch.full((len(token_ids), longest), self._pad_id, dtype=torch.long)
@@ -137,15 +143,14 @@ class DnabertEmbedder:
         for row, ids in enumerate(token_ids):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = 1
-        input_ids, mask = input_ids.to(self._device), mask.to(self._device)
+        input_ids, mask = to_device(input_ids, self._device), to_device(mask, self._device)
         # DNABERT-S's remote BertModel returns a tuple, a stock BertModel a
         # BaseModelOutput; both hold the last hidden state at [0].
         hidden = self._model(input_ids=input_ids, attention_mask=mask)[0].float()
         keep = mask.bool().unsqueeze(-1)
         # where(), not multiply: whatever sits at padded positions (even NaN) is dropped.
         summed = torch.where(keep, hidden, 0.0).sum(dim=1)
-        means = summed / mask.sum(dim=1, keepdim=True).to(summed.dtype)
-        return means.cpu().numpy()
+        return summed / mask.sum(dim=1, keepdim=True).to(summed.dtype)
 
 
 def _resolve_source(source: str) -> Path:

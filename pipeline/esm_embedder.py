@@ -30,7 +30,12 @@ import numpy as np
 import torch
 from esm.model.esm2 import ESM2
 
-from virnuc.pipeline.batching import TokenBudget, device_token_budget, inference_dtype
+from virnuc.pipeline.batching import (
+    TokenBudget,
+    device_token_budget,
+    inference_dtype,
+    to_device,
+)
 from virnuc.pipeline.esm_fast import EsmBatchTokenizer, FastEsm2
 
 DEFAULT_ESM_MODEL = "esm2_t36_3B_UR50D"
@@ -135,32 +140,35 @@ class EsmEmbedder:
 
         Rows follow the input order, whatever order the batches ran in.
         """
-        out = np.empty((len(proteins), self.dim), dtype=np.float32)
         for i, protein in enumerate(proteins):
             if not protein:
                 # The original would average zero positions and produce NaN; upstream
                 # discards empty frames, so an empty one here is a caller's bug.
                 raise ValueError(f"protein {i} is empty; ESM-2 has nothing to average")
         lengths = [min(len(p), TRUNCATION_SEQ_LENGTH) + 2 for p in proteins]
+        # Rows stay on the device until the last batch: one copy to the host per call.
+        out = torch.empty((len(proteins), self.dim), dtype=torch.float32, device=self._device)
         with torch.inference_mode():
             self._budget.fill(
                 lengths, out, lambda batch: self._embed_batch([proteins[i] for i in batch])
             )
-        return out
+        return out.cpu().numpy()
 
-    def _embed_batch(self, proteins: list[str]) -> np.ndarray:
-        """Run one padded batch and average each row over its own residues only."""
-        tokens = self._tokenizer(proteins).to(self._device)
+    def _embed_batch(self, proteins: list[str]) -> torch.Tensor:
+        """Run one padded batch and average each row over its own residues only (BOS,
+        EOS and padding left out, as the original), on the device."""
+        tokens = to_device(self._tokenizer(proteins), self._device)
         if self._fast is not None:
             reps = self._fast(tokens).float()
         else:
             layer = self.num_layers
             reps = self._model(tokens, repr_layers=[layer])["representations"][layer].float()
-        means = [
-            reps[row, 1 : min(len(p), TRUNCATION_SEQ_LENGTH) + 1].mean(0)
-            for row, p in enumerate(proteins)
-        ]
-        return torch.stack(means).cpu().numpy()
+        kept = torch.tensor([min(len(p), TRUNCATION_SEQ_LENGTH) for p in proteins])
+        kept = kept.to(reps.device)
+        positions = torch.arange(reps.shape[1], device=reps.device)
+        residues = (positions[None, :] >= 1) & (positions[None, :] <= kept[:, None])
+        summed = torch.where(residues.unsqueeze(-1), reps, 0.0).sum(dim=1)
+        return summed / kept[:, None].to(summed.dtype)
 
 
 def _resolve_checkpoint(source: str) -> tuple[Path, Path, str]:

@@ -12,6 +12,7 @@ from virnuc.pipeline.batching import (
     TokenBudget,
     device_token_budget,
     inference_dtype,
+    to_device,
     token_budget_batches,
 )
 
@@ -95,3 +96,8 @@ def test_a_single_sequence_that_does_not_fit_raises() -> None:
 
 def test_the_cpu_budget_is_the_configured_one() -> None:
     assert device_token_budget(torch.device("cpu"), 2560, torch.bfloat16, cpu_budget=2048) == 2048
+
+
+def test_to_device_on_cpu_is_a_plain_copy_of_the_same_values() -> None:
+    tensor = torch.arange(6).reshape(2, 3)
+    assert torch.equal(to_device(tensor, torch.device("cpu")), tensor)
