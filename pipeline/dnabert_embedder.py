@@ -121,14 +121,24 @@ class DnabertEmbedder:
 
         Rows follow the input order, whatever order the batches ran in.
         """
+        return self.embed_tokens(self.tokenize(sequences))
+
+    def tokenize(self, sequences: Sequence[str]) -> list[list[int]]:
+        """Each sequence's token ids, as the tokenizer gives them to it alone (called on
+        the whole list with default settings: no padding, no truncation, specials
+        added). Host work only: the predictor runs it ahead, on its prefetch thread."""
         if not sequences:
+            return []
+        ids: list[list[int]] = self._tokenizer(list(sequences))["input_ids"]
+        return ids
+
+    def embed_tokens(self, token_ids: Sequence[list[int]]) -> np.ndarray:
+        """`embed` of sequences already tokenized by `tokenize`."""
+        if not token_ids:
             return np.empty((0, self.dim), dtype=np.float32)
-        # Called on the whole list with default settings, a tokenizer gives each
-        # sequence the ids it gives it alone: no padding, no truncation, specials added.
-        token_ids: list[list[int]] = self._tokenizer(list(sequences))["input_ids"]
         lengths = [len(ids) for ids in token_ids]
         # Rows stay on the device until the last batch: one copy to the host per call.
-        out = torch.empty((len(sequences), self.dim), dtype=torch.float32, device=self._device)
+        out = torch.empty((len(token_ids), self.dim), dtype=torch.float32, device=self._device)
         with torch.inference_mode():
             self._budget.fill(
                 lengths, out, lambda batch: self._embed_batch([token_ids[i] for i in batch])

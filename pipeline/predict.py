@@ -9,7 +9,7 @@ record is released as soon as its last frame is scored.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,14 +62,16 @@ class _Block:
     frames: list[tuple[Frame, _Pending]]
     opened: list[_Pending]
     closed: list[_Pending]
+    dna_tokens: list[list[int]] = field(default_factory=list)  # DNABERT's, per frame
 
 
 class Predictor:
     """Runs VirNucPro's pipeline with a warm `ModelSet`.
 
-    With `prefetch`, the next block is cut (records read, frames translated) on a
-    thread while the current one is scored; the results are the same either way,
-    but the records iterator is then advanced on that thread, one block ahead.
+    With `prefetch`, the next block is cut (records read, frames translated, DNA
+    tokenized) on a thread while the current one is scored; the results are the same
+    either way, but the records iterator is then advanced on that thread, one block
+    ahead.
     """
 
     def __init__(
@@ -86,20 +88,24 @@ class Predictor:
         self.prefetch = prefetch
 
     def predict(self, records: Iterable[FastaRecord]) -> Iterator[RecordResult]:
-        blocks = _cut_blocks(records, self.models.spec.chunk_length, self.block_frames)
+        blocks = _tokenized(
+            _cut_blocks(records, self.models.spec.chunk_length, self.block_frames),
+            self.models.dnabert.tokenize,
+        )
         pending: deque[_Pending] = deque()
         for block in prefetched(blocks) if self.prefetch else blocks:
             pending.extend(block.opened)
-            self._score(block.frames)
+            self._score(block)
             for record in block.closed:
                 record.enumerated = True
             yield from _completed(pending)
 
-    def _score(self, block: list[tuple[Frame, _Pending]]) -> None:
+    def _score(self, cut: _Block) -> None:
+        block = cut.frames
         if not block:
             return
         frames = [frame for frame, _ in block]
-        nucleotide = self.models.dnabert.embed([f.nucleotides for f in frames])
+        nucleotide = self.models.dnabert.embed_tokens(cut.dna_tokens)
         protein = self.models.esm.embed([f.protein for f in frames])
         scores = classify(self.models.classifier, np.concatenate([nucleotide, protein], axis=1))
         start = 0
@@ -139,6 +145,15 @@ def _cut_blocks(
             opened, closed = [], []
     if block or opened or closed:
         yield _Block(block, opened, closed)
+
+
+def _tokenized(
+    blocks: Iterator[_Block], tokenize: Callable[[list[str]], list[list[int]]]
+) -> Iterator[_Block]:
+    """The blocks with their frames' DNA tokenized (host work the prefetch thread does)."""
+    for block in blocks:
+        block.dna_tokens = tokenize([frame.nucleotides for frame, _ in block.frames])
+        yield block
 
 
 def _runs(block: list[tuple[Frame, _Pending]]) -> Iterator[tuple[_Pending, int]]:
