@@ -169,10 +169,10 @@ import esm  # noqa: E402
 import transformers  # noqa: E402
 from esm.data import FastaBatchedDataset  # noqa: E402
 from esm.model.esm2 import ESM2  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from virnuc.pipeline import dnabert_embedder as dnabert_module  # noqa: E402
+from virnuc.pipeline import tiny_models  # noqa: E402
 from virnuc.pipeline.batching import (  # noqa: E402
     device_token_budget,
     inference_dtype,
@@ -192,7 +192,6 @@ BLOCK_FRAMES = 2048
 """Frames per block, ``predict.DEFAULT_BLOCK_FRAMES`` (predict imports the FASTA and
 output modules, so it is not imported here; tests/test_gpu_bench.py checks the value)."""
 ORIGINAL_TOKS_PER_BATCH = 2048  # fair-esm's extract script default, as VirNucPro runs it
-BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 GOALS = {"esm_bf16_tokens_per_s": 70_000.0, "speedup": 10.0, "cosine": 0.999, "labels": 0.999}
 
 
@@ -237,25 +236,11 @@ def log(message: str) -> None:
 
 def train_dna_bpe(shapes: Shapes, seed: int) -> PreTrainedTokenizerFast:
     """A BPE tokenizer like DNABERT-S's (vocab 4096, ``[CLS] $A [SEP]``), trained on
-    synthetic coding DNA; the same construction as ``tiny_models._train_dna_bpe``."""
+    synthetic coding DNA, by ``tiny_models.train_dna_bpe``."""
     rng = random.Random(seed)
     count, length = shapes.bpe_corpus
     corpus = [coding_sequence(rng, length) for _ in range(count)]
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=shapes.bert_vocab,
-        special_tokens=list(BERT_SPECIAL_TOKENS),
-        initial_alphabet=list("ACGTN"),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
+    tokenizer = tiny_models.train_dna_bpe(corpus, shapes.bert_vocab)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token="[UNK]",

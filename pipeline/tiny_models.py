@@ -174,7 +174,12 @@ def _dnabert_s_config(
 def _train_dna_bpe(seed: int, vocab_size: int = 96) -> Tokenizer:
     """A small BPE vocabulary trained on seeded random DNA, with BERT's post-processing."""
     rng = random.Random(seed)
-    corpus = ["".join(rng.choices("ACGT", k=200)) for _ in range(200)]
+    return train_dna_bpe(["".join(rng.choices("ACGT", k=200)) for _ in range(200)], vocab_size)
+
+
+def train_dna_bpe(corpus: list[str], vocab_size: int) -> Tokenizer:
+    """A BPE vocabulary of `vocab_size` trained on `corpus`, with BERT's [CLS]/[SEP]
+    post-processing, as DNABERT-S's tokenizer is built."""
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.BpeTrainer(
