@@ -7,8 +7,10 @@ import dataclasses
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from virnuc.protocol import JobState, JobStatus
+from virnuc.model_wire import spec_to_wire
+from virnuc.protocol import Assign, JobState, JobStatus
 
 from .progress_log import JobRow, UnitRow
 from .scheduler_messages import Assignment
@@ -99,3 +101,25 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
     if waiting is not None:
         status["waiting"] = waiting
     return status
+
+
+def assign_message(row: JobRow, unit: UnitRow, resume: tuple[int, int], parts_dir: Path) -> Assign:
+    """The `assign` that computes `unit` of the job from its resume point (the record
+    and byte offset its last recorded part ended at), with what the worker needs to
+    check the unit's bytes against the plan."""
+    record, offset = resume
+    return Assign(
+        job_id=row.job_id,
+        unit_id=unit.unit_id,
+        input=row.input,
+        start_offset=offset,
+        start_record=record,
+        record_count=unit.end_record - record,
+        models=spec_to_wire(row.spec),
+        save_embeddings=row.save_embeddings,
+        checkpoint_every=row.checkpoint_every,
+        parts_dir=str(parts_dir),
+        unit_offset=unit.start_offset,
+        unit_end_offset=unit.end_offset,
+        digest=unit.digest,
+    )

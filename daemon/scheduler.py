@@ -25,9 +25,7 @@ import structlog
 
 from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults
-from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import (
-    Assign,
     BatchDone,
     Checkpoint,
     ErrorCode,
@@ -42,7 +40,7 @@ from . import scheduler_messages as sm
 from .actor import Actor
 from .config import DaemonConfig
 from .input_check import InputChanged, check_unchanged
-from .job_run import JobRun, job_status
+from .job_run import JobRun, assign_message, job_status
 from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
 from .publisher import EventPublisher
 from .scheduler_messages import Assignment
@@ -283,18 +281,9 @@ class Scheduler(Actor[Any]):
         return None
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
-        jobs_dir = self.config.state_dir / "jobs"
-        free = await asyncio.to_thread(free_bytes, jobs_dir)
-        if free is not None and free < self.config.state_min_free:  # before a write fails
-            run.pending.appendleft(unit)
-            await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+        if not await self._may_assign(run, unit):
             return
-        try:
-            await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
-        except InputChanged as exc:
-            await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
-            return
-        record, offset = await self.progress.resume_point(run.job_id, unit.unit_id)
+        resume = await self.progress.resume_point(run.job_id, unit.unit_id)
         parts_dir = self.config.job_dir(run.job_id) / "parts"
         await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
         await parts_sweep.remove_unrecorded_parts(
@@ -303,41 +292,43 @@ class Scheduler(Actor[Any]):
         await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
         if run.row.state == JobState.QUEUED:
             await self._set_state(run, JobState.RUNNING)
+        assign = assign_message(run.row, unit, resume, parts_dir)
         assignment = Assignment(
             supervisor.worker_id,
             run.job_id,
             unit.unit_id,
             unit.first_record,
-            record,
+            assign.start_record,
             unit.end_record,
         )
         run.hand_out(assignment)
-        assign = Assign(
-            job_id=run.job_id,
-            unit_id=unit.unit_id,
-            input=run.row.input,
-            start_offset=offset,
-            start_record=record,
-            record_count=unit.end_record - record,
-            models=spec_to_wire(run.row.spec),
-            save_embeddings=run.row.save_embeddings,
-            checkpoint_every=run.row.checkpoint_every,
-            parts_dir=str(parts_dir),
-            unit_offset=unit.start_offset,
-            unit_end_offset=unit.end_offset,
-            digest=unit.digest,
-        )
         log.info(
             "unit.assigned",
             job_id=run.job_id,
             unit=unit.unit_id,
             worker=supervisor.worker_id,
-            start_record=record,
+            start_record=assign.start_record,
             records=assign.record_count,
         )
         if not await supervisor.assign(assignment, assign):  # it died; WorkerDown follows
             run.take_back(unit.unit_id)
             await self.progress.set_unit_state(run.job_id, unit.unit_id, "pending")
+
+    async def _may_assign(self, run: JobRun, unit: UnitRow) -> bool:
+        """False when the unit must not start: the state disk is nearly full (the job
+        waits, the unit goes back) or the input changed (the job fails)."""
+        jobs_dir = self.config.state_dir / "jobs"
+        free = await asyncio.to_thread(free_bytes, jobs_dir)
+        if free is not None and free < self.config.state_min_free:  # before a write fails
+            run.pending.appendleft(unit)
+            await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+            return False
+        try:
+            await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
+        except InputChanged as exc:
+            await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
+            return False
+        return True
 
     async def _release(
         self, run: JobRun, unit_id: int, *, cancel: bool = False
