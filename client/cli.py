@@ -223,7 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
         command("predict", "predict one FASTA file on a private virnucd and wait", private=True)
     )
     _add_keys(commands)
+    _add_report(commands)
     return parser
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report DIR``: reads local files only, so no daemon options."""
+    help_text = "write prediction.png and report.html for an existing output directory"
+    report = commands.add_parser(
+        "report",
+        help=help_text,
+        description=help_text,
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("dir", metavar="DIR", help="a complete output directory (--out)")
+    report.add_argument(
+        "--top", type=positive_int, default=20, metavar="N", help="records to plot (default 20)"
+    )
+    report.add_argument("--json", action="store_true", help="print the report summary as JSON")
 
 
 def add_follow_options(parser: argparse.ArgumentParser) -> None:

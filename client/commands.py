@@ -12,12 +12,13 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from virnuc.protocol import JobState, KillArgs, ListArgs, StatusArgs, SubmitArgs, WorkersArgs
 
 from .connection import CurveKeys, DaemonAddress, DaemonClient
-from .errors import EXIT_OK, DaemonUnreachable, JobEnded
+from .errors import EXIT_INVALID_INPUT, EXIT_OK, ClientError, DaemonUnreachable, JobEnded
 from .follow import GIVE_UP_AFTER, follow_job
 from .output import job_lines, jobs_table, print_json, workers_table
 from .private_daemon import PrivateDaemon, signals_interrupt
@@ -41,6 +42,8 @@ def run_command(args: argparse.Namespace) -> int:
     """Connect to the daemon the options name and run the command against it."""
     if args.command == "predict":
         return predict(args)
+    if args.command == "report":
+        return report(args)
     address = DaemonAddress.resolve(args.state_dir, args.endpoint, args.events_endpoint)
     curve = CurveKeys.from_options(args.curve_server_key, args.curve_client_key)
     with DaemonClient(address.control, address.events, args.timeout, curve=curve) as client:
@@ -245,6 +248,32 @@ def predict(args: argparse.Namespace) -> int:
             f"done: {final['records_done']} records, {final['frames_done']} frames -> "
             f"{request.output}"
         )
+    return EXIT_OK
+
+
+def report(args: argparse.Namespace) -> int:
+    """``virnucctl report DIR [--top N]``: prediction.png and report.html beside the outputs.
+
+    Local files only (no daemon); what the outputs do not record (inputs, models,
+    precision, time) shows as "not recorded". Exit 4 when DIR holds no complete outputs.
+    """
+    from virnuc.pipeline.report import MAX_TOP, ReportError, write_report  # no torch
+
+    if args.top > MAX_TOP:
+        raise ClientError(f"--top must be at most {MAX_TOP}", EXIT_INVALID_INPUT)
+    try:
+        summary = write_report(Path(args.dir), top=args.top)
+    except (ReportError, PermissionError) as exc:
+        raise ClientError(str(exc), EXIT_INVALID_INPUT) from None
+    except OSError as exc:
+        raise ClientError(f"cannot write the report in {args.dir}: {exc}") from None
+    if args.json:
+        print_json(summary.as_dict())
+    else:
+        calls = ", ".join(f"{n} {label}" for label, n in sorted(summary.calls.items()))
+        print(f"{summary.records} records ({calls}), {summary.frames} frames")
+        print(summary.plot)
+        print(summary.report)
     return EXIT_OK
 
 

@@ -382,8 +382,17 @@ class WorkerSupervisor(Actor[FromWorker]):
                 silence = now - heard_since
                 remaining = self.config.heartbeat_timeout - silence
                 if remaining <= 0:
-                    await _kill(process)
-                    return f"no heartbeat for {silence:.0f} s (hung)"
+                    # Judge only after the hub has had a tick to read what waits in its
+                    # socket: a pause that began outside the wait below is seen here.
+                    done, _ = await asyncio.wait({exited}, timeout=tick)
+                    if done:
+                        return "exited" if not self._stopping.is_set() else "stopped"
+                    if self.last_seen <= heard_since:
+                        await _kill(process)
+                        return f"no heartbeat for {silence:.0f} s (hung)"
+                    # Heard after all: virnucd was paused (or the worker was late).
+                    log.warning("worker.silence_ended", worker=self.worker_id, seconds=silence)
+                    continue
                 timeout = min(remaining, tick)
                 done, _ = await asyncio.wait({exited}, timeout=timeout)
                 if done:

@@ -210,8 +210,10 @@ def died_as_hung(daemon: Daemon) -> int:
 
 
 def noticed_pauses(daemon: Daemon) -> int:
-    """How often a slot's hang check woke up late and knew that virnucd had not run."""
-    return sum(e.get("event") == "daemon.was_paused" for e in daemon.log_events())
+    """How often a slot's hang check knew that virnucd had not run: it woke up late,
+    or found the worker's messages waiting once the silence looked long enough."""
+    events = ("daemon.was_paused", "worker.silence_ended")
+    return sum(e.get("event") in events for e in daemon.log_events())
 
 
 class Chaos:
