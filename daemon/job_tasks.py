@@ -7,7 +7,9 @@ cancelled; it never changes the job's state itself (docs/architecture.md §2).
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -15,6 +17,7 @@ import structlog
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 from virnuc.pipeline.outputs import OutputExistsError
+from virnuc.pipeline.report import write_report
 from virnuc.protocol import ErrorCode
 
 from . import scheduler_messages as sm
@@ -67,7 +70,25 @@ async def assembly(
     except Exception as exc:  # a bug: the job fails with the reason
         log.exception("assembly.failed", job_id=row.job_id)
         return sm.AssemblyFinished(row.job_id, f"writing the outputs failed: {exc}")
+    await _report(row)
     return sm.AssemblyFinished(row.job_id)
+
+
+async def _report(row: JobRow) -> None:
+    """`prediction.png` and `report.html` beside the published outputs. They are made
+    from the outputs, so a failure here leaves the job done, with a warning."""
+    spec = row.spec
+    info = {
+        "inputs": row.input,
+        "models": {"esm": spec.esm, "dnabert": spec.dnabert, "classifier": spec.classifier},
+        "precision": spec.precision,
+        "chunk_length": spec.chunk_length,
+        "time": time.time() - row.created_at,
+    }
+    try:
+        await asyncio.to_thread(write_report, Path(row.output), run_info=info)
+    except Exception as exc:  # the outputs are complete whatever happens here
+        log.warning("report.failed", job_id=row.job_id, error=f"{type(exc).__name__}: {exc}")
 
 
 async def _parts_bytes(progress: ProgressLog, row: JobRow) -> int:
