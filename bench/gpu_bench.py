@@ -240,16 +240,7 @@ def train_dna_bpe(shapes: Shapes, seed: int) -> PreTrainedTokenizerFast:
     rng = random.Random(seed)
     count, length = shapes.bpe_corpus
     corpus = [coding_sequence(rng, length) for _ in range(count)]
-    tokenizer = tiny_models.train_dna_bpe(corpus, shapes.bert_vocab)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=2048,
-    )
+    return tiny_models.as_bert_tokenizer(tiny_models.train_dna_bpe(corpus, shapes.bert_vocab))
 
 
 def build_esm(shapes: Shapes, device: torch.device, seed: int) -> tuple[ESM2, Any]:

@@ -106,16 +106,7 @@ def build_tiny_bert(
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_dna_bpe(seed)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=2048,
-    )
-    fast.save_pretrained(str(out))
+    as_bert_tokenizer(tokenizer).save_pretrained(str(out))
     for name in DNABERT_S_CODE_FILES:
         shutil.copyfile(DNABERT_S_CODE / name, out / name)
     config = _dnabert_s_config(
@@ -175,6 +166,19 @@ def _train_dna_bpe(seed: int, vocab_size: int = 96) -> Tokenizer:
     """A small BPE vocabulary trained on seeded random DNA, with BERT's post-processing."""
     rng = random.Random(seed)
     return train_dna_bpe(["".join(rng.choices("ACGT", k=200)) for _ in range(200)], vocab_size)
+
+
+def as_bert_tokenizer(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """`tokenizer` as transformers loads DNABERT-S's (BERT's special tokens)."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=2048,
+    )
 
 
 def train_dna_bpe(corpus: list[str], vocab_size: int) -> Tokenizer:
