@@ -17,7 +17,7 @@ import structlog
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 from virnuc.pipeline.outputs import OutputExistsError
-from virnuc.pipeline.report import write_report
+from virnuc.pipeline.report import REPORT_NAMES, write_report
 from virnuc.protocol import ErrorCode
 
 from . import scheduler_messages as sm
@@ -85,8 +85,13 @@ async def _report(row: JobRow) -> None:
         "chunk_length": spec.chunk_length,
         "time": time.time() - row.created_at,
     }
+    out = Path(row.output)
+    present = [name for name in REPORT_NAMES if (out / name).exists()]
+    if present and not row.force:  # never replace a file that may not be ours
+        log.warning("report.skipped", job_id=row.job_id, present=present)
+        return
     try:
-        await asyncio.to_thread(write_report, Path(row.output), run_info=info)
+        await asyncio.to_thread(write_report, out, run_info=info)
     except Exception as exc:  # the outputs are complete whatever happens here
         log.warning("report.failed", job_id=row.job_id, error=f"{type(exc).__name__}: {exc}")
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from virnuc.pipeline.outputs import EMBEDDINGS, OUTPUT_NAMES, PREDICTIONS, PREDICTIONS_HEADER
+from virnuc.pipeline.report import PLOT, REPORT
 
 from bench.synthetic import random_lengths, write_fasta
 from tests.harness import Daemon, running_daemon
@@ -61,4 +62,4 @@ def test_with_force_a_file_that_appeared_in_out_is_replaced(daemon: Daemon, tmp_
     assert status["state"] == "done", status
     assert (out / PREDICTIONS).read_text().startswith(PREDICTIONS_HEADER)
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(set(OUTPUT_NAMES) - {EMBEDDINGS})
+    assert names == sorted({*OUTPUT_NAMES, PLOT, REPORT} - {EMBEDDINGS})

@@ -57,3 +57,23 @@ def test_virnucctl_report_writes_the_files_and_exits_4_without_outputs(
     (tmp_path / "empty").mkdir()
     assert cli.main(["report", str(tmp_path / "empty")]) == 4
     assert "no complete outputs" in capsys.readouterr().err
+
+
+def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from virnuc.daemon import job_tasks
+    from virnuc.pipeline.spec import ModelSpec
+
+    out = outputs(tmp_path / "out", [record("a", [0.9])])
+    (out / "report.html").write_text("theirs")
+    spec = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
+    row = SimpleNamespace(
+        job_id="j1", output=str(out), input="/in.fa", spec=spec, created_at=0.0, force=False
+    )
+    asyncio.run(job_tasks._report(row))  # type: ignore[arg-type]
+    assert (out / "report.html").read_text() == "theirs"
+    assert not (out / "prediction.png").exists()
+    asyncio.run(job_tasks._report(SimpleNamespace(**{**vars(row), "force": True})))  # type: ignore[arg-type]
+    assert (out / "report.html").read_text() != "theirs"
