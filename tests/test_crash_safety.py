@@ -315,10 +315,20 @@ class Chaos:
         self.note(f"stop_worker(killed after {took:.1f}s)")
         return True
 
+    def _all_workers_up(self) -> bool:
+        try:
+            workers = self.daemon.client.call("workers", timeout=2)["result"]["workers"]
+        except TimeoutError:
+            return False
+        return all(w["pid"] and w["state"] in ("idle", "busy") for w in workers)
+
     def pause_daemon(self) -> None:
         """SIGSTOP virnucd for longer than the hang timeout, with its workers running."""
         process = self.daemon.process
         assert process is not None
+        # Only a watched worker's hang check can notice the pause: freeze virnucd while
+        # every slot has a live worker (one just killed would leave nothing to notice).
+        wait_for(self._all_workers_up, 60, "every worker to be up before the pause")
         hung, noticed = died_as_hung(self.daemon), noticed_pauses(self.daemon)
         process.send_signal(signal.SIGSTOP)
         try:
