@@ -305,12 +305,17 @@ class Chaos:
             f"virnucd to kill the SIGSTOPped worker {pid} as hung",
         )
         took = time.monotonic() - stopped
-        if process.poll() is not None:  # virnucd died at its fault point meanwhile, and
-            self.hung += died_as_hung(self.daemon) - hung  # the worker with it, or before
+        # The kill is logged as hung, unless virnucd died at its fault point meanwhile
+        # (its workers die with it): wait for whichever comes.
+        wait_for(
+            lambda: died_as_hung(self.daemon) > hung or process.poll() is not None,
+            10,
+            "the hang kill to be logged",
+        )
+        if died_as_hung(self.daemon) == hung:
             self.note(f"stop_worker(virnucd died, {took:.1f}s)")
             return True
-        self.hung += 1
-        wait_for(lambda: died_as_hung(self.daemon) > hung, 10, "the hang kill to be logged")
+        self.hung += died_as_hung(self.daemon) - hung
         assert took >= HANG_S - 0.5, f"worker {pid} killed {took:.1f} s after its SIGSTOP"
         self.note(f"stop_worker(killed after {took:.1f}s)")
         return True
