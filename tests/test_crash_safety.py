@@ -407,7 +407,9 @@ def test_chaos_kills_stops_and_pauses_of_workers_and_daemon(
                 plan.remove(action)
         print(summary())  # shown with -s; VIRNUC_CHAOS_SEED=N reruns that seed alone
         assert status["state"] == "done", summary()
-        assert not plan, summary()
+        # Every kind of disruption struck at least once (a fast run may end before the
+        # plan's repeats: the job does not wait for its chaos).
+        assert not set(plan) - {done.split("(")[0].split("@")[0] for done in chaos.done}, summary()
         assert all((tmp_path / f"fired.{p.split('@')[0]}").exists() for p in CHAOS_POINTS)
         # Only the SIGSTOPped workers were killed as hung: a frozen virnucd that wakes up
         # to unread heartbeats kills nobody.
