@@ -132,8 +132,13 @@ class DaemonConfig:
     def state_min_free(self) -> int:
         return self.state_min_free_mb * 1_000_000
 
+    @property
+    def jobs_dir(self) -> Path:
+        """Where the jobs' parts live (on the state disk: what `state_min_free` guards)."""
+        return self.state_dir / "jobs"
+
     def job_dir(self, job_id: str) -> Path:
-        return self.state_dir / "jobs" / job_id
+        return self.jobs_dir / job_id
 
     def threads_per_cpu_worker(self) -> int:
         """CPU workers share the cores; torch's default (all cores each) thrashes."""

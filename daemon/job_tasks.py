@@ -86,7 +86,7 @@ async def _report(row: JobRow) -> None:
         "time": time.time() - row.created_at,
     }
     out = Path(row.output)
-    present = [name for name in REPORT_NAMES if (out / name).exists()]
+    present = await asyncio.to_thread(lambda: [n for n in REPORT_NAMES if (out / n).exists()])
     if present and not row.force:  # never replace a file that may not be ours
         log.warning("report.skipped", job_id=row.job_id, present=present)
         return

@@ -18,7 +18,7 @@ log = structlog.get_logger()
 async def sweep_job_dirs(config: DaemonConfig, progress: ProgressLog, unfinished: set[str]) -> None:
     """Drop the folders a crash left behind for jobs that ended; set aside, loudly,
     those of jobs the database does not know."""
-    jobs_dir = config.state_dir / "jobs"
+    jobs_dir = config.jobs_dir
     for job_id in await asyncio.to_thread(job_files.job_dirs, jobs_dir) - unfinished:
         job_dir = jobs_dir / job_id
         if await progress.get_job(job_id) is not None:

@@ -180,9 +180,8 @@ class ProgressLog:
                     raise
                 if self.disk_full is None:
                     log.warning("progress.disk_full", path=self.path, error=str(exc.__cause__))
-                self.disk_full = (
-                    f"no space on {os.path.dirname(self.path)}: SQLite cannot record progress"
-                )
+                    state_dir = os.path.dirname(self.path)
+                    self.disk_full = f"no space on {state_dir}: SQLite cannot record progress"
                 await asyncio.sleep(delay)
                 delay = min(FULL_RETRY_MAX, delay * 2)
                 continue

@@ -317,11 +317,10 @@ class Scheduler(Actor[Any]):
     async def _may_assign(self, run: JobRun, unit: UnitRow) -> bool:
         """False when the unit must not start: the state disk is nearly full (the job
         waits, the unit goes back) or the input changed (the job fails)."""
-        jobs_dir = self.config.state_dir / "jobs"
-        free = await asyncio.to_thread(free_bytes, jobs_dir)
+        free = await asyncio.to_thread(free_bytes, self.config.jobs_dir)
         if free is not None and free < self.config.state_min_free:  # before a write fails
             run.pending.appendleft(unit)
-            await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+            await self._wait_for_state_space(run)
             return False
         try:
             await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
@@ -417,9 +416,11 @@ class Scheduler(Actor[Any]):
         """A unit stopped on a full state disk: its recorded parts stay, it is handed
         out again once there is room (the parts are on the state disk)."""
         run.pending.clear()  # re-read in order, this unit included
-        jobs_dir = self.config.state_dir / "jobs"
-        await self._wait_for_space(run, jobs_dir, self.config.state_min_free)
+        await self._wait_for_state_space(run)
         await self.progress.set_unit_state(run.job_id, unit_id, "pending")
+
+    async def _wait_for_state_space(self, run: JobRun) -> None:
+        await self._wait_for_space(run, self.config.jobs_dir, self.config.state_min_free)
 
     async def _wait_for_space(self, run: JobRun, path: Path, needed: int) -> None:
         """Pause the job: nothing partial was left, what is verified stays."""

@@ -41,11 +41,6 @@ def tmpfs(path: Path, size: int, mode: int = 0o755) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=True, timeout=10)
 
 
-def free_bytes(path: Path) -> int:
-    stat = os.statvfs(path)
-    return stat.f_bavail * stat.f_frsize
-
-
 def fill(disk: Path, name: str = "filler") -> Path:
     """Leave no free block on `disk`: write a filler until ENOSPC; returns its path."""
     filler = disk / name

@@ -23,11 +23,12 @@ from typing import Any, cast
 
 import pytest
 import structlog
-from disks import fill, free_bytes, tmpfs
+from disks import fill, tmpfs
 
 from virnuc.daemon import job_tasks
 from virnuc.daemon.progress_log import JobRow, ProgressLog
 from virnuc.daemon.scheduler_messages import AssemblyFinished, OutOfSpace
+from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults
 
 pytestmark = pytest.mark.timeout(60)

@@ -44,12 +44,14 @@ def free_bytes(path: Path) -> int | None:
 
 def human(size: int) -> str:
     """1234567 -> '1.2 MB' (decimal units, as df -H prints them)."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if size < 1000:
+        return f"{size} B"
+    value = size / 1000
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.1f} {unit}"
         value /= 1000
-    raise AssertionError("unreachable")
+    return f"{value:.1f} TB"
 
 
 def describe(path: Path, needed: int | None) -> str:
