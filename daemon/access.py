@@ -37,7 +37,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from virnuc.protocol.constants import needs_curve, socket_file
 
-from .worker_hub import RateLimitedWarning
+from .rate_limit import RateLimitedWarning
 
 if TYPE_CHECKING:
     from .config import DaemonConfig

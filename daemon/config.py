@@ -82,6 +82,33 @@ class DaemonConfig:
     curve: bool = False
     curve_server_key: Path | None = None  # default {state_dir}/curve/server.key_secret
     curve_allow_dir: Path | None = None  # default {state_dir}/curve/clients
+    # Where workers run: "local" (subprocesses of virnucd, one per `device` entry) or
+    # "slurm" (pilots submitted with sbatch on demand; README, section Clusters).
+    backend: str = "local"
+    # The workers' socket; default ipc://{state_dir}/workers.sock. Pilots on other
+    # nodes need a tcp://HOST:PORT they can reach, which is only bound with CURVE.
+    worker_endpoint: str | None = None
+    # The job parts (default {state_dir}/jobs): with Slurm, a directory on the shared
+    # filesystem the nodes write to. SQLite stays in state_dir, on a local disk.
+    parts_dir: Path | None = None
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_gres: str = "gpu:1"  # "" submits without --gres (CPU pilots)
+    slurm_cpus: int | None = None  # --cpus-per-task
+    slurm_mem: str | None = None  # --mem, e.g. "32G"
+    slurm_time: str | None = None  # --time, e.g. "24:00:00"
+    slurm_max_workers: int = 4  # pilots at most at once (the array's %MAX too)
+    slurm_extra_args: tuple[str, ...] = ()  # more sbatch options, e.g. ["--qos=long"]
+    # A pilot still pending after this long is cancelled and the jobs waiting for it
+    # fail with Slurm's reason (a DOWN partition, a bad account) instead of waiting.
+    slurm_start_timeout: float = 600.0
+    slurm_poll_interval: float = 1.0  # squeue, for pilots' states
+    # Slurm sends SIGTERM this long before a pilot's time limit: its emergency part.
+    slurm_signal_seconds: int = 120
+    idle_exit: float = 60.0  # a pilot with no unit for this long exits (frees its GPU)
+    # The pilots' stdout/stderr (default {state_dir}/slurm-logs): on a cluster, a
+    # directory the nodes can write (Slurm fails a job whose --output it cannot open).
+    slurm_log_dir: Path | None = None
 
     @property
     def control(self) -> str:
@@ -93,7 +120,12 @@ class DaemonConfig:
 
     @property
     def workers_endpoint(self) -> str:
-        return f"ipc://{self.state_dir / WORKERS_SOCKET}"
+        return self.worker_endpoint or f"ipc://{self.state_dir / WORKERS_SOCKET}"
+
+    @property
+    def worker_keys_dir(self) -> Path:
+        """The worker socket's CURVE keys, made by virnucd (daemon/worker_keys.py)."""
+        return self.state_dir / "worker-curve"
 
     @property
     def server_key_file(self) -> Path:
@@ -134,8 +166,13 @@ class DaemonConfig:
 
     @property
     def jobs_dir(self) -> Path:
-        """Where the jobs' parts live (on the state disk: what `state_min_free` guards)."""
-        return self.state_dir / "jobs"
+        """Where the jobs' parts live (on the state disk unless `parts_dir` says
+        otherwise: what `state_min_free` guards)."""
+        return self.parts_dir or self.state_dir / "jobs"
+
+    @property
+    def pilot_log_dir(self) -> Path:
+        return self.slurm_log_dir or self.state_dir / "slurm-logs"
 
     def job_dir(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
@@ -145,7 +182,10 @@ class DaemonConfig:
         return max(1, (os.cpu_count() or 1) // len(self.devices()))
 
     def devices(self) -> list[str]:
-        """One entry per worker slot, e.g. ['cpu', 'cpu'] or ['cuda:0', 'cuda:1']."""
+        """One entry per worker slot, e.g. ['cpu', 'cpu'] or ['cuda:0', 'cuda:1']; a
+        Slurm slot's device is `cpu` or `cuda` (the GPU Slurm gave the pilot)."""
+        if self.backend == "slurm":
+            return ["cpu" if self.device == "cpu" else "cuda"] * self.slurm_max_workers
         if self.device == "cpu":
             return ["cpu"] * (self.workers or 1)
         if self.device == "cuda":
@@ -173,7 +213,10 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-    for name in ("state_dir", "curve_server_key", "curve_allow_dir"):
+    if isinstance(values.get("slurm_extra_args"), list):
+        values["slurm_extra_args"] = tuple(values["slurm_extra_args"])
+    paths = ("state_dir", "curve_server_key", "curve_allow_dir", "parts_dir", "slurm_log_dir")
+    for name in paths:
         if values.get(name) is not None:
             values[name] = Path(values[name]).expanduser()
     for roots in ("input_roots", "output_roots"):
@@ -203,7 +246,26 @@ def _check(config: DaemonConfig) -> None:
     if config.workers is not None and config.workers < 1:
         raise ConfigError("--workers must be at least 1")
     config.devices()
+    _check_backend(config)
     _check_access(config)
+
+
+def _check_backend(config: DaemonConfig) -> None:
+    if config.backend not in ("local", "slurm"):
+        raise ConfigError(f"backend must be local or slurm, not {config.backend!r}")
+    if config.backend == "local":
+        return
+    if config.slurm_max_workers < 1:
+        raise ConfigError("slurm_max_workers must be at least 1")
+    if config.device not in ("cpu", "cuda"):
+        raise ConfigError("with backend = slurm, device is cpu or cuda (Slurm picks the GPU)")
+    if min(config.idle_exit, config.slurm_start_timeout, config.slurm_poll_interval) <= 0:
+        raise ConfigError("idle_exit, slurm_start_timeout and slurm_poll_interval must be above 0")
+    if not config.workers_endpoint.startswith("tcp://"):
+        raise ConfigError(
+            "backend = slurm needs worker_endpoint = 'tcp://HOST:PORT' on an address the "
+            "compute nodes can reach (it is bound with CURVE; README, section Clusters)"
+        )
 
 
 def _check_access(config: DaemonConfig) -> None:

@@ -28,7 +28,7 @@ from virnuc.protocol import (
 
 from .access import Listener
 from .handlers import DaemonContext, dispatch
-from .worker_hub import RateLimitedWarning
+from .rate_limit import RateLimitedWarning
 
 log = structlog.get_logger()
 

@@ -34,17 +34,20 @@ from virnuc.protocol.constants import (
     EVENTS_SOCKET,
     PRECISIONS,
     WORKERS_SOCKET,
+    needs_curve,
 )
 
-from . import access
+from . import access, worker_keys
 from .access import AccessError, Listener
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
+from .launcher import Launcher, LocalLauncher
 from .notify import Notifier
 from .progress_log import ProgressLog, ProgressLogError
 from .publisher import EventPublisher
 from .scheduler import Scheduler
+from .slurm import SlurmLauncher
 from .supervisor import WorkerSupervisor
 from .worker_hub import WorkerHub
 
@@ -74,8 +77,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="jobs' default precision: fp32 (default, VirNucPro's numbers), tf32 or bf16",
     )
     parser.add_argument("--log-format", choices=["auto", "json", "console"])
+    add_cluster_options(parser)
     parser.add_argument("--version", action="version", version=f"virnucd {__version__}")
     return parser
+
+
+# The cluster settings, spelt as their config keys with dashes (README, Clusters).
+CLUSTER_OPTIONS: dict[str, tuple[type, str]] = {
+    "backend": (str, "where workers run: local (default) or slurm"),
+    "worker_endpoint": (str, "the worker socket, e.g. tcp://HEAD:5555 (CURVE) for Slurm"),
+    "parts_dir": (Path, "job parts, on a filesystem the nodes share (default in state dir)"),
+    "slurm_partition": (str, "sbatch --partition"),
+    "slurm_account": (str, "sbatch --account"),
+    "slurm_gres": (str, "sbatch --gres (default gpu:1; '' for none)"),
+    "slurm_cpus": (int, "sbatch --cpus-per-task"),
+    "slurm_mem": (str, "sbatch --mem, e.g. 32G"),
+    "slurm_time": (str, "sbatch --time, e.g. 24:00:00"),
+    "slurm_max_workers": (int, "pilots at most at once (default 4)"),
+    "slurm_start_timeout": (float, "seconds a pilot may stay pending (default 600)"),
+    "idle_exit": (float, "seconds a pilot waits without a unit before it exits (default 60)"),
+}
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clusters")
+    for key, (kind, text) in CLUSTER_OPTIONS.items():
+        group.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, help=text)
+    group.add_argument(
+        "--slurm-extra-arg",
+        dest="slurm_extra_args",
+        action="append",
+        help="one more sbatch option, e.g. --slurm-extra-arg=--qos=long (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checkpoint_every": args.checkpoint_every,
         "precision": args.precision,
         "log_format": args.log_format,
+        "slurm_extra_args": args.slurm_extra_args,
+        **{key: getattr(args, key) for key in CLUSTER_OPTIONS},
     }
     try:
         config = load_config(args.config, overrides)
@@ -169,10 +204,18 @@ class Daemon:
     async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
         config = self.config
         events = EventPublisher(context, config.events, self.listener)
-        hub = WorkerHub(context, config.workers_endpoint, config.max_message_size)
+        keys = worker_keys.load_or_create(config.worker_keys_dir) if self._curve_workers else None
+        hub = WorkerHub(
+            context,
+            config.workers_endpoint,
+            config.max_message_size,
+            keys.server if keys is not None else None,
+        )
+        launcher = make_launcher(config, keys.environment() if keys is not None else {})
         scheduler = Scheduler(config, progress, events)
-        supervisors = self._supervisors(hub, progress, events, scheduler)
+        supervisors = self._supervisors(launcher, hub, progress, events, scheduler)
         scheduler.workers = {s.worker_id: s for s in supervisors}
+        scheduler.demand = launcher.demand
         control = ControlServer(
             context,
             config.control,
@@ -188,7 +231,7 @@ class Daemon:
         try:
             await scheduler.started()  # resuming jobs reads the whole database
         except Exception:
-            await self._shutdown(scheduler, [], control, hub, events)
+            await self._shutdown(scheduler, [], launcher, control, hub, events)
             return
         for supervisor in supervisors:
             self._watch(supervisor.start())
@@ -212,7 +255,7 @@ class Daemon:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await self._shutdown(scheduler, supervisors, control, hub, events)
+        await self._shutdown(scheduler, supervisors, launcher, control, hub, events)
 
     def _watch(self, task: asyncio.Task[None] | None) -> None:
         """An actor that ends before shutdown is a bug or a broken dependency (a damaged
@@ -248,14 +291,25 @@ class Daemon:
             return False
         return True
 
+    @property
+    def _curve_workers(self) -> bool:
+        return needs_curve(self.config.workers_endpoint)
+
     def _supervisors(
-        self, hub: WorkerHub, progress: ProgressLog, events: EventPublisher, scheduler: Scheduler
+        self,
+        launcher: Launcher,
+        hub: WorkerHub,
+        progress: ProgressLog,
+        events: EventPublisher,
+        scheduler: Scheduler,
     ) -> list[WorkerSupervisor]:
+        prefix = "s" if self.config.backend == "slurm" else "w"  # s: a Slurm pilot's slot
         return [
             WorkerSupervisor(
-                f"w{i}",
+                f"{prefix}{i}",
                 device,
                 config=self.config,
+                launcher=launcher,
                 hub=hub,
                 progress=progress,
                 events=events,
@@ -316,6 +370,7 @@ class Daemon:
         self,
         scheduler: Scheduler,
         supervisors: list[WorkerSupervisor],
+        launcher: Launcher,
         control: ControlServer,
         hub: WorkerHub,
         events: EventPublisher,
@@ -323,12 +378,20 @@ class Daemon:
         """Stage 1: no new work; workers checkpoint and exit. Stage 2: close everything."""
         scheduler.accepting = False
         await asyncio.gather(*(s.shutdown() for s in supervisors))
+        await launcher.close()  # the backstop: no pilot outlives virnucd
         await scheduler.stop()
         await control.stop()
         await hub.stop()
         with contextlib.suppress(Exception):
             await events.stop()
         remove_sockets(self.config.state_dir)
+
+
+def make_launcher(config: DaemonConfig, environment: dict[str, str]) -> Launcher:
+    """The configured backend; `environment` carries the worker socket's keys."""
+    if config.backend == "slurm":
+        return SlurmLauncher(config, environment)
+    return LocalLauncher(config, environment)
 
 
 SOCKETS = (CONTROL_SOCKET, EVENTS_SOCKET, WORKERS_SOCKET)

@@ -41,6 +41,7 @@ from .actor import Actor
 from .config import DaemonConfig
 from .input_check import InputChanged, check_unchanged
 from .job_run import JobRun, assign_message, job_status
+from .launcher import PilotDemand
 from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
 from .publisher import EventPublisher
 from .scheduler_messages import Assignment
@@ -71,6 +72,7 @@ class Scheduler(Actor[Any]):
         self.progress = progress
         self.events = events
         self.workers: dict[str, WorkerSupervisor] = {}
+        self.demand: PilotDemand | None = None  # told how many units wait (Slurm pilots)
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True
         self.space = SpaceWaits(
@@ -129,8 +131,10 @@ class Scheduler(Actor[Any]):
                 await self._plan_finished(job_id, error, code)
             case sm.WorkerUp():
                 pass
-            case sm.WorkerDown(worker_id, reason, lost):
-                await self._worker_down(worker_id, reason, lost)
+            case sm.WorkerDown(worker_id, reason, lost, blameless):
+                await self._worker_down(worker_id, reason, lost, blameless)
+            case sm.WorkersCannotStart(worker_id, reason):
+                await self._workers_cannot_start(worker_id, reason)
             case sm.Progress(worker_id, batch):
                 self._progress(worker_id, batch)
             case sm.PartRecorded(worker_id, ack, recorded):
@@ -152,6 +156,7 @@ class Scheduler(Actor[Any]):
                 await self._kill(job_id, reply)
         if self.accepting:
             await self._dispatch()
+            await self._tell_demand()
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -263,22 +268,48 @@ class Scheduler(Actor[Any]):
                 return
             await self._assign(supervisor, *picked)
 
-    async def _next_unit(self, supervisor: WorkerSupervisor) -> tuple[JobRun, UnitRow] | None:
-        """The oldest job's next unit, preferring jobs whose models this worker holds."""
-        candidates = [
+    def _runnable(self) -> list[JobRun]:
+        """Jobs whose units may be handed out now (planned, not assembling, not
+        waiting for disk space)."""
+        return [
             run
             for run in self.jobs.values()
             if run.planned and run.task is None and run.job_id not in self.space
         ]
+
+    async def _next_unit(self, supervisor: WorkerSupervisor) -> tuple[JobRun, UnitRow] | None:
+        """The oldest job's next unit, preferring jobs whose models this worker holds."""
+        candidates = self._runnable()
         warm = [run for run in candidates if supervisor.models == run.row.spec]
         for run in warm + [run for run in candidates if run not in warm]:
-            if not run.pending:
-                run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
+            await self._fetch_pending(run)
             while run.pending:
                 unit = run.pending.popleft()
                 if unit.unit_id not in run.running:
                     return run, unit
         return None
+
+    async def _fetch_pending(self, run: JobRun) -> None:
+        if not run.pending:
+            run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
+
+    async def _waiting_units(self, run: JobRun) -> int:
+        await self._fetch_pending(run)
+        return sum(1 for unit in run.pending if unit.unit_id not in run.running)
+
+    async def _tell_demand(self) -> None:
+        """How many units wait for a worker (at most a page per job: enough to size a
+        wave of pilots), for a launcher that starts workers on demand."""
+        if self.demand is not None:
+            waiting = [await self._waiting_units(run) for run in self._runnable()]
+            self.demand.set_waiting(sum(waiting))
+
+    async def _workers_cannot_start(self, worker_id: str, reason: str) -> None:
+        """No worker could run for the jobs that wait for one: fail each of them that
+        nothing computes, with the reason (Slurm's), instead of waiting for good."""
+        for run in self._runnable():
+            if not run.running and await self._waiting_units(run):
+                await self._finish(run, JobState.FAILED, f"no worker could start: {reason}")
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
         if not await self._may_assign(run, unit):
@@ -436,9 +467,13 @@ class Scheduler(Actor[Any]):
             self._start_assembly(run)
         # else its units are handed out again by the dispatch after this message
 
-    async def _worker_down(self, worker_id: str, reason: str, lost: Assignment | None) -> None:
+    async def _worker_down(
+        self, worker_id: str, reason: str, lost: Assignment | None, blameless: bool = False
+    ) -> None:
         """The worker died holding `lost`: resume the unit elsewhere from its last part,
-        or fail the job when the unit keeps killing workers."""
+        or fail the job when the unit keeps killing workers. A worker that left on
+        purpose (`blameless`: preempted, or idle as the unit reached it) did the unit
+        no harm."""
         run = self.jobs.get(lost.job_id) if lost is not None else None
         if lost is None or run is None or run.running.get(lost.unit_id) != lost:
             return  # it held no unit, or the unit came back from it already
@@ -447,8 +482,9 @@ class Scheduler(Actor[Any]):
         if await self._complete(run, lost):
             return  # it died after its last part was recorded: nothing was lost
         job_id, unit_id = lost.job_id, lost.unit_id
-        if not self.accepting:  # a worker stopping with the daemon did nothing wrong
-            await self.progress.set_unit_state(job_id, unit_id, "pending")
+        if not self.accepting or blameless:  # a worker stopping with the daemon or
+            await self.progress.set_unit_state(job_id, unit_id, "pending")  # preempted
+            log.info("unit.released", job_id=job_id, unit=unit_id, reason=reason)
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
         await self.progress.add_restart(job_id, unrecorded)

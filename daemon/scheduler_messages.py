@@ -35,6 +35,18 @@ class WorkerDown:
     worker_id: str
     reason: str
     lost: Assignment | None  # the unit it held; it travels here so a respawn cannot erase it
+    # It said `leaving` first (idle, or stopped by a signal after its emergency part):
+    # its unit resumes elsewhere without counting as a death on that unit.
+    blameless: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersCannotStart:
+    """A worker never ran (a Slurm pilot left pending past slurm_start_timeout, or
+    sbatch refused it): the jobs that wait for a worker fail with `reason`."""
+
+    worker_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

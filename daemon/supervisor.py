@@ -2,12 +2,15 @@
 
 Two tasks per slot:
 
-* the **lifecycle** task spawns `python -m virnuc.worker.boot` (device pinned with
-  CUDA_VISIBLE_DEVICES), waits for its hello under a deadline, watches it (exit, or
-  heartbeat silence -> SIGKILL), reports a death to the scheduler and respawns with
-  exponential backoff. A slot whose worker fails to come up N times in a row is
-  shown as `failed` with the reason, loudly, and retried at the backoff cap for as
-  long as virnucd runs.
+* the **lifecycle** task starts the worker through its `Launcher` (a local
+  subprocess, or a Slurm pilot once units wait for one: daemon/launcher.py), waits
+  for its hello under a deadline (from when it runs: a pilot pending in Slurm's
+  queue is not hung), watches it (exit, or heartbeat silence -> kill), reports a
+  death to the scheduler and starts another with exponential backoff. A slot whose
+  worker fails to come up N times in a row is shown as `failed` with the reason,
+  loudly, and retried at the backoff cap for as long as virnucd runs. A worker that
+  said `leaving` (a pilot idle for its `idle_exit`, or one stopped by SIGTERM after
+  its emergency part) ended normally: no backoff, and no blame on its unit.
 * the **actor** loop handles the worker's messages in the order they were sent:
   a checkpoint is verified (size, SHA-256) and recorded in the progress log before
   the `unit_done` behind it is looked at.
@@ -17,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,15 @@ from virnuc.protocol import (
     BatchDone,
     Cancel,
     Checkpoint,
+    DaemonBeat,
     FromWorker,
     Hello,
+    Leaving,
     ModelsLoaded,
     UnitDone,
     WorkerError,
     WorkerInfo,
+    WorkerShutdown,
     WorkerState,
     worker_event,
 )
@@ -47,6 +51,7 @@ from virnuc.protocol import (
 from . import scheduler_messages as sm
 from .actor import Actor
 from .config import DaemonConfig
+from .launcher import Launcher, LocalProcess, WorkerProcess
 from .progress_log import PartRecord, PartRejected, ProgressLog
 from .publisher import EventPublisher
 from .scheduler_messages import Assignment
@@ -64,6 +69,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         device: str,
         *,
         config: DaemonConfig,
+        launcher: Launcher,
         hub: WorkerHub,
         progress: ProgressLog,
         events: EventPublisher,
@@ -74,6 +80,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.worker_id = worker_id
         self.device = device
         self.config = config
+        self.launcher = launcher
         self.hub = hub
         self.progress = progress
         self.events = events
@@ -92,11 +99,12 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.last_failure: str | None = None  # why the last worker process ended
         self._hello = asyncio.Event()
         self._fatal_error: str | None = None  # what the current process said before dying
+        self._leaving: str | None = None  # why it said it exits of its own accord
         self._stopping = asyncio.Event()  # set once, at shutdown
-        self._process: asyncio.subprocess.Process | None = None
-        # A worker process that has done its imports and waits for a line on stdin:
-        # replacing a dead worker then costs no Python/torch start-up.
-        self._standby: asyncio.subprocess.Process | None = None
+        self._process: WorkerProcess | None = None
+        # A local worker process that has done its imports and waits for a line on
+        # stdin: replacing a dead worker then costs no Python/torch start-up.
+        self._standby: LocalProcess | None = None
         self._lifecycle: asyncio.Task[None] | None = None
         hub.slots[worker_id] = self
 
@@ -118,6 +126,8 @@ class WorkerSupervisor(Actor[FromWorker]):
             state=self.state,
             model_loads=self.model_loads,
         )
+        if self._process is not None:
+            info.update(self._process.info())  # type: ignore[typeddict-item]
         if self.start_error is not None:
             info["error"] = self.start_error
         if self.assignment is not None:
@@ -166,6 +176,9 @@ class WorkerSupervisor(Actor[FromWorker]):
                     "worker.hello", worker=self.worker_id, pid=message.pid, device=message.device
                 )
                 self._hello.set()
+            case Leaving():
+                log.info("worker.leaving", worker=self.worker_id, reason=message.reason)
+                self._leaving = message.reason
             case ModelsLoaded():
                 self.models = spec_from_wire(message.models)
                 self.model_loads += 1
@@ -224,7 +237,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         `failed` with its reason and retried at the backoff cap, never abandoned."""
         failures_to_start = 0
         restarts = 0
-        while not self._stopping.is_set():
+        while await self._wanted():
             started = time.monotonic()
             said_hello = await self._run_once()
             if self._stopping.is_set():
@@ -232,12 +245,24 @@ class WorkerSupervisor(Actor[FromWorker]):
             failures_to_start = 0 if said_hello else failures_to_start + 1
             if failures_to_start == MAX_START_FAILURES:
                 self._cannot_start(failures_to_start)
-            # Right away after a healthy run; then 0.25 s, 0.5 s, ... up to the cap.
-            restarts = 0 if time.monotonic() - started > self.config.healthy_run else restarts + 1
+            # Right away after a healthy run or a worker that left; then 0.25 s,
+            # 0.5 s, ... up to the cap.
+            healthy = time.monotonic() - started > self.config.healthy_run
+            restarts = 0 if healthy or self._leaving else restarts + 1
             if restarts:
                 backoff = min(self.config.restart_backoff_max, 0.125 * 2**restarts)
                 with contextlib.suppress(TimeoutError):  # a shutdown ends the wait
                     await asyncio.wait_for(self._stopping.wait(), backoff)
+
+    async def _wanted(self) -> bool:
+        """Whether to start a worker now: always (local), or once units wait for one
+        (pilots; the slot shows `vacant` meanwhile). False at shutdown."""
+        if self.launcher.demand is None:
+            return not self._stopping.is_set()
+        self.ever_ready.set()  # a pilot slot is ready as it is: Slurm has the GPUs
+        if self.state != WorkerState.FAILED:
+            self._set_state(WorkerState.VACANT)
+        return await self.launcher.demand.claim(self._stopping)
 
     def _cannot_start(self, attempts: int) -> None:
         log.error(
@@ -262,13 +287,14 @@ class WorkerSupervisor(Actor[FromWorker]):
         """Run one worker process to its end; True if it said hello."""
         self._hello.clear()
         self._fatal_error = None
+        self._leaving = None
         self.pid = None
-        self._set_state(WorkerState.STARTING if self.start_error is None else WorkerState.FAILED)
-        process = await self._activate_standby() or await self._spawn()
+        process = await self._activate_standby() or await self.launcher.launch(
+            self.worker_id, self.device
+        )
         self._process = process
         self.pid = process.pid
-        self.last_seen = time.monotonic()
-        said_hello = await self._await_hello(process)
+        said_hello, not_started = await self._start(process)
         if said_hello:
             self.ever_ready.set()
             if self.start_error is not None:
@@ -280,9 +306,13 @@ class WorkerSupervisor(Actor[FromWorker]):
             reason = await self._watch(process)
             standby.cancel()
         else:
-            reason = "no hello within the deadline" if process.returncode is None else "exited"
-            await _kill(process)
+            reason = not_started or (
+                "no hello within the deadline" if process.returncode is None else "exited"
+            )
+            await process.kill()
         code = await process.wait()
+        if reason == "exited":
+            reason = process.ended_how()
         reason = death_reason(reason, code, self._fatal_error, said_hello)
         self.last_failure = reason
         self.pid = None
@@ -291,71 +321,56 @@ class WorkerSupervisor(Actor[FromWorker]):
         # The lost unit travels in the message, so a quick respawn cannot erase it.
         lost = self.assignment
         self._set_state(WorkerState.STOPPING if self._stopping.is_set() else self._down_state)
-        if not self._stopping.is_set():
+        if self._leaving:
+            reason = f"left: {self._leaving}"
+        elif not self._stopping.is_set():
             log.warning("worker.died", worker=self.worker_id, reason=reason, returncode=code)
-        await self.scheduler.tell(sm.WorkerDown(self.worker_id, reason, lost))
+        blameless = self._leaving is not None
+        await self.scheduler.tell(sm.WorkerDown(self.worker_id, reason, lost, blameless))
         return said_hello
+
+    async def _start(self, process: WorkerProcess) -> tuple[bool, str | None]:
+        """Wait for the process to run, then for its hello: (said hello, or why it
+        never ran). A pilot that Slurm will not start fails the jobs that wait."""
+        try:
+            if process.remote:  # a pilot: pending in Slurm's queue, not hung
+                self._set_state(WorkerState.QUEUED)
+            not_started = await process.running()
+            if not_started is not None:
+                if not self._stopping.is_set():  # else: cancelled by this shutdown
+                    log.error("worker.not_started", worker=self.worker_id, reason=not_started)
+                    await self.scheduler.tell(sm.WorkersCannotStart(self.worker_id, not_started))
+                return False, not_started
+            starting = WorkerState.STARTING if self.start_error is None else WorkerState.FAILED
+            self._set_state(starting)
+            self.last_seen = time.monotonic()
+            return await self._await_hello(process), None
+        finally:
+            if self.launcher.demand is not None:
+                self.launcher.demand.release()
 
     async def _prepare_standby(self) -> None:
         """Spawn the spare once this worker has run a while: its imports take seconds of
         CPU, which a worker that has just (re)started would otherwise have to share."""
-        if not self.config.warm_standby or self._standby is not None:
+        wanted = self.config.warm_standby and self.launcher.standby
+        if not wanted or self._standby is not None:
             return
         await asyncio.sleep(self.config.standby_delay)
         if not self._stopping.is_set():
-            self._standby = await self._spawn(standby=True)
+            spare = await self.launcher.launch(self.worker_id, self.device, standby=True)
+            assert isinstance(spare, LocalProcess)  # only local launchers keep spares
+            self._standby = spare
 
-    async def _activate_standby(self) -> asyncio.subprocess.Process | None:
+    async def _activate_standby(self) -> LocalProcess | None:
         standby, self._standby = self._standby, None
-        if standby is None or standby.returncode is not None or standby.stdin is None:
-            return None
-        try:
-            standby.stdin.write(b"go\n")
-            await standby.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            await _kill(standby)
-            return None
-        return standby
+        return standby if standby is not None and await standby.activate() else None
 
     async def _discard_standby(self) -> None:
         standby, self._standby = self._standby, None
         if standby is not None:
-            await _kill(standby)
+            await standby.kill()
 
-    async def _spawn(self, standby: bool = False) -> asyncio.subprocess.Process:
-        env = dict(os.environ)
-        if self.device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = self.device.split(":", 1)[1]
-        else:
-            env.setdefault("OMP_NUM_THREADS", str(self.config.threads_per_cpu_worker()))
-        env["VIRNUC_CACHE_DIR"] = str(self.config.model_cache)
-        env["VIRNUC_WORKER_NICE"] = str(self.config.worker_nice)
-        command = [
-            sys.executable,
-            "-m",
-            "virnuc.worker.boot",
-            "--endpoint",
-            self.config.workers_endpoint,
-            "--worker-id",
-            self.worker_id,
-            "--device",
-            self.device,
-            "--heartbeat-interval",
-            str(self.config.heartbeat_interval),
-            "--checkpoint-seconds",
-            str(self.config.checkpoint_seconds),
-            "--block-frames",
-            str(self.config.block_frames),
-            "--parent-pid",
-            str(os.getpid()),
-            *(["--standby"] if standby else []),
-        ]
-        stdin = asyncio.subprocess.PIPE if standby else asyncio.subprocess.DEVNULL
-        return await asyncio.create_subprocess_exec(
-            *command, stdin=stdin, stdout=asyncio.subprocess.DEVNULL, env=env
-        )
-
-    async def _await_hello(self, process: asyncio.subprocess.Process) -> bool:
+    async def _await_hello(self, process: WorkerProcess) -> bool:
         hello = asyncio.create_task(self._hello.wait())
         exited = asyncio.create_task(process.wait())
         done, _ = await asyncio.wait(
@@ -365,7 +380,7 @@ class WorkerSupervisor(Actor[FromWorker]):
             task.cancel()
         return hello in done
 
-    async def _watch(self, process: asyncio.subprocess.Process) -> str:
+    async def _watch(self, process: WorkerProcess) -> str:
         """Wait for the process to exit or go silent; kill it in the second case.
 
         Silence counts only time the daemon itself ran: it wakes every heartbeat
@@ -388,7 +403,7 @@ class WorkerSupervisor(Actor[FromWorker]):
                     if done:
                         return "exited" if not self._stopping.is_set() else "stopped"
                     if self.last_seen <= heard_since:
-                        await _kill(process)
+                        await process.kill()
                         return f"no heartbeat for {silence:.0f} s (hung)"
                     # Heard after all: virnucd was paused (or the worker was late).
                     log.warning("worker.silence_ended", worker=self.worker_id, seconds=silence)
@@ -397,6 +412,8 @@ class WorkerSupervisor(Actor[FromWorker]):
                 done, _ = await asyncio.wait({exited}, timeout=timeout)
                 if done:
                     return "exited" if not self._stopping.is_set() else "stopped"
+                # A pilot has no parent to watch: this tells it virnucd is alive.
+                await self.hub.send(self.worker_id, DaemonBeat())
                 woke = time.monotonic()
                 if woke - now - timeout > tick:  # the daemon did not run meanwhile
                     log.warning("daemon.was_paused", worker=self.worker_id, seconds=woke - now)
@@ -413,13 +430,15 @@ class WorkerSupervisor(Actor[FromWorker]):
         process = self._process
         if process is not None and process.returncode is None:
             self._set_state(WorkerState.STOPPING, self.assignment)  # acks may still come
-            # SIGTERM, not a message: it also reaches a worker that is still starting.
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+            # A pilot that is up gets the stop message; otherwise SIGTERM (a pending
+            # pilot is cancelled), which also reaches a worker still starting.
+            up = process.remote and self._hello.is_set()
+            if not (up and await self.hub.send(self.worker_id, WorkerShutdown())):
+                await process.stop()
             try:
                 await asyncio.wait_for(process.wait(), self.config.stop_grace)
             except TimeoutError:
-                await _kill(process)
+                await process.kill()
         if self._lifecycle is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lifecycle
@@ -436,10 +455,3 @@ def death_reason(how: str, code: int, fatal_error: str | None, said_hello: bool)
         if -code == signal.SIGKILL and not said_hello:
             how += " while starting (out of memory? see the kernel log: dmesg)"
     return f"{how} (exit code {code})"
-
-
-async def _kill(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGKILL)
-        await process.wait()

@@ -5,13 +5,17 @@ messages go to that slot's supervisor inbox, in order; the time of every message
 noted first, so a supervisor busy verifying a large part never mistakes its worker
 for a hung one. `ROUTER_HANDOVER` lets a restarted worker take over its slot's
 identity from the dead process.
+
+On an ipc:// endpoint the socket file's permissions keep strangers out. A tcp://
+endpoint (Slurm pilots on other nodes) is bound with CURVE, admitting only the
+workers' key (daemon/worker_keys.py); its ZAP handler lives on the hub's own zmq
+context, so the control socket's client keys never let anyone in here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -19,6 +23,9 @@ import zmq
 import zmq.asyncio
 
 from virnuc.protocol import FromDaemon, FromWorker, ProtocolError, decode_from_worker
+
+from .access import CurveServer, start_authenticator, stop_authenticator
+from .rate_limit import RateLimitedWarning
 
 log = structlog.get_logger()
 
@@ -32,8 +39,16 @@ class WorkerEndpoint(Protocol):
 
 
 class WorkerHub:
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str, max_message_size: int):
-        self.context = context
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        endpoint: str,
+        max_message_size: int,
+        curve: CurveServer | None = None,
+    ):
+        self.curve = curve
+        self.context = zmq.asyncio.Context() if curve is not None else context
+        self._auth = start_authenticator(self.context, curve)
         self.endpoint = endpoint
         self.max_message_size = max_message_size
         self.slots: dict[str, WorkerEndpoint] = {}
@@ -47,6 +62,8 @@ class WorkerHub:
         socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)  # sending to a gone worker raises
         socket.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+        if self.curve is not None:
+            self.curve.apply(socket)
         socket.bind(self.endpoint)
         self._socket = socket
         self._reader = asyncio.create_task(self._read_loop(), name="worker-hub")
@@ -90,21 +107,6 @@ class WorkerHub:
             await asyncio.gather(self._reader, return_exceptions=True)
         if self._socket is not None:
             self._socket.close(linger=0)
-
-
-class RateLimitedWarning:
-    """Log a repeated complaint once per key and interval, counting what it suppressed."""
-
-    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def __call__(self, event: str, **fields: object) -> None:
-        now = self.clock()
-        if now - self._last.get(event, -self.interval) < self.interval:
-            self._suppressed[event] = self._suppressed.get(event, 0) + 1
-            return
-        self._last[event] = now
-        log.warning(event, suppressed=self._suppressed.pop(event, 0), **fields)
+        if self.curve is not None:  # its own context
+            stop_authenticator(self._auth)
+            self.context.term()

@@ -36,6 +36,9 @@ PRECISIONS: Final = ("fp32", "tf32", "bf16")
 CONTROL_SOCKET: Final = "control.sock"
 EVENTS_SOCKET: Final = "events.sock"
 WORKERS_SOCKET: Final = "workers.sock"
+#: How a pilot gets the worker socket's CURVE keys: "SERVER_PUBLIC OWN_PUBLIC OWN_SECRET"
+#: (Z85), in its environment, so no key shows on a command line.
+WORKER_CURVE_ENV: Final = "VIRNUC_WORKER_CURVE"
 
 
 def socket_file(endpoint: str) -> Path | None:

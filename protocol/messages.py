@@ -71,6 +71,8 @@ _TERMINAL_JOB_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.KILLE
 class WorkerState(StrEnum):
     """What a worker slot is doing; ``workers[].state`` and ``worker.*.state`` events."""
 
+    VACANT = "vacant"  # a Slurm slot with no pilot: none is needed until units wait
+    QUEUED = "queued"  # a Slurm pilot submitted, pending in Slurm's queue
     STARTING = "starting"  # process spawned, waiting for its hello / loading models
     IDLE = "idle"  # ready, no unit assigned
     BUSY = "busy"  # computing a unit (job_id and unit are set)
@@ -115,6 +117,9 @@ class WorkerInfo(TypedDict):
     unit: NotRequired[int]  # unit index within job_id, set while busy
     model_loads: NotRequired[int]  # model sets loaded by this slot's workers so far
     error: NotRequired[str]  # state failed: why its worker could not start (retried)
+    backend: NotRequired[str]  # "local" (a subprocess of virnucd) or "slurm" (a pilot)
+    slurm_job_id: NotRequired[str]  # a pilot's ARRAYID_TASK, once submitted
+    node: NotRequired[str]  # the node a pilot runs on, once running
 
 
 class PingResult(TypedDict):

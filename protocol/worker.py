@@ -78,6 +78,17 @@ class Heartbeat(WorkerMessageBase):
 
 
 @dataclass(frozen=True)
+class Leaving(WorkerMessageBase):
+    """The worker exits of its own accord next (a Slurm pilot idle for its
+    ``--idle-exit``): an ordinary end, not a death to back off from."""
+
+    TYPE: ClassVar[Literal["leaving"]] = "leaving"
+    SENDER: ClassVar[Sender] = "worker"
+    worker_id: NonEmptyStr
+    reason: NonEmptyStr
+
+
+@dataclass(frozen=True)
 class ModelsLoaded(WorkerMessageBase):
     """The worker finished loading (or switching) models; ``models`` describes them."""
 
@@ -228,8 +239,19 @@ class WorkerShutdown(WorkerMessageBase):
     SENDER: ClassVar[Sender] = "daemon"
 
 
-FromWorker = Hello | Heartbeat | ModelsLoaded | BatchDone | Checkpoint | UnitDone | WorkerError
-FromDaemon = Assign | Cancel | WorkerShutdown
+@dataclass(frozen=True)
+class DaemonBeat(WorkerMessageBase):
+    """virnucd is alive. A worker with no parent to watch (a Slurm pilot) exits when
+    it hears nothing from virnucd for its ``--daemon-timeout``."""
+
+    TYPE: ClassVar[Literal["daemon_beat"]] = "daemon_beat"
+    SENDER: ClassVar[Sender] = "daemon"
+
+
+FromWorker = (
+    Hello | Heartbeat | Leaving | ModelsLoaded | BatchDone | Checkpoint | UnitDone | WorkerError
+)
+FromDaemon = Assign | Cancel | WorkerShutdown | DaemonBeat
 WorkerMessage = FromWorker | FromDaemon
 
 MESSAGE_TYPES: dict[str, type[WorkerMessage]] = {
@@ -237,6 +259,7 @@ MESSAGE_TYPES: dict[str, type[WorkerMessage]] = {
     for cls in (
         Hello,
         Heartbeat,
+        Leaving,
         ModelsLoaded,
         BatchDone,
         Checkpoint,
@@ -245,6 +268,7 @@ MESSAGE_TYPES: dict[str, type[WorkerMessage]] = {
         Assign,
         Cancel,
         WorkerShutdown,
+        DaemonBeat,
     )
 }
 

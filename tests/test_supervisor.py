@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
+from virnuc.daemon.launcher import LocalProcess
 from virnuc.daemon.progress_log import NewJob, ProgressLog, UnitPlan
 from virnuc.daemon.scheduler_messages import Assignment
 from virnuc.daemon.supervisor import MAX_START_FAILURES, WorkerSupervisor
@@ -105,6 +106,23 @@ class FakeProcess:
         return self.returncode
 
 
+class FakeLauncher:
+    """Launches `FakeProcess`es as local workers, noting each in `processes`."""
+
+    demand = None
+    standby = True
+
+    def __init__(self) -> None:
+        self.processes: list[FakeProcess] = []
+
+    async def launch(self, worker_id: str, device: str, standby: bool = False) -> LocalProcess:
+        self.processes.append(FakeProcess(pid=1000 + len(self.processes)))
+        return LocalProcess(self.processes[-1])  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        pass
+
+
 @dataclasses.dataclass
 class Slot:
     supervisor: WorkerSupervisor
@@ -121,17 +139,18 @@ async def make_slot(tmp: Path, **config: Any) -> Slot:
     await progress.create_job(NewJob(JOB, str(tmp / "in.fa"), str(tmp / "out"), SPEC, 2))
     await progress.add_units(JOB, [UnitPlan(0, 0, 0, 4)])
     await progress.finish_planning(JOB, 4, 1)
-    hub, scheduler = FakeHub(), FakeScheduler()
+    hub, scheduler, launcher = FakeHub(), FakeScheduler(), FakeLauncher()
     supervisor = WorkerSupervisor(
         "w0",
         "cpu",
         config=daemon_config,
+        launcher=launcher,
         hub=hub,  # type: ignore[arg-type]
         progress=progress,
         events=_NoEvents(),  # type: ignore[arg-type]
         scheduler=scheduler,  # type: ignore[arg-type]
     )
-    return Slot(supervisor, hub, scheduler, progress, daemon_config, [])
+    return Slot(supervisor, hub, scheduler, progress, daemon_config, launcher.processes)
 
 
 class _NoEvents:
@@ -319,12 +338,6 @@ async def living_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         tmp_path, hello_timeout=0.2, heartbeat_timeout=0.3, restart_backoff_max=0.01
     )
 
-    async def spawn(standby: bool = False) -> FakeProcess:
-        process = FakeProcess(pid=1000 + len(made.processes))
-        made.processes.append(process)
-        return process
-
-    monkeypatch.setattr(made.supervisor, "_spawn", spawn)
     made.supervisor.start()
     yield made
     await made.supervisor.shutdown()
@@ -437,11 +450,6 @@ async def test_a_paused_daemon_does_not_kill_its_healthy_worker(
         tmp_path, hello_timeout=5, heartbeat_timeout=0.3, heartbeat_interval=0.05
     )
 
-    async def spawn(standby: bool = False) -> FakeProcess:
-        slot.processes.append(FakeProcess(pid=1000))
-        return slot.processes[-1]
-
-    monkeypatch.setattr(slot.supervisor, "_spawn", spawn)
     slot.supervisor.start()
     try:
         await say_hello(slot, 0)

@@ -14,12 +14,14 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 import zmq
 
 from virnuc.protocol import (
     Cancel,
+    DaemonBeat,
     FromDaemon,
     Heartbeat,
     Hello,
@@ -27,6 +29,7 @@ from virnuc.protocol import (
     WorkerShutdown,
     decode_from_daemon,
 )
+from virnuc.protocol.constants import WORKER_CURVE_ENV
 from virnuc.protocol.worker import WorkerMessageBase
 from virnuc.worker.boot import EXIT_ORPHANED
 
@@ -78,6 +81,7 @@ class IoLink:
         parent_pid: int,
         flags: Flags,
         log: Log,
+        daemon_timeout: float | None = None,
     ):
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -85,6 +89,9 @@ class IoLink:
         self.parent_pid = parent_pid
         self.flags = flags
         self.log = log
+        # A pilot's daemon is no parent of it: silence this long means virnucd is gone.
+        self.daemon_timeout = daemon_timeout
+        self._heard = time.monotonic()
         self.inbox: queue.Queue[FromDaemon] = queue.Queue()
         # bytes to send, or the Event of a `close` (set once all before it is delivered)
         self._outbox: queue.Queue[bytes | threading.Event] = queue.Queue()
@@ -130,6 +137,7 @@ class IoLink:
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.ROUTING_ID, self.worker_id.encode())
         sock.setsockopt(zmq.LINGER, 0)
+        curve_client(sock, os.environ)
         sock.connect(self.endpoint)
         try:
             delivered = self._loop(sock)
@@ -161,6 +169,7 @@ class IoLink:
                 if not pending:  # a daemon not reading our acks does not need beats
                     self._heartbeat(sock)
             self._check_parent()
+            self._check_daemon()
 
     def _take_outbox(self, pending: deque[bytes | threading.Event]) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -204,6 +213,9 @@ class IoLink:
         except ProtocolError as exc:
             self.log.warning("worker.bad_message", frames=len(frames), error=str(exc))
             return
+        self._heard = time.monotonic()
+        if isinstance(message, DaemonBeat):
+            return
         if isinstance(message, Cancel):
             self.flags.cancel(message.job_id)
         elif isinstance(message, WorkerShutdown):
@@ -214,3 +226,19 @@ class IoLink:
         if os.getppid() != self.parent_pid:
             self.log.warning("worker.orphaned", parent_pid=self.parent_pid)
             os._exit(EXIT_ORPHANED)
+
+    def _check_daemon(self) -> None:
+        silence = time.monotonic() - self._heard
+        if self.daemon_timeout is not None and silence > self.daemon_timeout:
+            self.log.warning("worker.daemon_gone", silent_seconds=round(silence, 1))
+            os._exit(EXIT_ORPHANED)
+
+
+def curve_client(sock: zmq.Socket[bytes], environ: Mapping[str, str]) -> None:
+    """Make `sock` a CURVE client when virnucd passed the worker socket's keys."""
+    keys = environ.get(WORKER_CURVE_ENV, "").split()
+    if keys:
+        server, public, secret = (key.encode() for key in keys)
+        sock.curve_serverkey = server
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret

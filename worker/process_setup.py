@@ -32,7 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m virnuc.worker.serve", description="virnucd's per-device worker."
     )
     parser.add_argument("--endpoint", required=True, help="the daemon's worker ROUTER")
-    parser.add_argument("--worker-id", required=True, help="routing id, e.g. w0")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--worker-id", help="routing id, e.g. w0")
+    who.add_argument(
+        "--array-worker-ids",
+        type=lambda text: text.split(","),
+        help="a Slurm array's ids, e.g. s0,s2: this task is the $SLURM_ARRAY_TASK_ID-th",
+    )
     parser.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N")
     parser.add_argument("--parent-pid", type=int, help="the daemon's pid (exit if not ours)")
     parser.add_argument("--heartbeat-interval", type=_positive, default=1.0, metavar="S")
@@ -41,11 +47,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
     )
     parser.add_argument(
+        "--daemon-timeout",
+        type=_positive,
+        metavar="S",
+        help="exit when virnucd is silent this long (a pilot, which has no parent to watch)",
+    )
+    parser.add_argument(
+        "--idle-exit", type=_positive, metavar="S", help="exit after S seconds without a unit"
+    )
+    parser.add_argument(
         "--standby",
         action="store_true",
         help="import everything, then wait for a line on stdin before connecting",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.array_worker_ids is not None:
+        args.worker_id = _array_worker_id(parser, args.array_worker_ids)
+    return args
+
+
+def _array_worker_id(parser: argparse.ArgumentParser, ids: list[str]) -> str:
+    """A Slurm array task's routing id: its index in the array picks it."""
+    index = os.environ.get("SLURM_ARRAY_TASK_ID", "")
+    if not index.isdigit() or int(index) >= len(ids):
+        parser.error(
+            f"--array-worker-ids needs SLURM_ARRAY_TASK_ID below {len(ids)}, not {index!r}"
+        )
+    return ids[int(index)]
 
 
 def _device(text: str) -> str:

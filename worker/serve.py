@@ -66,6 +66,7 @@ from virnuc.protocol import (
     Cancel,
     FromDaemon,
     Hello,
+    Leaving,
     ModelsLoaded,
     WireModelSpec,
     WorkerError,
@@ -92,21 +93,35 @@ IDLE_POLL_S = 0.25  # how often an idle main thread looks at the stop flag
 class Worker:
     """The main thread's loop: take messages in order, run units, keep models warm."""
 
-    def __init__(self, ctx: WorkerContext, device: str, configured_device: str, log: Log):
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        device: str,
+        configured_device: str,
+        log: Log,
+        idle_exit: float | None = None,
+    ):
         self.ctx = ctx
         self.device = device
         self.configured_device = configured_device
         self.log = log
+        self.idle_exit = idle_exit
         self._models: ModelSet | None = None
 
-    def serve(self) -> None:
-        """Until a stop is requested (signal or `shutdown`), handle the inbox."""
+    def serve(self) -> str:
+        """Handle the inbox until a stop is requested (signal or `shutdown`) or, with
+        `idle_exit`, no unit came for that long; returns why it ended."""
+        idle_since = time.monotonic()
         while not self.ctx.flags.stop.is_set():
             try:
                 message = self.ctx.link.inbox.get(timeout=IDLE_POLL_S)
             except queue.Empty:
+                if self.idle_exit is not None and time.monotonic() - idle_since > self.idle_exit:
+                    return f"idle for {self.idle_exit:g} s"
                 continue
             self._handle(message)
+            idle_since = time.monotonic()
+        return "asked to stop"
 
     def _handle(self, message: FromDaemon) -> None:
         if isinstance(message, Assign):
@@ -189,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK  # a warm standby the daemon no longer needs (stdin closed)
     flags = Flags()
     install_signal_handlers(flags)
-    link = IoLink(args.endpoint, args.worker_id, args.heartbeat_interval, parent, flags, log)
+    link = IoLink(
+        args.endpoint,
+        args.worker_id,
+        args.heartbeat_interval,
+        parent,
+        flags,
+        log,
+        daemon_timeout=args.daemon_timeout,
+    )
     # The device is checked before the hello: a hello means "ready to work", and the
     # daemon tells systemd READY=1 on it. A worker that cannot work sends one fatal
     # `error` instead, and the daemon counts a start that failed.
@@ -213,13 +236,14 @@ def _serve(
     writer = PartWriter(link, flags, faults, log)
     ctx = WorkerContext(link, writer, flags, faults, args.checkpoint_seconds, args.block_frames)
     try:
-        Worker(ctx, device, args.device, log).serve()
+        why = Worker(ctx, device, args.device, log, args.idle_exit).serve()
     except Exception as exc:  # a bug: say so on the channel, exit non-zero
         log.exception("worker.crashed")
         return _fatal(link, log, f"worker crashed: {type(exc).__name__}: {exc}")
-    writer.stop()
+    writer.stop()  # the emergency part's ack goes before `leaving`
+    link.send(Leaving(worker_id=args.worker_id, reason=why))
     delivered = link.close()
-    log.info("worker.stopped", acks_delivered=delivered)
+    log.info("worker.stopped", reason=why, acks_delivered=delivered)
     return EXIT_OK
 
 
