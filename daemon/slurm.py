@@ -170,12 +170,14 @@ class SlurmPilot:
             await self.launcher.scancel(self)
 
     async def kill(self) -> None:
-        """SIGKILL: a hung pilot must not wake to write a part for a unit given away."""
-        await self.launcher.scancel(self, "--signal=KILL", "--full")
+        """Cancel it and wait until Slurm says it ended. Slurm kills in its own way
+        (SIGCONT, SIGTERM, SIGKILL after KillWait; even `--signal=KILL` gets that), so
+        a hung pilot that wakes may still write an emergency part: it is recorded as
+        this slot's, because its unit goes to no one else before the end is seen."""
         await self.launcher.scancel(self)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ended.wait(), self.launcher.config.stop_grace)
-        self.end("CANCELLED")  # Slurm never confirmed: it is not ours to wait for
+        self.end("CANCELLED")  # Slurm never confirmed (a lost node): stop waiting
 
     def update(self, state: str, reason: str, node: str) -> None:
         if self.ended.is_set():

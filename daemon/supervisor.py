@@ -412,8 +412,8 @@ class WorkerSupervisor(Actor[FromWorker]):
                 done, _ = await asyncio.wait({exited}, timeout=timeout)
                 if done:
                     return "exited" if not self._stopping.is_set() else "stopped"
-                # A pilot has no parent to watch: this tells it virnucd is alive.
-                await self.hub.send(self.worker_id, DaemonBeat())
+                if process.remote and not self._leaving:  # it has no parent to watch
+                    await self.hub.send(self.worker_id, DaemonBeat())
                 woke = time.monotonic()
                 if woke - now - timeout > tick:  # the daemon did not run meanwhile
                     log.warning("daemon.was_paused", worker=self.worker_id, seconds=woke - now)
