@@ -119,8 +119,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_job_options(parser: argparse.ArgumentParser) -> None:
-    """INPUT, --out and the per-job switches shared by ``submit`` and ``predict``."""
-    parser.add_argument("input", help="FASTA file (plain or .gz)")
+    """INPUT..., --out and the per-job switches shared by ``submit`` and ``predict``."""
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="FASTA or FASTQ file (plain or .gz); several make one job, outputs in their order",
+    )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
     parser.add_argument("--force", action="store_true", help="replace results already in --out")
@@ -211,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print the result map as JSON")
         return sub
 
-    _add_submit(command("submit", "submit a FASTA file to virnucd; print the job id"))
+    _add_submit(command("submit", "submit FASTA/FASTQ files as one job; print the job id"))
     _add_status(command("status", "show one job, or every job"))
     command("list", "list every job, oldest first")
     wait = command("wait", "show progress until a job ends; exit 0 done, 1 failed or killed")
@@ -220,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("kill", "stop a job").add_argument("job", metavar="JOB")
     command("workers", "show the worker processes: pid, device, state, job and unit")
     _add_predict(
-        command("predict", "predict one FASTA file on a private virnucd and wait", private=True)
+        command("predict", "predict FASTA/FASTQ files on a private virnucd and wait", private=True)
     )
     _add_keys(commands)
     _add_report(commands)

@@ -79,9 +79,12 @@ def model_ref(value: str | None) -> str | None:
 
 
 def submit_args(args: argparse.Namespace) -> SubmitArgs:
-    """The ``submit`` request for ``virnucctl submit`` and ``virnucctl predict``."""
+    """The ``submit`` request for ``virnucctl submit`` and ``virnucctl predict``. One
+    input goes as ``input``, which every virnucd understands; several as ``inputs``."""
+    paths = [absolute(path) for path in args.inputs]
     return SubmitArgs(
-        input=absolute(args.input),
+        input=paths[0] if len(paths) == 1 else None,
+        inputs=paths if len(paths) > 1 else None,
         output=absolute(args.out),
         profile=args.profile,
         esm=model_ref(args.esm),

@@ -34,7 +34,11 @@ def job_lines(status: Mapping[str, Any]) -> str:
     ]
     shown = ("precision", "input", "output", "waiting", "error")
     rows += [(key, status[key]) for key in shown if status.get(key)]
-    return "\n".join(f"{key + ':':<10}{value}" for key, value in rows)
+    inputs = status.get("inputs") or []
+    if len(inputs) > 1:  # one line per file, after the first (`input`)
+        at = next(i for i, (key, _) in enumerate(rows) if key == "input") + 1
+        rows[at:at] = [("", path) for path in inputs[1:]]
+    return "\n".join(f"{key + ':' if key else '':<10}{value}" for key, value in rows)
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:

@@ -3,8 +3,9 @@
 Nothing is trusted that can be checked again: each part's size and SHA-256 are
 re-verified against SQLite, the parts must tile the input from record 0 to the last
 without gap or overlap, each part's header must match its row, and its record ids
-must be the input's ids for that range (read afresh from the FASTA's headers), with
-every frame id belonging to its record. A part that fails any check raises
+must be the input's ids for that range (read afresh from the inputs' headers, file
+after file), with every frame id belonging to its record. Each record's row in
+`sequence_summary.tsv` names the file it came from (`source`). A part that fails any check raises
 `PartNeedsRecompute`: the scheduler deletes it and what follows in its unit, and the
 records are computed again. Output files take their final names only at the end
 (`ResultWriter`), so an interrupted assembly leaves nothing that looks complete.
@@ -22,7 +23,8 @@ import numpy as np
 
 from virnuc.faults import Faults
 from virnuc.parts import PartContents, PartCorrupt, read_part
-from virnuc.pipeline.fasta import RecordStart, record_starts
+from virnuc.pipeline.fasta import RecordStart
+from virnuc.pipeline.inputs import job_record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
 from .input_check import check_unchanged
@@ -52,7 +54,7 @@ class _Assembly:
         self.faults = faults
         self.writer: ResultWriter | None = None
         self.next_record = 0
-        self.input_ids: Iterator[RecordStart] = record_starts(job.input)
+        self.input_ids: Iterator[tuple[str, RecordStart]] = job_record_starts(job.inputs)
 
     def add(self, row: PartRow) -> None:
         if self.cancel.is_set():
@@ -63,10 +65,10 @@ class _Assembly:
             raise PartNeedsRecompute(row, exc.reason) from exc
         self._check_place(row, part)
         results = list(part.results())
-        self._check_ids(row, results)
+        sources = self._check_ids(row, results)
         writer = self._writer(part)
-        for result in results:
-            writer.write(result)
+        for result, source in zip(results, sources, strict=True):
+            writer.write(result, source=source)
         self.next_record += row.record_count
         self.faults.hit("mid_assembly")
 
@@ -84,9 +86,11 @@ class _Assembly:
                 row, f"its header {header} does not match its record {expected}"
             )
 
-    def _check_ids(self, row: PartRow, results: list[RecordResult]) -> None:
+    def _check_ids(self, row: PartRow, results: list[RecordResult]) -> list[str]:
+        """Each result is the input's next record; returns the file each one is in."""
+        sources = []
         for result in results:
-            start = next(self.input_ids, None)
+            source, start = next(self.input_ids, ("", None))
             if start is None or start.id != result.record_id:
                 expected = "the end of the input" if start is None else f"record {start.id!r}"
                 raise PartNeedsRecompute(
@@ -95,6 +99,8 @@ class _Assembly:
             prefix = f"{result.record_id}_chunk_"
             if any(not frame_id.startswith(prefix) for frame_id in result.frame_ids):
                 raise PartNeedsRecompute(row, f"record {result.record_id!r} has foreign frame ids")
+            sources.append(source)
+        return sources
 
     def _writer(self, part: PartContents) -> ResultWriter:
         if self.writer is None:
@@ -118,7 +124,7 @@ class _Assembly:
             raise RuntimeError("the input has more records than were planned")
         if self.writer is None:
             raise RuntimeError("no parts recorded")
-        check_unchanged(self.job.input, self.job.input_fingerprint)
+        check_unchanged(self.job.inputs, self.job.input_fingerprint)
         self.writer.commit()
 
     def abort(self) -> None:
@@ -137,7 +143,7 @@ async def assemble(
 ) -> None:
     """Write the job's final outputs from its recorded parts, or raise why not."""
     # A changed input fails the job here, not as parts whose ids no longer match.
-    await asyncio.to_thread(check_unchanged, job.input, job.input_fingerprint)
+    await asyncio.to_thread(check_unchanged, job.inputs, job.input_fingerprint)
     assembly = _Assembly(job, cancel, faults or Faults())
     try:
         async for row in progress.iter_parts(job.job_id):

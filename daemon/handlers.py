@@ -65,7 +65,7 @@ async def ping(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
 
 
 async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
-    """`submit {input, output, ...}` -> `{job_id}`. (CLI: `virnucctl submit`.)"""
+    """`submit {input | inputs, output, ...}` -> `{job_id}`. (CLI: `virnucctl submit`.)"""
     assert isinstance(args, SubmitArgs)
     if not ctx.scheduler.accepting:
         raise HandlerError(
@@ -78,7 +78,8 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     spec = await asyncio.to_thread(check_submission, args, ctx.config, busy)
     job = NewJob(
         job_id=secrets.token_hex(4),
-        input=args.input,
+        input=args.paths[0],
+        inputs=args.paths,
         output=args.output,
         spec=spec,
         checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
@@ -88,7 +89,7 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await ctx.scheduler.tell(sm.SubmitJob(job, reply))
     row = await reply
-    log.info("job.submitted", job_id=row.job_id, input=row.input, output=row.output)
+    log.info("job.submitted", job_id=row.job_id, inputs=list(row.inputs), output=row.output)
     return {"job_id": row.job_id}
 
 

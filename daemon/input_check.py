@@ -1,39 +1,56 @@
-"""Is a job's input still the file it was planned from?
+"""Are a job's inputs still the files they were planned from?
 
-Units, parts and resume offsets are byte positions in the input as it was at planning;
-a file changed or replaced since would give outputs mixing two files. The planner
-records a fingerprint of the file (device, inode, size, modification time in ns), and
-it is compared again before every unit is handed out, at the end of planning and
-before the outputs are published; a mismatch fails the job, publishing nothing.
-A rewrite that keeps the size and resets the modification time is not detected.
+Units, parts and resume offsets are byte positions in the inputs as they were at
+planning; a file changed or replaced since would give outputs mixing two files. The
+planner records a fingerprint of every input (device, inode, size, modification time
+in ns; one `dev:ino:size:mtime` per file, joined by ';' in input order, so a
+one-file job's fingerprint reads as before), and it is compared again before every
+unit is handed out, at the end of planning and before the outputs are published; a
+mismatch in any file fails the job, publishing nothing. A rewrite that keeps the size
+and resets the modification time is not detected here (the unit digests catch it).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+SEPARATOR = ";"
 
 
 class InputChanged(ValueError):
-    """The input is not the file the job was planned from; the message says how."""
+    """An input is not the file the job was planned from; the message says which, how."""
 
 
-def fingerprint(path: str | Path) -> str:
+def fingerprint(paths: Sequence[str | Path]) -> str:
+    """The fingerprint of every input, in order (raises OSError)."""
+    return SEPARATOR.join(_one(path) for path in paths)
+
+
+def _one(path: str | Path) -> str:
     st = os.stat(path)
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def check_unchanged(path: str | Path, recorded: str | None) -> None:
-    """Raise `InputChanged` if `path` no longer matches `recorded` (None: not known,
-    a job planned by an older virnuc)."""
+def check_unchanged(paths: Sequence[str | Path], recorded: str | None) -> None:
+    """Raise `InputChanged` if any of `paths` no longer matches `recorded` (None: not
+    known, a job planned by an older virnuc)."""
     if recorded is None:
         return
-    try:
-        now = fingerprint(path)
-    except OSError as exc:
-        raise InputChanged(f"input changed since submission: {path}: {exc.strerror}") from exc
-    if now != recorded:
-        raise InputChanged(f"input changed since submission: {path}: {_how(recorded, now)}")
+    before = recorded.split(SEPARATOR)
+    if len(before) != len(paths):  # not for a job's own row: its inputs never change
+        raise InputChanged(
+            f"input changed since submission: {len(before)} input(s) were planned, "
+            f"{len(paths)} given"
+        )
+    for path, was in zip(paths, before, strict=True):
+        try:
+            now = _one(path)
+        except OSError as exc:
+            raise InputChanged(f"input changed since submission: {path}: {exc.strerror}") from exc
+        if now != was:
+            raise InputChanged(f"input changed since submission: {path}: {_how(was, now)}")
 
 
 def _how(before: str, after: str) -> str:

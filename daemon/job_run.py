@@ -90,6 +90,7 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
         frames_done=row.frames_done + extra_frames,
         restarts=row.restarts,
         input=row.input,
+        inputs=list(row.inputs),
         output=row.output,
     )
     status["records_recomputed"] = row.records_recomputed
@@ -106,12 +107,13 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
 def assign_message(row: JobRow, unit: UnitRow, resume: tuple[int, int], parts_dir: Path) -> Assign:
     """The `assign` that computes `unit` of the job from its resume point (the record
     and byte offset its last recorded part ended at), with what the worker needs to
-    check the unit's bytes against the plan."""
+    check the unit's bytes against the plan. The worker reads the unit's own input file:
+    a unit never spans two, and its offsets are positions in that file."""
     record, offset = resume
     return Assign(
         job_id=row.job_id,
         unit_id=unit.unit_id,
-        input=row.input,
+        input=row.inputs[unit.input_index],
         start_offset=offset,
         start_record=record,
         record_count=unit.end_record - record,

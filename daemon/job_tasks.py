@@ -79,7 +79,7 @@ async def _report(row: JobRow) -> None:
     from the outputs, so a failure here leaves the job done, with a warning."""
     spec = row.spec
     info = {
-        "inputs": row.input,
+        "inputs": ", ".join(row.inputs),
         "models": {"esm": spec.esm, "dnabert": spec.dnabert, "classifier": spec.classifier},
         "precision": spec.precision,
         "chunk_length": spec.chunk_length,

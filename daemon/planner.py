@@ -1,12 +1,18 @@
-"""Plan a job's input into work units: contiguous ranges of records.
+"""Plan a job's inputs into work units: contiguous ranges of records.
 
-Two streaming passes over the FASTA, both in a thread: `scan_fasta` validates the
-whole file (so a broken record fails the job before any model time is spent, naming
-its line) and counts the records; then the cutting pass finds the record starts,
-cuts units of equal record counts, digests each unit's bytes (virnuc.input_digest:
-the worker that reads the unit checks them) and hands the units to the progress log
-in batches, waiting for each batch to be written (backpressure: a 10-million-record
-file never sits in memory).
+Two streaming passes over the inputs (FASTA or FASTQ, in order), both in a thread:
+`scan_inputs` validates every file (so a broken record fails the job before any
+model time is spent, naming its file and line), checks ids are unique across them
+and counts the records; then the cutting pass finds the record starts, cuts units of
+equal record counts, digests each unit's bytes (virnuc.input_digest: the worker that
+reads the unit checks them) and hands the units to the progress log in batches,
+waiting for each batch to be written (backpressure: a 10-million-record file never
+sits in memory).
+
+A unit never spans two files: each file is cut on its own (its last unit may be
+short) and each unit records which input it reads (`input_index`). Record indices
+run across the whole job, byte offsets are within the unit's file, so resuming,
+parts and assembly need nothing new at a file boundary.
 
 Re-planning after a daemon crash replays the same passes; the progress log accepts
 units it already holds unchanged, so planning is idempotent.
@@ -19,10 +25,12 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from virnuc.input_digest import CHUNK, new_digest
-from virnuc.pipeline.fasta import open_binary, scan_fasta
+from virnuc.pipeline.fasta import open_binary
+from virnuc.pipeline.fastq import HeaderLines
+from virnuc.pipeline.inputs import detect_format, scan_inputs
 
 from .input_check import check_unchanged, fingerprint
 from .progress_log import JobRow, ProgressLog, UnitPlan
@@ -48,8 +56,8 @@ async def plan_job(
     # The input as planned is the input for good: a replayed plan checks it is unchanged.
     recorded = job.input_fingerprint
     with contextlib.suppress(OSError):  # a missing or unreadable file: the scan says so
-        recorded = await progress.fingerprint_input(job.job_id, fingerprint(job.input))
-    check_unchanged(job.input, recorded)
+        recorded = await progress.fingerprint_input(job.job_id, fingerprint(job.inputs))
+    check_unchanged(job.inputs, recorded)
     # A plan interrupted by a crash is replayed with the size it started with, even if
     # the worker count changed since (planning is never resumed once units run).
     planned = await progress.pending_units(job.job_id, limit=1)
@@ -61,31 +69,50 @@ async def plan_job(
         asyncio.run_coroutine_threadsafe(progress.add_units(job.job_id, batch), loop).result()
 
     def plan() -> tuple[int, int]:
-        total = scan_fasta(job.input).records
-        size = fixed_size or unit_size(total, workers, max_records)
+        counts = [scan.records for scan in scan_inputs(job.inputs)]
+        size = fixed_size or unit_size(sum(counts), workers, max_records)
         batch: list[UnitPlan] = []
         units = 0
-        for first, start, end, digest in unit_spans(job.input, size):
-            count = min(size, total - first)
-            batch.append(UnitPlan(units, start, first, count, end, digest))
+        for unit in plan_units(job.inputs, counts, size):
+            batch.append(unit)
             units += 1
             if len(batch) >= BATCH:
                 add(batch)
                 batch = []
         if batch:
             add(batch)
-        return total, units
+        return sum(counts), units
 
     total, units = await asyncio.to_thread(plan)
-    check_unchanged(job.input, recorded)  # not rewritten while it was being read
+    check_unchanged(job.inputs, recorded)  # not rewritten while it was being read
     await progress.finish_planning(job.job_id, total, units)
     return units
 
 
+def plan_units(paths: Sequence[str], counts: Sequence[int], size: int) -> Iterator[UnitPlan]:
+    """The job's units in input order: each file cut into units of `size` records
+    (`counts`: each file's records, from the scan), numbered and indexed across files."""
+    unit_id = base = 0  # the next unit's id; the first record index of the current file
+    for input_index, (path, count) in enumerate(zip(paths, counts, strict=True)):
+        for first, start, end, digest in unit_spans(path, size):
+            records = min(size, count - first)
+            yield UnitPlan(unit_id, start, base + first, records, end, digest, input_index)
+            unit_id += 1
+        base += count
+
+
 def unit_spans(path: str | os.PathLike[str], size: int) -> Iterator[tuple[int, int, int, str]]:
-    """(first record, start offset, end offset, digest) of each unit of `size` records,
-    in one pass of large reads. A record starts at a '>' that begins a line (as for
-    `record_starts`); a unit's bytes run to the next unit's start, or to the end."""
+    """(first record, start offset, end offset, digest) of each unit of `size` records
+    of one file, FASTA or FASTQ; a unit's bytes run to the next unit's start, or to
+    the end."""
+    if detect_format(path) == "fastq":
+        return _line_spans(path, size, HeaderLines().is_header)
+    return _fasta_spans(path, size)
+
+
+def _fasta_spans(path: str | os.PathLike[str], size: int) -> Iterator[tuple[int, int, int, str]]:
+    """`unit_spans` of a FASTA file, in one pass of large reads. A record starts at a
+    '>' that begins a line (as for `record_starts`)."""
     digest = new_digest()
     index = first = offset = 0  # records seen; the unit's first; the chunk's offset
     start = -1  # the current unit's start offset; -1 before the first record
@@ -107,6 +134,29 @@ def unit_spans(path: str | os.PathLike[str], size: int) -> Iterator[tuple[int, i
                 digest.update(view[taken:])
             offset += len(chunk)
             line_start = chunk.endswith(b"\n")
+    if start >= 0:
+        yield first, start, offset, digest.hexdigest()
+
+
+def _line_spans(
+    path: str | os.PathLike[str], size: int, is_header: Callable[[bytes], bool]
+) -> Iterator[tuple[int, int, int, str]]:
+    """`unit_spans` line by line, for a format where only the line layout tells a
+    header (FASTQ: a quality line may begin with '@')."""
+    digest = new_digest()
+    index = first = offset = 0
+    start = -1  # the current unit's start offset; -1 before the first record
+    with open_binary(path) as raw:
+        for line in raw:
+            if is_header(line):
+                if index % size == 0:
+                    if start >= 0:
+                        yield first, start, offset, digest.hexdigest()
+                    digest, first, start = new_digest(), index, offset
+                index += 1
+            if start >= 0:
+                digest.update(line)
+            offset += len(line)
     if start >= 0:
         yield first, start, offset, digest.hexdigest()
 

@@ -63,7 +63,8 @@ class PartRejected(ProgressLogError):
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A submitted job, before it has a queue position."""
+    """A submitted job, before it has a queue position. `inputs` are its input files
+    in order (default: `input` alone); `input` is always the first of them."""
 
     job_id: str
     input: str
@@ -72,6 +73,19 @@ class NewJob:
     checkpoint_every: int
     save_embeddings: bool = False
     force: bool = False
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _default_inputs(self)
+
+
+def _default_inputs(job: NewJob | JobRow) -> None:
+    """A job built with `input` alone (one file: older rows, older callers) has it as
+    its only input; a job with several has the first as `input`."""
+    if not job.inputs:
+        object.__setattr__(job, "inputs", (job.input,))
+    elif job.inputs[0] != job.input:
+        raise ValueError(f"input {job.input!r} is not the first of inputs {job.inputs!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +113,10 @@ class JobRow:
     finished_at: float | None
     input_fingerprint: str | None = None  # recorded when planning starts
     error_code: str | None = None  # a failure that is the user's to fix: invalid_input...
+    inputs: tuple[str, ...] = ()  # every input file in order; stored as JSON (v6)
+
+    def __post_init__(self) -> None:
+        _default_inputs(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +124,9 @@ class UnitPlan:
     """One planned work unit: `record_count` records from record `first_record`, the
     first of which starts at byte `start_offset` of the (decompressed) input. Its bytes
     end at `end_offset` (the next unit's start, or the end of the data); `digest` is
-    theirs (virnuc.input_digest). Both are None for a unit planned by an older virnuc."""
+    theirs (virnuc.input_digest). Both are None for a unit planned by an older virnuc.
+    `input_index` is the job's input file the unit reads (a unit never spans two), and
+    its offsets are positions in that file."""
 
     unit_id: int
     start_offset: int
@@ -114,12 +134,14 @@ class UnitPlan:
     record_count: int
     end_offset: int | None = None
     digest: str | None = None
+    input_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class UnitRow:
     """A unit as stored; `failures` counts consecutive worker deaths on it. `end_offset`
-    and `digest` are as in `UnitPlan` (None: planned before they were recorded)."""
+    and `digest` are as in `UnitPlan` (None: planned before they were recorded), and so
+    is `input_index`."""
 
     job_id: str
     unit_id: int
@@ -130,6 +152,7 @@ class UnitRow:
     failures: int
     end_offset: int | None = None
     digest: str | None = None
+    input_index: int = 0
 
     @property
     def end_record(self) -> int:
@@ -202,6 +225,7 @@ def job_row(row: tuple[Any, ...]) -> JobRow:
     values["state"] = JobState(values["state"])
     for flag in ("save_embeddings", "force"):
         values[flag] = bool(values[flag])
+    values["inputs"] = tuple(json.loads(values["inputs"])) if values["inputs"] else ()
     return JobRow(**values)
 
 

@@ -114,4 +114,12 @@ _V5 = """
 ALTER TABLE jobs ADD COLUMN error_code TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# v6: several input files per job. `jobs.inputs` lists them all, in order, as a JSON
+# array (`input` stays the first, for older readers; NULL for older jobs: `input`
+# alone); each unit reads one of them, `units.input_index` (0 for older units).
+_V6 = """
+ALTER TABLE jobs ADD COLUMN inputs TEXT;
+ALTER TABLE units ADD COLUMN input_index INTEGER NOT NULL DEFAULT 0 CHECK (input_index >= 0);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)

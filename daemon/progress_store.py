@@ -66,13 +66,14 @@ class _Store:
             raise ConflictError(f"job id {job.job_id!r} is already taken")
         now = time.time()
         self.conn.execute(
-            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
-            " checkpoint_every, force, created_at, updated_at)"
+            "INSERT INTO jobs (job_id, seq, state, input, inputs, output, spec,"
+            " save_embeddings, checkpoint_every, force, created_at, updated_at)"
             " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
-            " ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.job_id,
                 job.input,
+                json.dumps(list(job.inputs)),
                 job.output,
                 json.dumps(job.spec.as_dict(), sort_keys=True),
                 int(job.save_embeddings),
@@ -82,7 +83,8 @@ class _Store:
                 now,
             ),
         )
-        self._event("job.submitted", f"{job.input} -> {job.output}", job.job_id, None)
+        more = f" (+{len(job.inputs) - 1} more)" if len(job.inputs) > 1 else ""
+        self._event("job.submitted", f"{job.input}{more} -> {job.output}", job.job_id, None)
         return self._job(job.job_id)
 
     def get_job(self, job_id: str) -> JobRow | None:
@@ -162,7 +164,7 @@ class _Store:
             self._check_next_unit(job_id, unit, last)
             self.conn.execute(
                 "INSERT INTO units (job_id, unit_id, start_offset, first_record, record_count,"
-                " end_offset, digest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " end_offset, digest, input_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     unit.unit_id,
@@ -171,6 +173,7 @@ class _Store:
                     unit.record_count,
                     unit.end_offset,
                     unit.digest,
+                    unit.input_index,
                 ),
             )
             last = UnitRow(
@@ -183,6 +186,7 @@ class _Store:
                 0,
                 unit.end_offset,
                 unit.digest,
+                unit.input_index,
             )
 
     def _last_unit(self, job_id: str) -> UnitRow | None:
@@ -193,13 +197,19 @@ class _Store:
         return None if row is None else UnitRow(*row)
 
     def _check_next_unit(self, job_id: str, unit: UnitPlan, last: UnitRow | None) -> None:
-        """Units must tile the input: ids 0, 1, …; records and offsets contiguous (a
-        unit starts where the previous one's bytes end, when that end is known)."""
+        """Units must tile the inputs: ids 0, 1, …; records contiguous across files;
+        files in order, none skipped; offsets contiguous within a file (a unit starts
+        where the previous one's bytes end, when that end is known)."""
         want_id, want_first = (0, 0) if last is None else (last.unit_id + 1, last.end_record)
-        min_offset = 0 if last is None else last.start_offset + 1
-        byte_gap = last is not None and last.end_offset not in (None, unit.start_offset)
+        same_file = last is not None and unit.input_index == last.input_index
+        next_file = unit.input_index == (0 if last is None else last.input_index + 1)
+        min_offset = last.start_offset + 1 if last is not None and same_file else 0
+        byte_gap = (
+            last is not None and same_file and last.end_offset not in (None, unit.start_offset)
+        )
         if (unit.unit_id, unit.first_record) != (want_id, want_first) or (
             unit.record_count < 1
+            or not (same_file or next_file)
             or unit.start_offset < min_offset
             or byte_gap
             or (unit.end_offset is not None and unit.end_offset <= unit.start_offset)
@@ -213,10 +223,11 @@ class _Store:
         """Re-adding a stored unit (planning replayed after a crash) must match it; a
         unit stored without a digest (an older virnuc planned it) keeps none."""
         stored = self._unit(job_id, unit.unit_id)
-        if (stored.start_offset, stored.first_record, stored.record_count) != (
+        if (stored.start_offset, stored.first_record, stored.record_count, stored.input_index) != (
             unit.start_offset,
             unit.first_record,
             unit.record_count,
+            unit.input_index,
         ):
             raise ConflictError(f"job {job_id}: unit {unit} differs from stored {stored}")
         if stored.digest is not None and (stored.end_offset, stored.digest) != (

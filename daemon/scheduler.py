@@ -354,7 +354,7 @@ class Scheduler(Actor[Any]):
             await self._wait_for_state_space(run)
             return False
         try:
-            await asyncio.to_thread(check_unchanged, run.row.input, run.row.input_fingerprint)
+            await asyncio.to_thread(check_unchanged, run.row.inputs, run.row.input_fingerprint)
         except InputChanged as exc:
             await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
             return False

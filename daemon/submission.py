@@ -1,9 +1,9 @@
 """Checks a `submit` request before a job is created: cheap, and every refusal says why.
 
-Only what can be judged in milliseconds happens here (files exist, look like FASTA,
-the output directory can be written and does not hold results). The full FASTA
-validation streams the whole file and runs in the planner, failing the job with
-the line and reason if something is found later.
+Only what can be judged in milliseconds happens here (files exist, look like FASTA
+or FASTQ, the output directory can be written and does not hold results). The full
+validation streams every input and runs in the planner, failing the job with the
+file, line and reason if something is found later.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ class SubmitRefused(Exception):
 
 
 def check_submission(args: SubmitArgs, config: DaemonConfig, busy_outputs: set[str]) -> ModelSpec:
-    """Validate input, output and models; return the resolved model spec."""
-    source, target = Path(args.input), Path(args.output)
-    with _os_refusals("input", source):
-        check_allowed("input", source, config.input_roots)
+    """Validate inputs, output and models; return the resolved model spec."""
+    sources, target = [Path(path) for path in args.paths], Path(args.output)
+    for source in sources:
+        with _os_refusals("input", source):
+            check_allowed("input", source, config.input_roots)
     with _os_refusals("output", target):
         check_allowed("output", target, config.output_roots)
-    with _os_refusals("input", source):
-        check_input(source)
+    for source in sources:
+        with _os_refusals("input", source):
+            check_input(source)
     with _os_refusals("output", target):
         check_output(target, force=args.force, busy=busy_outputs)
     check_state_space(config)
@@ -86,12 +88,13 @@ def check_allowed(what: str, path: Path, roots: tuple[str, ...]) -> None:
 
 
 def check_input(path: Path) -> None:
-    """The input exists, is a readable regular file and starts like FASTA or gzip."""
+    """The input exists, is a readable regular file and starts like FASTA, FASTQ or
+    gzip (whose contents the planner's scan judges)."""
     if not path.exists():
         raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: no such file")
     if path.is_dir():
         raise SubmitRefused(
-            ErrorCode.INVALID_INPUT, f"input {path}: is a directory, not a FASTA file"
+            ErrorCode.INVALID_INPUT, f"input {path}: is a directory, not a FASTA or FASTQ file"
         )
     if not path.is_file():
         raise SubmitRefused(
@@ -112,22 +115,17 @@ def check_input(path: Path) -> None:
     if head.startswith(GZIP_MAGIC):
         return
     text = head.lstrip()
-    if text.startswith(b">"):
+    if text.startswith((b">", b"@")):  # FASTA or FASTQ
         return
     if _looks_binary(head):
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT,
-            f"input {path}: binary data, not a FASTA file (nor gzip-compressed FASTA)",
-        )
-    if text.startswith(b"@"):
-        raise SubmitRefused(
-            ErrorCode.INVALID_INPUT,
-            f"input {path}: this looks like FASTQ (it starts with '@'); virnuc reads FASTA: "
-            "convert it to FASTA first (e.g. `seqtk seq -A reads.fq > reads.fa`)",
+            f"input {path}: binary data, not a FASTA or FASTQ file (nor gzip-compressed)",
         )
     raise SubmitRefused(
         ErrorCode.INVALID_INPUT,
-        f"input {path}: not a FASTA file; FASTA starts with a '>' header line",
+        f"input {path}: not a FASTA or FASTQ file; FASTA starts with a '>' header line, "
+        "FASTQ with an '@' one",
     )
 
 

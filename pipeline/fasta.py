@@ -17,33 +17,23 @@ from __future__ import annotations
 
 import array
 import gzip
-import hashlib
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+from .input_error import FastaError as FastaError  # re-exported: its historical home
+from .record_ids import check_unique_ids, id_hash
 
 GZIP_MAGIC = b"\x1f\x8b"
 # IUPAC nucleotide codes plus gap characters. Anything else (digits, protein-only
 # letters such as E, F, I, L, P, Q) means the file is not a DNA FASTA.
 _DNA_BYTES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-."
-
-
-class FastaError(ValueError):
-    """Raised by the FASTA reader for any input it cannot use: where and why."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, *, line: int | None = None):
-        where = f"{path}, line {line}" if line is not None else str(path)
-        super().__init__(f"{where}: {reason}")
-        self.path = str(path)
-        self.line = line
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +53,13 @@ class FastaRecord:
 
 @dataclass(frozen=True, slots=True)
 class RecordStart:
-    """Where a record begins in the decompressed stream."""
+    """Where a record begins in the decompressed stream (`line`: its header's line
+    number, 1-based; 0 where it is not known)."""
 
     index: int
     offset: int
     id: str
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +124,7 @@ class _TrackedLines:
     one, or the end of the data, is where it stops.
     """
 
-    def __init__(self, raw: BinaryIO, offset: int):
+    def __init__(self, raw: Iterable[bytes], offset: int):
         self._raw = raw
         self._offset = offset
         self._headers: deque[int] = deque()
@@ -165,6 +157,16 @@ def scan_fasta(
     nucleotides (binary data, protein or FASTQ files), a truncated gzip stream, and
     duplicate record ids (naming them).
     """
+    scan, id_hashes = scan_fasta_ids(path, on_record)
+    check_unique_ids([(path, id_hashes)], record_starts)
+    return scan
+
+
+def scan_fasta_ids(
+    path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None = None
+) -> tuple[FastaScan, array.array[int]]:
+    """`scan_fasta` without the unique-id check: the counts and each record's id hash,
+    for a check across several files (`inputs.scan_inputs`)."""
     scanner = _Scanner(path, on_record)
     try:
         with open_binary(path) as raw:
@@ -174,9 +176,7 @@ def scan_fasta(
         if isinstance(exc, FileNotFoundError | IsADirectoryError):
             raise
         raise _unreadable(path, exc, scanner.line_no + 1) from exc
-    scan = scanner.finish()
-    _check_unique_ids(path, scanner.id_hashes)
-    return scan
+    return scanner.finish(), scanner.id_hashes
 
 
 def _unreadable(path: str | os.PathLike[str], exc: BaseException, line: int) -> FastaError:
@@ -225,9 +225,9 @@ class _Scanner:
         rid = record_id(header)
         if not rid:
             raise FastaError(self.path, "empty FASTA header (no record id)", line=self.line_no)
-        self.id_hashes.append(_id_hash(rid))
+        self.id_hashes.append(id_hash(rid))
         if self.on_record is not None:
-            self.on_record(RecordStart(self.records, start, rid))
+            self.on_record(RecordStart(self.records, start, rid, self.line_no))
         self.records += 1
         self.current_bases = 0
         self.header_line = self.line_no
@@ -276,45 +276,6 @@ def _describe_bad_bytes(bad: bytes) -> str:
     return f"characters that are not nucleotides: {letters!r} (protein FASTA? DNA is expected)"
 
 
-def _id_hash(rid: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little", signed=True
-    )
-
-
-def _check_unique_ids(path: str | os.PathLike[str], id_hashes: array.array[int]) -> None:
-    """Find duplicate ids from their 8-byte hashes; re-read only the suspects' names."""
-    hashes = np.sort(np.frombuffer(id_hashes, dtype=np.int64))
-    suspects = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
-    if not suspects:
-        return
-    first_line: dict[str, int] = {}  # suspect id -> line of its first header
-    repeats: list[tuple[str, int]] = []  # (id, line) of each repeated header, in order
-    with open_binary(path) as raw:
-        for line_no, text in enumerate(raw, 1):
-            if not text.startswith(b">"):
-                continue
-            rid = record_id(text[1:].decode("ascii"))
-            if _id_hash(rid) not in suspects:
-                continue
-            if rid in first_line:
-                repeats.append((rid, line_no))
-            else:
-                first_line[rid] = line_no
-    if not repeats:
-        return  # only a hash collision
-    rid, line = repeats[0]
-    duplicated = list(dict.fromkeys(r for r, _ in repeats))
-    shown = ", ".join(duplicated[:10]) + (" …" if len(duplicated) > 10 else "")
-    raise FastaError(
-        path,
-        f"duplicate record id {rid!r} (first on line {first_line[rid]}); "
-        f"{len(duplicated)} id(s) occur more than once: {shown}. Record ids (the "
-        "header's first word) must be unique: rename or remove the duplicates",
-        line=line,
-    )
-
-
 def record_starts(path: str | os.PathLike[str]) -> Iterator[RecordStart]:
     """Where each record starts, reading header lines only (no validation: scan first)."""
     with open_binary(path) as raw:
@@ -323,8 +284,8 @@ def record_starts(path: str | os.PathLike[str]) -> Iterator[RecordStart]:
 
 def _record_starts(raw: BinaryIO) -> Iterator[RecordStart]:
     offset = index = 0
-    for line in raw:
+    for line_no, line in enumerate(raw, 1):
         if line.startswith(b">"):
-            yield RecordStart(index, offset, record_id(line[1:].decode("ascii")))
+            yield RecordStart(index, offset, record_id(line[1:].decode("ascii")), line_no)
             index += 1
         offset += len(line)

@@ -6,7 +6,7 @@ Files (docs/architecture.md §1.7), all tab-separated:
 * `prediction_results_highestscore.csv` — one row per chunk with rows; `True` when the
   chunk's max P(virus) >= its max P(others). (Tab-separated despite the name, as the
   original. Rows follow input order, where the original's pandas groupby sorted ids.)
-* `sequence_summary.tsv` — one row per input record.
+* `sequence_summary.tsv` — one row per input record, with the file it came from.
 * `embeddings.h5` (optional) — `ids`, `nucleotide`, `protein`, row-aligned with
   `prediction_results.txt`.
 
@@ -38,7 +38,9 @@ OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS)
 
 PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
 HIGHEST_SCORE_HEADER = "Modified_ID\tIs_Virus\n"
-SUMMARY_HEADER = "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\n"
+SUMMARY_HEADER = (
+    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource\n"
+)
 _H5_GROWTH = 4096
 
 
@@ -82,7 +84,8 @@ def chunk_calls(result: RecordResult) -> list[tuple[str, bool]]:
     return [(chunk_id, bool(v >= o)) for chunk_id, (o, v) in best.items()]
 
 
-def summary_row(result: RecordResult, calls: list[tuple[str, bool]]) -> str:
+def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str) -> str:
+    """The record's `sequence_summary.tsv` row; `source` is the input file it is in."""
     virus_chunks = sum(is_virus for _, is_virus in calls)
     if not result.frame_ids:
         max_virus, call = "NA", "no_frames"
@@ -97,8 +100,14 @@ def summary_row(result: RecordResult, calls: list[tuple[str, bool]]) -> str:
         virus_chunks,
         max_virus,
         call,
+        _tsv_field(source),
     )
     return "\t".join(map(str, fields)) + "\n"
+
+
+def _tsv_field(text: str) -> str:
+    """A path as one TSV field: a tab or newline in a file name cannot split the row."""
+    return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
 
 
 class ResultWriter:
@@ -158,16 +167,22 @@ class ResultWriter:
             (HIGHEST_SCORE, HIGHEST_SCORE_HEADER),
             (SUMMARY, SUMMARY_HEADER),
         ):
-            self._text[name] = self._tmp[name].open("w", encoding="ascii", newline="\n")
+            # Ids are ASCII (checked when the input is read); the summary's `source`
+            # column is a file name, which may not be: UTF-8, never a failed write.
+            encoding = ("utf-8", "backslashreplace") if name == SUMMARY else ("ascii", "strict")
+            self._text[name] = self._tmp[name].open(
+                "w", encoding=encoding[0], errors=encoding[1], newline="\n"
+            )
             self._text[name].write(header)
         if embedding_dims:
             self._h5 = _EmbeddingFile(self._tmp[EMBEDDINGS], embedding_dims)
 
-    def write(self, result: RecordResult) -> None:
+    def write(self, result: RecordResult, *, source: str = "") -> None:
+        """Append one record's rows; `source` is the input file it came from."""
         calls = chunk_calls(result)
         self._text[PREDICTIONS].writelines(prediction_rows(result))
         self._text[HIGHEST_SCORE].writelines(f"{cid}\t{v}\n" for cid, v in calls)
-        self._text[SUMMARY].write(summary_row(result, calls))
+        self._text[SUMMARY].write(summary_row(result, calls, source))
         if self._h5 is not None:
             self._h5.append(result)
         self.frames += len(result.frame_ids)

@@ -52,7 +52,11 @@ from .frames import chunk_starts
 PREDICTIONS = "prediction_results.txt"
 SUMMARY = "sequence_summary.tsv"
 PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
-SUMMARY_HEADER = "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\n"
+SUMMARY_HEADER = (
+    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource\n"
+)
+# Written before the `source` column was added; `virnucctl report` still reads it.
+SUMMARY_HEADER_V1 = SUMMARY_HEADER.replace("\tsource", "")
 
 PLOT = "prediction.png"
 REPORT = "report.html"
@@ -230,13 +234,14 @@ def _scan_summary(path: Path, top: int, summary: ReportSummary, given_length: An
     row = 0
     with path.open(encoding="utf-8", newline="\n") as handle:
         header = handle.readline()
-        if header != SUMMARY_HEADER:
+        if header not in (SUMMARY_HEADER, SUMMARY_HEADER_V1):
             raise ReportError(f"{path} does not start with the header of {SUMMARY}")
+        width = header.count("\t") + 1
         for index, line in enumerate(handle):
             fields = line.rstrip("\n").split("\t")
-            if len(fields) != 7:
-                raise ReportError(f"{path} line {index + 2}: expected 7 fields")
-            record_id, length_s, chunks_s, frames_s, virus_s, score_s, call = fields
+            if len(fields) != width:
+                raise ReportError(f"{path} line {index + 2}: expected {width} fields")
+            record_id, length_s, chunks_s, frames_s, virus_s, score_s, call = fields[:7]
             try:
                 length, chunks = int(length_s), int(chunks_s)
                 frames, chunks_virus = int(frames_s), int(virus_s)

@@ -1,4 +1,4 @@
-"""One whole prediction in this process: validate the FASTA, predict, write the outputs.
+"""One whole prediction in this process: validate the inputs, predict, write the outputs.
 
 This is the reference the daemon's results are compared with, and what the benchmark
 times as "our pipeline".
@@ -7,11 +7,13 @@ times as "our pipeline".
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fasta import read_records, scan_fasta
+from .fasta import FastaRecord
+from .inputs import read_job_records, scan_inputs
 from .models import ModelSet
 from .outputs import ResultWriter
 from .predict import Predictor
@@ -26,20 +28,32 @@ class Progress:
 
 def predict_file(
     models: ModelSet,
-    input_path: str | os.PathLike[str],
+    input_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
     save_embeddings: bool = False,
     force: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Progress:
-    """Predict every record of `input_path` into `out_dir`; returns the final counts."""
-    total = scan_fasta(input_path).records  # fails fast, before any model time is spent
+    """Predict every record of `input_path` (one FASTA or FASTQ file, or a list of
+    them, read in order as one input) into `out_dir`; returns the final counts."""
+    paths = [input_path] if isinstance(input_path, str | os.PathLike) else list(input_path)
+    sources = [os.fspath(path) for path in paths]
+    # fails fast, before any model time is spent
+    total = sum(scan.records for scan in scan_inputs(sources))
     dims = (models.dnabert.dim, models.esm.dim) if save_embeddings else None
     predictor = Predictor(models, keep_embeddings=save_embeddings)
+    records = read_job_records(sources)
+    source_of: deque[str] = deque()  # the file of each record handed out, oldest first
+
+    def tracked() -> Iterator[FastaRecord]:
+        for source, record in records:
+            source_of.append(source)
+            yield record
+
     with ResultWriter(Path(out_dir), embedding_dims=dims, force=force) as writer:
-        for result in predictor.predict(read_records(input_path)):
-            writer.write(result)
+        for result in predictor.predict(tracked()):  # results come back in input order
+            writer.write(result, source=source_of.popleft())
             if on_progress is not None:
                 on_progress(Progress(writer.records, total, writer.frames))
         writer.commit()

@@ -102,7 +102,8 @@ class JobStatus(TypedDict):
     # Present while the job is paused on a full disk (it keeps its verified parts and
     # tries again by itself), e.g. "no space on /out: 1.2 MB free, about 3.4 MB needed".
     waiting: NotRequired[str]
-    input: NotRequired[str]
+    input: NotRequired[str]  # the (first) input file
+    inputs: NotRequired[list[str]]  # every input file, in order
     output: NotRequired[str]
 
 
@@ -171,17 +172,20 @@ class PingArgs(WireModel):
     OP: ClassVar[Literal[Op.PING]] = Op.PING
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SubmitArgs(WireModel):
     """``submit`` -> ``{job_id}``. Unset model options fall back to the profile.
 
-    Paths are absolute because the daemon's working directory is not the client's.
-    ``esm`` and ``dnabert`` are model names or absolute paths; the client resolves
-    relative paths before sending.
+    The input is ``input`` (one file) or ``inputs`` (one or more, in the order their
+    records appear in the outputs); exactly one of the two is given. Paths are
+    absolute because the daemon's working directory is not the client's. ``esm`` and
+    ``dnabert`` are model names or absolute paths; the client resolves relative paths
+    before sending.
     """
 
     OP: ClassVar[Literal[Op.SUBMIT]] = Op.SUBMIT
-    input: AbsPath
+    input: AbsPath | None = None
+    inputs: list[AbsPath] | None = None
     output: AbsPath
     profile: NonEmptyStr | None = None
     esm: NonEmptyStr | None = None
@@ -192,6 +196,26 @@ class SubmitArgs(WireModel):
     save_embeddings: bool = False
     checkpoint_every: PositiveInt | None = None  # records per checkpoint part
     force: bool = False  # replace outputs already in ``output``
+
+    def __post_init__(self) -> None:
+        if (self.input is None) == (self.inputs is None):
+            fail("inputs", "or 'input' must be given, exactly one of the two")
+        if self.inputs is not None:
+            if not self.inputs:
+                fail("inputs", "must list at least one file")
+            seen: set[str] = set()
+            for path in self.inputs:
+                if path in seen:
+                    fail("inputs", f"lists {short_repr(path)} more than once")
+                seen.add(path)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The job's input files, in order: ``inputs``, or ``input`` alone."""
+        if self.inputs is not None:
+            return tuple(self.inputs)
+        assert self.input is not None  # __post_init__
+        return (self.input,)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ another tool to: if it works, the documented protocol is enough to drive virnucd
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -196,6 +197,38 @@ def worker_pids_alive(pids: list[int]) -> list[int]:
         if status[2] != "Z":  # a zombie is dead, only not yet reaped
             alive.append(pid)
     return alive
+
+
+def write_as_fastq(fasta: Path, fastq: Path, first: int = 0, count: int | None = None) -> Path:
+    """Records [first, first + count) of `fasta` as 4-line FASTQ reads (gzip when the
+    name ends in .gz), each header kept whole and qualities of the read's length whose
+    first characters are '@' and '+', legal qualities that look like FASTQ's markers."""
+    from virnuc.pipeline.fasta import read_records
+
+    text = []
+    with fasta.open() as handle:
+        headers = [line[1:].rstrip("\n") for line in handle if line.startswith(">")]
+    for record in read_records(fasta, count=None):
+        if record.index < first or (count is not None and record.index >= first + count):
+            continue
+        quality = ("@+" + "I" * len(record.sequence))[: len(record.sequence)]
+        text.append(f"@{headers[record.index]}\n{record.sequence}\n+\n{quality}\n")
+    data = "".join(text).encode("ascii")
+    fastq.write_bytes(gzip.compress(data) if fastq.name.endswith(".gz") else data)
+    return fastq
+
+
+def write_fasta_part(fasta: Path, out: Path, first: int, count: int) -> Path:
+    """Records [first, first + count) of `fasta`, as FASTA with their headers whole."""
+    from virnuc.pipeline.fasta import read_records
+
+    with fasta.open() as handle:
+        headers = [line[1:].rstrip("\n") for line in handle if line.startswith(">")]
+    with out.open("w") as handle:
+        for record in read_records(fasta, offset=0):
+            if first <= record.index < first + count:
+                handle.write(f">{headers[record.index]}\n{record.sequence}\n")
+    return out
 
 
 def read_table(path: Path) -> list[list[str]]:

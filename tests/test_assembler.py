@@ -169,12 +169,18 @@ async def job_with_parts(
     return Job(row, path, out, [p for u in sorted(by_unit) for p in by_unit[u]])
 
 
-def reference(tmp_path: Path, results: list[RecordResult], *, embeddings: bool = False) -> Path:
-    """What a direct, in-process run writes for the same results."""
+def reference(
+    tmp_path: Path,
+    results: list[RecordResult],
+    *,
+    embeddings: bool = False,
+    source: str = "in.fa",
+) -> Path:
+    """What a direct, in-process run writes for the same results (of input `source`)."""
     out = tmp_path / "reference"
     with ResultWriter(out, embedding_dims=DIMS if embeddings else None) as writer:
         for result in results:
-            writer.write(result)
+            writer.write(result, source=str(tmp_path / source))
         writer.commit()
     return out
 
@@ -275,7 +281,7 @@ async def test_gzip_input_is_checked_against_its_decompressed_records(
 
     await run_assembly(log, job)
 
-    assert_same_outputs(job.out, reference(tmp_path, results))
+    assert_same_outputs(job.out, reference(tmp_path, results, source="in.fa.gz"))
 
 
 @pytest.mark.asyncio

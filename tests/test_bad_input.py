@@ -139,21 +139,52 @@ def _output_is_a_file(tmp: Path) -> tuple[Path, Path]:
 
 
 FASTA_HEAD = b">ok1 fine\nACGTACGTAC\n"
+FASTQ_HEAD = b"@ok1 fine\nACGTACGTAC\n+\n@+IIIIIIII\n"  # a quality line may begin with '@'
 
 CASES = {
     "missing file": Case(_missing, "submit", "invalid_input", r"no such file"),
     "path too long": Case(_name_too_long, "submit", "invalid_input", r"File name too long"),
     "symlink loop": Case(_symlink_loop, "submit", "invalid_input", r"[Ss]ymlink loop"),
-    "directory": Case(_directory, "submit", "invalid_input", r"is a directory, not a FASTA file"),
+    "directory": Case(
+        _directory, "submit", "invalid_input", r"is a directory, not a FASTA or FASTQ file"
+    ),
     "empty file": Case(_input("empty.fa", b""), "submit", "invalid_input", r"empty file"),
     "binary data": Case(
-        _input("blob.fa", _binary()), "submit", "invalid_input", r"binary data, not a FASTA file"
-    ),
-    "FASTQ": Case(
-        _input("reads.fq", b"@r1\nACGT\n+\nIIII\n"),
+        _input("blob.fa", _binary()),
         "submit",
         "invalid_input",
-        r"looks like FASTQ.*convert it to FASTA",
+        r"binary data, not a FASTA or FASTQ file",
+    ),
+    "neither FASTA nor FASTQ": Case(
+        _input("notes.txt", b"hello\n"), "submit", "invalid_input", r"not a FASTA or FASTQ file"
+    ),
+    "FASTQ quality of the wrong length": Case(
+        _input("short_qual.fq", FASTQ_HEAD + b"@r2\nACGTA\n+\nIIII\n"),
+        "job",
+        "",
+        r"the quality line of read 'r2' has 4 characters, its sequence 5",
+        line=8,
+    ),
+    "FASTQ without its '+' line": Case(
+        _input("no_plus.fq", FASTQ_HEAD + b"@r2\nACGT\nIIII\n@r3\nACGT\n+\nIIII\n"),
+        "job",
+        "",
+        r"missing '\+' line after the sequence of read 'r2' \(header on line 5\)",
+        line=7,
+    ),
+    "FASTQ truncated record": Case(
+        _input("cut.fq", FASTQ_HEAD + b"@r2\nACGT\n"),
+        "job",
+        "",
+        r"truncated record: the file ends \(after line 6\) inside read 'r2', before its '\+'",
+        line=5,
+    ),
+    "FASTQ.gz truncated record": Case(
+        _input("cut.fq.gz", gzip.compress(FASTQ_HEAD + b"@r2\nACGT\n+\n")),
+        "job",
+        "",
+        r"truncated record: .* inside read 'r2', before its quality line",
+        line=5,
     ),
     "binary inside FASTA": Case(
         _input("mixed.fa", FASTA_HEAD + b">r2\n" + bytes(range(256)) + b"\n"),
@@ -223,6 +254,7 @@ def test_bad_input_is_named_and_the_daemon_lives_on(
         assert reply["ok"], reply
         status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed"), 60)
         assert status["state"] == "failed", status
+        assert status["error_code"] == "invalid_input", status
         error = status["error"]
         line = case.line(fasta) if callable(case.line) else case.line
         where = rf"{re.escape(str(fasta))}, line {line}: "
@@ -330,3 +362,55 @@ def test_two_submits_into_one_output_at_once_get_one_job_and_one_conflict(
     assert "another unfinished job writes there" in refused[0]["error"]["message"]
     job = accepted[0]["result"]["job_id"]
     assert daemon.client.wait_state(job, ("done", "failed", "killed"))["state"] == "done"
+
+
+def test_an_id_repeated_in_another_input_fails_the_job_naming_both_files(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.fa", tmp_path / "b.fq.gz"
+    first.write_bytes(FASTA_HEAD + b">r2\nACGT\n")
+    second.write_bytes(gzip.compress(b"@r3\nACGT\n+\nIIII\n@r2 again\nGGCC\n+\nIIII\n"))
+    out = tmp_path / "out"
+    reply = daemon.client.call(
+        "submit", inputs=[str(first), str(second)], output=str(out), profile="demo"
+    )
+    assert reply["ok"], reply
+    status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed"), 60)
+    assert status["state"] == "failed", status
+    assert status["error_code"] == "invalid_input", status
+    assert status["inputs"] == [str(first), str(second)]
+    where = rf"{re.escape(str(second))}, line 5: duplicate record id 'r2' "
+    assert re.search(where + rf"\(first in {re.escape(str(first))}, line 3\)", status["error"])
+    assert_no_outputs(out)
+    assert_still_answers(daemon)
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        pytest.param({}, "'inputs' or 'input' must be given", id="neither"),
+        pytest.param({"input": "/a.fa", "inputs": ["/a.fa"]}, "exactly one", id="both"),
+        pytest.param({"inputs": []}, "at least one file", id="empty"),
+        pytest.param({"inputs": ["/a.fa", "/a.fa"]}, "more than once", id="repeated"),
+    ],
+)
+def test_a_submit_with_bad_inputs_is_a_bad_request(
+    daemon: Daemon, tmp_path: Path, args: dict[str, Any], problem: str
+) -> None:
+    reply = daemon.client.call("submit", output=str(tmp_path / "out"), profile="demo", **args)
+    assert reply["ok"] is False, reply
+    assert reply["error"]["code"] == "bad_request", reply
+    assert problem in reply["error"]["message"], reply
+    assert_still_answers(daemon)
+
+
+def test_every_input_is_checked_at_submit_and_the_bad_one_named(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    good, missing = valid_fasta(tmp_path / "good.fa"), tmp_path / "missing.fq"
+    reply = daemon.client.call(
+        "submit", inputs=[str(good), str(missing)], output=str(tmp_path / "out"), profile="demo"
+    )
+    assert reply["ok"] is False, reply
+    assert reply["error"]["code"] == "invalid_input", reply
+    assert f"input {missing}: no such file" in reply["error"]["message"], reply

@@ -198,6 +198,39 @@ def test_submit_prints_only_the_job_id_and_sends_absolute_paths(
     )
 
 
+def test_submit_of_several_inputs_sends_them_in_order_as_inputs(
+    daemon: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    daemon.handlers["submit"] = lambda r: {"job_id": "j1"}
+    assert run(daemon, "submit", "b.fq.gz", "/data/a.fa", "--out", "out", "--profile", "demo") == 0
+    assert daemon.requests[0].args == p.SubmitArgs(
+        inputs=[str(tmp_path / "b.fq.gz"), "/data/a.fa"],
+        output=str(tmp_path / "out"),
+        profile="demo",
+    )
+
+
+def test_status_of_a_job_with_several_inputs_lists_each_on_its_own_line() -> None:
+    from virnuc.client.output import job_lines
+
+    status = {
+        "job_id": "j1",
+        "state": "done",
+        "records_total": 3,
+        "records_done": 3,
+        "frames_done": 9,
+        "restarts": 0,
+        "input": "/a.fa",
+        "inputs": ["/a.fa", "/b.fq"],
+        "output": "/out",
+    }
+    lines = job_lines(status).splitlines()
+    at = lines.index("input:    /a.fa")
+    assert lines[at + 1].split() == ["/b.fq"]
+    assert lines[at + 2].startswith("output:")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

@@ -22,7 +22,14 @@ import pytest
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, assert_same_outputs, wait_for, worker_pids_alive
+from tests.harness import (
+    Daemon,
+    assert_same_outputs,
+    wait_for,
+    worker_pids_alive,
+    write_as_fastq,
+    write_fasta_part,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +37,7 @@ pytestmark = pytest.mark.e2e
 FAST = "restart_backoff_max = 0.5\nheartbeat_timeout = 20\nstop_grace = 20\nblock_frames = 64\n"
 
 
-def reference_run(models, fasta: Path, out: Path, **options) -> None:
+def reference_run(models, fasta: Path | list[Path], out: Path, **options) -> None:
     """The uninterrupted in-process run, on one torch thread: with every CPU busy with
     virnucd's workers or other tests, torch's threads wait on each other (2000 records
     took 35-80 s on two threads under load, 4 s on one)."""
@@ -185,8 +192,22 @@ def assert_same_embeddings(expected: Path, got: Path, atol: float = 1e-6) -> Non
             np.testing.assert_allclose(have[name][:], want[name][:], rtol=0, atol=atol)
 
 
+def chaos_inputs(tmp_path: Path, fasta: Path, seed: int) -> list[Path]:
+    """The job's inputs: an even seed submits `fasta` alone; an odd one the same records
+    as three files (FASTQ.gz, FASTA, FASTQ, of unequal sizes), so that resumes, parts
+    and exactly-once are exercised across file boundaries and formats too."""
+    if seed % 2 == 0:
+        return [fasta]
+    return [
+        write_as_fastq(fasta, tmp_path / "chaos-1.fq.gz", first=0, count=700),
+        write_fasta_part(fasta, tmp_path / "chaos-2.fa", first=700, count=900),
+        write_as_fastq(fasta, tmp_path / "chaos-3.fq", first=1600, count=400),
+    ]
+
+
 def chaos_seeds() -> list[int]:
-    """Two seeds in the suite; VIRNUC_CHAOS_SEED=N runs that one alone (a reproducer)."""
+    """Two seeds in the suite (the odd one with three input files, see `chaos_inputs`);
+    VIRNUC_CHAOS_SEED=N runs that one alone (a reproducer)."""
     if seed := os.environ.get("VIRNUC_CHAOS_SEED"):
         return [int(seed)]
     return [20261128, 4217]
@@ -372,8 +393,9 @@ def test_chaos_kills_stops_and_pauses_of_workers_and_daemon(
     request.node.user_properties.append(("chaos_seed", seed))
     fasta = tmp_path / "chaos.fa"
     write_fasta(fasta, random_lengths(2000, seed=seed % 1000, low=100, high=700), seed=seed)
+    inputs = chaos_inputs(tmp_path, fasta, seed)
     reference = tmp_path / "reference"
-    reference_run(demo_models, fasta, reference, save_embeddings=True)
+    reference_run(demo_models, inputs, reference, save_embeddings=True)
 
     cfg = tmp_path / "virnucd.toml"
     cfg.write_text(CHAOS_CONFIG)
@@ -382,7 +404,14 @@ def test_chaos_kills_stops_and_pauses_of_workers_and_daemon(
     env = {"VIRNUC_FAULT": ",".join(CHAOS_POINTS), "VIRNUC_FAULT_MARKER": str(tmp_path / "fired")}
     plan = rng.sample(CHAOS_PLAN, len(CHAOS_PLAN))
     chaos = Chaos(tmp_path / "state", demo_cache, str(cfg), env)
-    job = submit(chaos.daemon, fasta, tmp_path / "out", checkpoint_every=20, save_embeddings=True)
+    job = chaos.daemon.client.result(
+        "submit",
+        inputs=[str(path) for path in inputs],
+        output=str(tmp_path / "out"),
+        profile="demo",
+        checkpoint_every=20,
+        save_embeddings=True,
+    )["job_id"]
     last_done = -1
     deadline = time.monotonic() + 400  # generous: other tests may share the CPUs
     status: dict = {}

@@ -20,11 +20,14 @@ from tests.harness import (
     running_daemon,
     wait_for,
     worker_pids_alive,
+    write_as_fastq,
+    write_fasta_part,
 )
 
 pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+PREDICTIONS = "prediction_results.txt"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def medium_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def reference(demo_models, fasta: Path, out: Path) -> Path:
+def reference(demo_models, fasta: Path | list[Path], out: Path) -> Path:
     predict_file(demo_models, fasta, out)
     return out
 
@@ -156,11 +159,11 @@ def test_protocol_errors_come_back_with_their_codes(daemon, message, code) -> No
 
 
 def test_submit_refusals_name_what_is_wrong(daemon, tmp_path) -> None:
-    fastq = tmp_path / "reads.fq"
-    fastq.write_text("@r1\nACGT\n+\nIIII\n")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
     cases = [
         (tmp_path / "absent.fa", tmp_path / "o1", "invalid_input", "no such file"),
-        (fastq, tmp_path / "o2", "invalid_input", "FASTQ"),
+        (notes, tmp_path / "o2", "invalid_input", "not a FASTA or FASTQ file"),
         (Path("/etc/hosts"), tmp_path / "o3", "forbidden", "outside the allowed input roots"),
     ]
     for fasta, out, code, text in cases:
@@ -192,3 +195,73 @@ def test_a_bf16_job_runs_its_models_in_bf16_and_stays_close_to_fp32(
     assert any(a != b for a, b in scores), "bit-identical to fp32: bf16 did not run"
     fp32 = submit(daemon.client, EXAMPLE, tmp_path / "fp32")
     assert daemon.client.result("status", job_id=fp32)["precision"] == "fp32"
+
+
+def without_source(summary: Path) -> list[list[str]]:
+    """`sequence_summary.tsv` less its last column, `source` (the file's name)."""
+    rows = read_table(summary)
+    assert rows[0][-1] == "source"
+    return [row[:-1] for row in rows]
+
+
+@pytest.mark.parametrize("name", ["reads.fq", "reads.fq.gz"])
+def test_a_fastq_job_has_the_outputs_of_the_same_reads_as_fasta(
+    daemon, medium_input, tmp_path, name
+) -> None:
+    fastq = write_as_fastq(medium_input, tmp_path / name)
+    jobs = {
+        "fasta": submit(daemon.client, medium_input, tmp_path / "fasta", checkpoint_every=7),
+        "fastq": submit(daemon.client, fastq, tmp_path / "fastq", checkpoint_every=7),
+    }
+    for job in jobs.values():
+        status = daemon.client.wait_state(job, ("done", "failed"))
+        assert status["state"] == "done", status
+        assert status["records_done"] == 60
+    for table in ("prediction_results.txt", "prediction_results_highestscore.csv"):
+        fasta_bytes = (tmp_path / "fasta" / table).read_bytes()
+        assert (tmp_path / "fastq" / table).read_bytes() == fasta_bytes, table
+    summary = "sequence_summary.tsv"
+    assert without_source(tmp_path / "fastq" / summary) == without_source(
+        tmp_path / "fasta" / summary
+    )
+    assert {row[-1] for row in read_table(tmp_path / "fastq" / summary)[1:]} == {str(fastq)}
+
+
+def test_a_job_of_several_inputs_writes_them_in_order_with_each_record_s_source(
+    daemon, demo_models, medium_input, tmp_path
+) -> None:
+    """FASTA, FASTQ.gz and FASTQ in one job through the API's `inputs`: the outputs
+    are those of the in-process run over the same files, in their order."""
+    inputs = [
+        write_as_fastq(medium_input, tmp_path / "b.fq.gz", first=0, count=25),
+        write_fasta_part(medium_input, tmp_path / "a.fa", first=25, count=20),
+        write_as_fastq(medium_input, tmp_path / "c.fq", first=45, count=15),
+    ]
+    out = tmp_path / "out"
+    reply = daemon.client.call(
+        "submit",
+        inputs=[str(path) for path in inputs],
+        output=str(out),
+        profile="demo",
+        checkpoint_every=4,
+    )
+    assert reply["ok"], reply
+    status = daemon.client.wait_state(reply["result"]["job_id"], ("done", "failed"))
+    assert status["state"] == "done", status
+    assert status["records_done"] == status["records_total"] == 60
+    assert status["input"] == str(inputs[0])
+    assert status["inputs"] == [str(path) for path in inputs]
+
+    assert_same_outputs(reference(demo_models, inputs, tmp_path / "ref"), out)
+    rows = read_table(out / "sequence_summary.tsv")[1:]
+    assert [row[0] for row in rows] == [f"contig_{i:05d}" for i in range(1, 61)]  # input order
+    assert [row[-1] for row in rows] == [str(inputs[0])] * 25 + [str(inputs[1])] * 20 + [
+        str(inputs[2])
+    ] * 15
+    # the same records as one FASTA: the same frames and labels, scores to float32 noise
+    # (frames batch differently when the records are cut into other units)
+    single = read_table(reference(demo_models, medium_input, tmp_path / "single") / PREDICTIONS)
+    have = read_table(out / PREDICTIONS)
+    assert [row[:2] for row in have] == [row[:2] for row in single]
+    for got, want in zip(have[1:], single[1:], strict=True):
+        assert abs(float(got[3]) - float(want[3])) <= 1e-6, (got, want)

@@ -50,9 +50,14 @@ RESULTS = [
 
 def write_all(out: Path, results: list[RecordResult], dims: tuple[int, int] | None = None) -> None:
     with ResultWriter(out, embedding_dims=dims) as writer:
-        for r in results:
-            writer.write(r)
+        for n, r in enumerate(results):
+            writer.write(r, source=source_of(n))
         writer.commit()
+
+
+def source_of(n: int) -> str:
+    """Records alternate between two input files."""
+    return f"/in/{'ab'[n % 2]}.fq"
 
 
 def lines(path: Path) -> list[str]:
@@ -84,14 +89,23 @@ def test_highest_score_rule_per_chunk_in_input_order(tmp_path: Path) -> None:
     ]
 
 
-def test_sequence_summary_one_row_per_record(tmp_path: Path) -> None:
+def test_sequence_summary_one_row_per_record_with_its_source_file(tmp_path: Path) -> None:
     write_all(tmp_path, RESULTS)
     assert lines(tmp_path / SUMMARY) == [
-        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall",
-        "z\t600\t2\t3\t2\t0.9\tvirus",
-        "a\t2\t1\t0\t0\tNA\tno_frames",
-        "m\t300\t1\t1\t0\t0.1\tothers",
+        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource",
+        "z\t600\t2\t3\t2\t0.9\tvirus\t/in/a.fq",
+        "a\t2\t1\t0\t0\tNA\tno_frames\t/in/b.fq",
+        "m\t300\t1\t1\t0\t0.1\tothers\t/in/a.fq",
     ]
+
+
+def test_a_source_path_with_a_tab_or_non_ascii_letters_stays_one_field(tmp_path: Path) -> None:
+    with ResultWriter(tmp_path) as writer:
+        writer.write(RESULTS[0], source="/in/m\u00fcller\tlab.fq")
+        writer.commit()
+    row = lines(tmp_path / SUMMARY)[1].split("\t")
+    assert len(row) == 8
+    assert row[-1] == "/in/m\u00fcller lab.fq"
 
 
 def test_embeddings_are_row_aligned_with_predictions(tmp_path: Path) -> None:
@@ -151,8 +165,8 @@ def publish(
     """The daemon's way: checked free at submit, so not again when the writer opens;
     `meanwhile` runs after the last write, before `commit()`."""
     with ResultWriter(out, check_free=False, **options) as writer:
-        for r in results:
-            writer.write(r)
+        for n, r in enumerate(results):
+            writer.write(r, source=source_of(n))
         meanwhile()
         writer.commit()
 

@@ -25,6 +25,7 @@ from virnuc.daemon.progress_log import (
     UnitPlan,
     UnitRow,
 )
+from virnuc.pipeline import inputs
 from virnuc.pipeline.fasta import FastaError, read_records, record_starts
 from virnuc.pipeline.spec import ModelSpec
 
@@ -215,7 +216,10 @@ async def test_units_reach_the_log_in_batches_of_at_most_batch_units(
 
 BAD_INPUTS = [
     pytest.param(b"ACGT\n>a\nACGT\n", 1, "text before the first '>' header", id="no-header"),
-    pytest.param(b"@r1\nACGT\n+\nIIII\n", 1, "looks like FASTQ", id="fastq"),
+    pytest.param(b"@r1\nACGT\n+\nIII\n", 4, "quality line of read 'r1' has 3", id="fastq-qual"),
+    pytest.param(b"@r1\nACGT\nIIII\n", 3, "missing '\\+' line", id="fastq-no-plus"),
+    pytest.param(b"@r1\nAC\n+\nII\n@r2\nACGT\n+\n", 5, "truncated record", id="fastq-cut"),
+    pytest.param(b"@r1\nAC\n+\nII\n@r1\nAC\n+\nII\n", 5, "duplicate record id", id="fastq-dup"),
     pytest.param(b">a\nACGT\n>\nACGT\n", 3, "empty FASTA header", id="empty-header"),
     pytest.param(b">a\nACGT\n>b\n>c\nACGT\n", 3, "record 'b' has no sequence", id="no-sequence"),
     pytest.param(b">a\nACGT\n>p\nMKVLEF\n", 4, "not nucleotides", id="protein"),
@@ -493,3 +497,89 @@ async def test_units_stored_without_a_digest_keep_none_when_the_plan_is_replayed
         blake(data[starts[4] : starts[6]]),
         blake(data[starts[6] :]),
     ]
+
+
+# --- several inputs ------------------------------------------------------------------
+
+
+def fastq_bytes(records: int, prefix: str = "read") -> bytes:
+    """4-line FASTQ records whose quality lines begin with '@' (legal, and not headers)."""
+    out = []
+    for i in range(records):
+        sequence = (BASES * 10)[: 5 + 7 * i]
+        out.append(f"@{prefix}{i} lane=1\n{sequence}\n+\n@{'I' * (len(sequence) - 1)}\n")
+    return "".join(out).encode("ascii")
+
+
+async def new_multi_job(log: ProgressLog, paths: list[Path], job_id: str = "j1") -> JobRow:
+    inputs = tuple(str(p) for p in paths)
+    job = NewJob(job_id, inputs[0], f"/out/{job_id}", SPEC, 2, inputs=inputs)
+    return await log.create_job(job)
+
+
+@pytest.mark.asyncio
+async def test_units_of_several_inputs_never_span_a_file_and_index_records_across_them(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    first, second, third = tmp_path / "a.fa", tmp_path / "b.fq", tmp_path / "c.fq.gz"
+    first.write_bytes(fasta_bytes(5))
+    second.write_bytes(fastq_bytes(4))
+    third.write_bytes(gzip.compress(fastq_bytes(3, prefix="gz")))
+    job = await new_multi_job(log, [first, second, third])
+    assert job.inputs == (str(first), str(second), str(third))
+
+    # 12 records over 1 worker x 4 units: 3 records per unit, cut within each file.
+    assert await plan(log, job, workers=1, max_records=100) == 5
+    units = await units_of(log)
+
+    layout = [(u.input_index, u.first_record, u.record_count) for u in units]
+    assert layout == [(0, 0, 3), (0, 3, 2), (1, 5, 3), (1, 8, 1), (2, 9, 3)]
+    paths = [first, second, third]
+    for unit in units:
+        got = inputs.read_records(
+            paths[unit.input_index],
+            offset=unit.start_offset,
+            first_index=unit.first_record,
+            count=unit.record_count,
+        )
+        assert [r.index for r in got] == list(range(unit.first_record, unit.end_record))
+    planned = await log.get_job("j1")
+    assert planned is not None
+    assert (planned.records_total, planned.units_total) == (12, 5)
+    assert planned.input_fingerprint is not None
+    assert len(planned.input_fingerprint.split(";")) == 3  # one per file
+
+
+@pytest.mark.asyncio
+async def test_a_change_to_any_input_since_planning_fails_the_replayed_plan(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.fa", tmp_path / "b.fq"
+    first.write_bytes(fasta_bytes(3))
+    second.write_bytes(fastq_bytes(3))
+    job = await new_multi_job(log, [first, second])
+    await plan(log, job, workers=1, max_records=100)
+    planned = await log.get_job("j1")
+    assert planned is not None
+
+    second.write_bytes(fastq_bytes(4))  # only the second file changes
+
+    with pytest.raises(InputChanged, match=f"{second}: its size went from"):
+        await plan(log, planned, workers=1, max_records=100)
+
+
+@pytest.mark.asyncio
+async def test_an_id_repeated_across_inputs_fails_planning_naming_both_files(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.fa", tmp_path / "b.fq"
+    first.write_bytes(fasta_bytes(3))
+    second.write_bytes(fastq_bytes(2, prefix="rec"))  # rec0, rec1 again
+    job = await new_multi_job(log, [first, second])
+
+    with pytest.raises(FastaError, match=rf"\(first in {first}, line 1\)") as raised:
+        await plan(log, job, workers=1, max_records=100)
+
+    assert raised.value.path == str(second)
+    assert raised.value.line == 1
+    assert await units_of(log) == []

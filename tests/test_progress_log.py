@@ -4,6 +4,7 @@ that SQLite is only ever touched on the log's own thread."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -282,6 +283,36 @@ async def test_planning_in_batches_can_be_replayed_but_not_changed(log: Progress
         await log.add_units("j1", [UnitPlan(3, 950, 11, 1)])
     with pytest.raises(NotFoundError):
         await log.add_units("nope", [UnitPlan(0, 0, 0, 1)])
+
+
+@pytest.mark.asyncio
+async def test_units_of_several_inputs_go_file_after_file_offsets_restarting_in_each(
+    log: ProgressLog,
+) -> None:
+    inputs = ("/in/a.fa", "/in/b.fq", "/in/c.fq")
+    job = await log.create_job(dataclasses.replace(new_job(), input=inputs[0], inputs=inputs))
+    assert job.inputs == inputs
+    d = "d" * 32
+    await log.add_units("j1", [UnitPlan(0, 0, 0, 5, 500, d, 0), UnitPlan(1, 0, 5, 2, 80, d, 1)])
+    await log.add_units("j1", [UnitPlan(1, 0, 5, 2, 80, d, 1)])  # replay
+    with pytest.raises(ConflictError, match="differs from stored"):  # the same, other file
+        await log.add_units("j1", [UnitPlan(1, 0, 5, 2, 80, d, 2)])
+    with pytest.raises(ConflictError, match="does not follow"):  # back to an earlier file
+        await log.add_units("j1", [UnitPlan(2, 80, 7, 1, 90, d, 0)])
+    with pytest.raises(ConflictError, match="does not follow"):  # a file skipped
+        await log.add_units("j1", [UnitPlan(2, 0, 7, 1, 90, d, 3)])
+    with pytest.raises(ConflictError, match="does not follow"):  # a byte gap in a file
+        await log.add_units("j1", [UnitPlan(2, 81, 7, 1, 90, d, 1)])
+    await log.add_units("j1", [UnitPlan(2, 0, 7, 1, 90, d, 2)])
+    units = await log.pending_units("j1", 10)
+    assert [(u.input_index, u.start_offset, u.first_record) for u in units] == [
+        (0, 0, 0),
+        (1, 0, 5),
+        (2, 0, 7),
+    ]
+    again = await log.get_job("j1")
+    assert again is not None
+    assert again.inputs == inputs
 
 
 @pytest.mark.asyncio

@@ -102,7 +102,7 @@ def _write_synthetic(out: Path, n: int) -> None:
             s, o = str(p[i]), str(np.float32(1 - p[i]))
             call = "virus" if p[i] >= 0.5 else "others"
             pred.write(f"r{i}_chunk_1F1\t{call}\t{o}\t{s}\n")
-            summ.write(f"r{i}\t250\t1\t1\t{int(call == 'virus')}\t{s}\t{call}\n")
+            summ.write(f"r{i}\t250\t1\t1\t{int(call == 'virus')}\t{s}\t{call}\t/in.fa\n")
 
 
 @pytest.mark.slow

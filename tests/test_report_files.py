@@ -36,7 +36,13 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
     (out / "report.html").write_text("theirs")
     spec = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
     row = SimpleNamespace(
-        job_id="j1", output=str(out), input="/in.fa", spec=spec, created_at=0.0, force=False
+        job_id="j1",
+        output=str(out),
+        input="/in.fa",
+        inputs=("/in.fa",),
+        spec=spec,
+        created_at=0.0,
+        force=False,
     )
     asyncio.run(job_tasks._report(row))  # type: ignore[arg-type]
     assert (out / "report.html").read_text() == "theirs"

@@ -18,20 +18,24 @@ from typing import Any
 import pytest
 
 from virnuc.daemon.planner import unit_spans
-from virnuc.pipeline.fasta import FastaRecord, read_records
+from virnuc.pipeline.fasta import FastaRecord
+from virnuc.pipeline.inputs import read_records
 from virnuc.protocol import Assign, ProtocolError, WireModelSpec, codec, decode_from_daemon
 from virnuc.worker.unit_digest import UnitChanged
 from virnuc.worker.unit_feed import RecordFeed
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import running_daemon, wait_for
+from tests.harness import running_daemon, wait_for, write_as_fastq
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
 MODELS = WireModelSpec(esm="/m/esm.pt", dnabert="/m/bert", classifier="/m/c.pth", chunk_length=300)
 UNIT = 5  # records a unit in these tests: the example's 20 make 4 units
 
 
-def copy_example(tmp_path: Path, gz: bool = False) -> Path:
+def copy_example(tmp_path: Path, gz: bool = False, fastq: bool = False) -> Path:
+    """The example's records as FASTA, or FASTQ (`fastq`), gzip-compressed with `gz`."""
+    if fastq:
+        return write_as_fastq(EXAMPLE, tmp_path / ("in.fq.gz" if gz else "in.fq"))
     path = tmp_path / ("in.fa.gz" if gz else "in.fa")
     data = EXAMPLE.read_bytes()
     path.write_bytes(gzip.compress(data) if gz else data)
@@ -101,10 +105,13 @@ def sequence_byte(path: Path, record: int) -> int:
 # --- the feed ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fastq", [False, True], ids=["fasta", "fastq"])
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("resume_at", [None, 7], ids=["whole", "resumed"])
-def test_an_unchanged_unit_reads_through(tmp_path: Path, gz: bool, resume_at: int | None) -> None:
-    path = copy_example(tmp_path, gz)
+def test_an_unchanged_unit_reads_through(
+    tmp_path: Path, gz: bool, resume_at: int | None, fastq: bool
+) -> None:
+    path = copy_example(tmp_path, gz, fastq)
     assign = unit_assign(path, 1, resume_at)
     got, changed, feed = read_feed(assign)
     assert changed is None
@@ -126,10 +133,11 @@ def test_a_unit_rewritten_with_the_same_length_fails_before_its_last_record(
     assert [r.index for r in got] == [5, 6, 7, 8]  # its last record never reached the models
 
 
+@pytest.mark.parametrize("fastq", [False, True], ids=["fasta", "fastq"])
 def test_a_resumed_unit_still_verifies_the_bytes_before_its_resume_offset(
-    tmp_path: Path,
+    tmp_path: Path, fastq: bool
 ) -> None:
-    path = copy_example(tmp_path)
+    path = copy_example(tmp_path, fastq=fastq)
     assign = unit_assign(path, 1, resume_at=8)
     rewrite(path, sequence_byte(path, 6))  # read by an earlier run
 

@@ -1,7 +1,8 @@
 """Reading a unit's records while digesting its bytes, to catch an input rewritten since
 planning (virnuc.input_digest).
 
-`read_unit` reads the assigned records like `virnuc.pipeline.fasta.read_records`, and
+`read_unit` reads the assigned records like `virnuc.pipeline.inputs.read_records`
+(FASTA or FASTQ, detected by content), and
 feeds every byte the parser reads inside the unit's range [unit_offset,
 unit_end_offset) to the unit's `UnitDigest`; a resumed unit first digests its bytes
 before `start_offset`, from the same file handle, so the whole range is covered with
@@ -16,10 +17,9 @@ import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from Bio.SeqIO.FastaIO import SimpleFastaParser
-
 from virnuc.input_digest import digest_of_range, hash_bytes, new_digest
-from virnuc.pipeline.fasta import FastaError, FastaRecord, _TrackedLines, open_binary, record_id
+from virnuc.pipeline.fasta import FastaError, FastaRecord, open_binary
+from virnuc.pipeline.inputs import detect_format, parse_records
 from virnuc.protocol import Assign
 
 
@@ -95,15 +95,22 @@ class UnitDigest:
 
 def read_unit(assign: Assign, digest: UnitDigest) -> Iterator[FastaRecord]:
     """The assigned records, from `start_offset` on, at most `record_count` of them;
-    the bytes they are parsed from go through `digest`."""
+    the bytes they are parsed from go through `digest`. The unit's file is the
+    assign's `input` (a unit never spans two files)."""
+    fmt = detect_format(assign.input)
     with open_binary(assign.input) as raw:
         try:
             digest.open_at_start(raw)
-            lines = _TrackedLines(digest.lines(raw), assign.start_offset)  # type: ignore[arg-type]
-            for n, (title, sequence) in enumerate(SimpleFastaParser(lines)):
-                start, end = lines.span_of_oldest()
-                yield FastaRecord(record_id(title), sequence, assign.start_record + n, start, end)
+            records = parse_records(
+                fmt,
+                digest.lines(raw),
+                offset=assign.start_offset,
+                first_index=assign.start_record,
+                path=assign.input,
+            )
+            for n, record in enumerate(records):
+                yield record
                 if n + 1 >= assign.record_count:
                     return
         except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
-            raise FastaError(assign.input, f"unreadable FASTA ({exc})") from exc
+            raise FastaError(assign.input, f"unreadable {fmt.upper()} ({exc})") from exc
