@@ -36,9 +36,11 @@ from virnuc.protocol import (
     BatchDone,
     Cancel,
     Checkpoint,
+    DaemonBeat,
     FromWorker,
     Heartbeat,
     Hello,
+    Leaving,
     ModelsLoaded,
     UnitDone,
     WireModelSpec,
@@ -634,3 +636,41 @@ def test_a_missing_gpu_is_fatal_not_a_silent_cpu_fallback(daemon: FakeDaemon, sp
     assert error.fatal is True
     assert "CUDA is not available" in error.message
     assert wait_exit(proc) == 3
+
+
+# --- a Slurm pilot's own ends ---------------------------------------------------------------
+
+
+def test_a_pilot_with_no_unit_for_idle_exit_says_leaving_and_exits_0(
+    daemon: FakeDaemon, spawn
+) -> None:
+    proc = spawn(daemon.endpoint, "--idle-exit", "1", "--daemon-timeout", "60")
+    daemon.expect(Hello, START_S)
+    leaving = daemon.expect(Leaving, STEP_S)
+    assert leaving.reason == "idle for 1 s"
+    assert wait_exit(proc) == 0
+
+
+def test_a_pilot_whose_daemon_falls_silent_exits_by_itself(daemon: FakeDaemon, spawn) -> None:
+    proc = spawn(daemon.endpoint, "--daemon-timeout", "2")
+    hello = daemon.expect(Hello, START_S)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # virnucd alive: its beats keep the pilot up
+        daemon.send(hello.worker_id, DaemonBeat())
+        daemon.receive(0.2)
+    assert proc.poll() is None
+    assert wait_exit(proc) == 4  # then silence: gone after --daemon-timeout
+
+
+def test_an_array_task_takes_its_slots_id(daemon: FakeDaemon, demo_cache: Path) -> None:
+    command = worker_command(daemon.endpoint, "unused")
+    at = command.index("--worker-id")
+    command[at : at + 2] = ["--array-worker-ids", "s3,s5"]
+    env = {**worker_env(demo_cache), "SLURM_ARRAY_TASK_ID": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        identity, hello = daemon.receive(START_S) or ("", None)
+        assert (identity, getattr(hello, "worker_id", None)) == ("s5", "s5")
+    finally:
+        proc.kill()
+        proc.wait()
