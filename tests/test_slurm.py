@@ -229,6 +229,17 @@ def test_shutdown_with_pilots_busy_leaves_none_in_slurm(daemon, long_input, tmp_
     stopped_leaving_no_pilot(daemon)
 
 
+def test_pilots_of_a_crashed_virnucd_exit_by_themselves(demo_cache, long_input, tmp_path) -> None:
+    daemon = slurm_daemon(tmp_path, demo_cache, heartbeat_timeout=5.0)
+    try:
+        job_id = submit(daemon.client, long_input, tmp_path / "out")
+        busy_pilot(daemon.client, job_id)
+        daemon.kill9()  # no shutdown, no scancel: only the pilots' own watch is left
+        wait_for(lambda: not pilots_of(daemon), 60, "the orphaned pilots to exit", interval=0.5)
+    finally:
+        daemon.close()
+
+
 def test_a_job_on_a_down_partition_fails_with_slurms_reason(demo_cache, tmp_path) -> None:
     daemon = slurm_daemon(tmp_path, demo_cache, slurm_partition="down", slurm_start_timeout=3.0)
     try:

@@ -3,6 +3,7 @@
     python -m virnuc.worker.serve --endpoint ipc://STATE/workers.sock --worker-id w0
         [--device cpu|cuda|cuda:N] [--parent-pid PID] [--heartbeat-interval 1.0]
         [--checkpoint-seconds 300] [--block-frames 2048]
+        [--array-worker-ids s0,s1 --daemon-timeout S --idle-exit S]   (a Slurm pilot)
 
 This module is the process's entry and its main loop (`Worker`): it sets the process
 up (`virnuc.worker.process_setup`), starts the threads, takes the inbox in order and
@@ -34,6 +35,11 @@ unit ends silently (parts already acked stay acked). A failed unit ends with `er
 failure, so they need not be recomputed. SIGTERM/SIGINT or `shutdown`: at the next
 block boundary the finished records become an emergency part, its ack is delivered,
 and the process exits 0 without `unit_done` (unless the unit happened to be complete).
+
+A worker that ends of its own accord (`--idle-exit` seconds without a unit, or a stop)
+sends `leaving` after its last acks, so the daemon neither backs off nor blames a unit
+it still held. A Slurm pilot has no parent to watch: `--daemon-timeout` makes it exit
+(code 4) when virnucd has been silent that long.
 
 Exit codes: 0 after a stop; 3 (`EXIT_FATAL`, after an `error` with fatal=true) when the
 device is unusable or `VIRNUC_FAULT` is malformed; 4 when the daemon is gone.
