@@ -195,9 +195,10 @@ def test_a_scancelled_pilot_writes_its_emergency_part_and_its_unit_resumes(
 ) -> None:
     job_id = submit(one_pilot.client, long_input, tmp_path / "out")
     pilot, computed = frozen_mid_unit(one_pilot, job_id)
-    # scancel: SIGCONT and SIGTERM, as at preemption (and --signal=B:TERM@ before the
-    # time limit); SIGKILL follows after KillWait.
-    scancel(pilot)
+    # SIGTERM to the pilot itself, as Slurm's --signal=B:TERM@ before the time limit
+    # (plain scancel and preemption send it too, with SIGKILL after KillWait).
+    scancel(pilot, "--signal=TERM", "--batch")
+    scancel(pilot, "--signal=CONT", "--batch")
     status = one_pilot.client.wait_state(job_id, ("done", "failed"), timeout=240)
     assert status["state"] == "done", status
     # Nothing computed was lost, and the pilot's leaving counted against no unit.
