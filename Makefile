@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP      := $(VENV)/.installed
 TYPECHECK  := build/typecheck
 
-.PHONY: venv demo test lint format bench bench-wheels clean
+.PHONY: venv demo test lint format bench bench-slurm bench-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: venv
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_daemon
 	$(BIN)/python -m bench.bench_recovery
+
+bench-slurm: venv
+	$(BIN)/python -m bench.bench_slurm
 
 # Wheels bench/gpu_bench.py installs offline on a GPU machine that lacks them
 # (pure-Python, so they serve its CPython 3.12 and our 3.11 alike); bench/README.md.

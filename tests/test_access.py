@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from virnuc.client.cli import main as virnucctl
 from virnuc.daemon import access
 from virnuc.daemon.main import StateDirBusy, claim_state_dir
 
-from tests.harness import Daemon, RawClient, wait_for
+from tests.harness import Daemon, RawClient, free_port, wait_for
 
 SOCKETS = ("control.sock", "events.sock", "workers.sock")
 REFUSED_WAIT = 1.5  # how long an unknown client waits for the answer it must not get
@@ -32,13 +31,6 @@ REFUSED_WAIT = 1.5  # how long an unknown client waits for the answer it must no
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the kernel's pick for port 0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(path: Path, **values: object) -> Path:

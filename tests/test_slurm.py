@@ -8,7 +8,6 @@ doubles as the "shared filesystem".
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,19 +17,13 @@ import pytest
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, RawClient, assert_same_outputs, wait_for
+from tests.harness import Daemon, RawClient, assert_same_outputs, free_port, wait_for
 from tests.slurm_cluster import needs_slurm, squeue_jobs
 
 pytestmark = [pytest.mark.e2e, needs_slurm]
 
 PILOT = "virnuc-pilot"  # the job name virnucd gives its pilots
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def slurm_daemon(root: Path, demo_cache: Path, **settings: object) -> Daemon:
