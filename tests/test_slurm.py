@@ -203,6 +203,34 @@ def test_a_scancelled_pilot_writes_its_emergency_part_and_its_unit_resumes(
     assert computed <= resumed < 225, (resumed, computed)
 
 
+def test_a_plain_scancel_of_a_busy_pilot_resumes_its_unit_exactly_once(
+    one_pilot, long_input, long_reference, tmp_path
+) -> None:
+    """What a user or an admin does: `scancel JOBID` of a pilot that computes. Slurm
+    sends SIGTERM (the emergency part) and SIGKILL after KillWait; either way the
+    unit resumes on the slot's next pilot and the outputs equal an uninterrupted run."""
+    job_id = submit(one_pilot.client, long_input, tmp_path / "out")
+    pilot = busy_pilot(one_pilot.client, job_id)
+    wait_for(
+        lambda: one_pilot.client.result("status", job_id=job_id)["records_done"] >= 20,
+        120,
+        "records computed",
+        interval=0.05,
+    )
+    scancel(pilot)
+    status = one_pilot.client.wait_state(job_id, ("done", "failed"), timeout=240)
+    assert status["state"] == "done", status
+    assert status["restarts"] <= 1, status  # 0 if its emergency part beat KillWait
+    assert_same_outputs(long_reference, tmp_path / "out")
+    # the unit it held was handed out again, to the slot's next pilot
+    units = [
+        e["unit"]
+        for e in one_pilot.log_events()
+        if e.get("event") == "unit.assigned" and e.get("job_id") == job_id
+    ]
+    assert len(units) > len(set(units)), units
+
+
 def test_a_killed_job_leaves_no_pilot_once_idle(daemon, long_input, tmp_path) -> None:
     job_id = submit(daemon.client, long_input, tmp_path / "out")
     busy_pilot(daemon.client, job_id)
