@@ -9,13 +9,15 @@ answer), demo models, synthetic coding DNA, side by side in one run:
 2. Models loaded once per pilot: a job of 8 units through 2 pilots; pilots, units
    and `model_loads` per slot (`workers` op, log events).
 3. Throughput: the same job through 2 warm Slurm pilots and through 2 warm local
-   workers (a second virnucd), alternating A/B/A/B; records/s and slurm/local.
+   workers (a second virnucd), in rounds of one job each, who goes first
+   alternating (A/B, B/A, ...); records/s, slurm/local per round and its median.
 
 Every worker runs with OMP_NUM_THREADS=1 (pilots get `slurm_cpus = 1`) and nice 0
 (local ones through `worker_nice = 0`, as pilots are not reniced). Goals are
-printed beside the numbers, never asserted.
+printed beside the numbers, never asserted. virnucd polls squeue at its default
+`slurm_poll_interval` (1 s), as a user's would.
 
-    .venv/bin/python -m bench.bench_slurm [--records 4000] [--unit-records 250] [--rounds 3]
+    .venv/bin/python -m bench.bench_slurm [--records 4000] [--unit-records 250] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -23,10 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,9 +37,8 @@ from typing import Any
 from virnuc.pipeline.models import ensure_demo_models
 from virnuc.pipeline.spec import demo_spec
 
-from .bench_daemon import Client
 from .synthetic import random_lengths, write_fasta
-from tests.harness import free_port
+from tests.harness import Daemon, free_port
 from tests.slurm_cluster import slurm_available, squeue_jobs, wait_for
 
 PILOT = "virnuc-pilot"  # the job name virnucd gives its pilots
@@ -56,50 +54,25 @@ def timestamp(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["timestamp"]).timestamp()
 
 
-class Daemon:
-    """virnucd on its own state dir (demo models copied in), logging JSON to a file."""
+class BenchDaemon(Daemon):
+    """virnucd on its own state dir (demo models copied in), with a config file."""
 
     def __init__(self, root: Path, cache: Path, settings: dict[str, object], *args: str):
         root.mkdir()
         self.name = root.name
-        self.state_dir = root / "state"
-        self.log_path = root / "virnucd.log"
-        shutil.copytree(cache, self.state_dir / "models")
         config = root / "virnucd.toml"
         config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
-        command = [
-            sys.executable,
-            "-m",
-            "virnuc.daemon.main",
-            "--state-dir",
-            str(self.state_dir),
-            "--config",
-            str(config),
-            "--log-format",
-            "json",
-            *args,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # local workers; pilots: slurm_cpus
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.client = Client(self.state_dir)
-        self.client.call("ping")
-
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        """The log's JSON lines from line `since` on."""
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines()[since:]:
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    events.append(event)
-        return events
-
-    def log_lines(self) -> int:
-        return len(self.log_path.read_text(errors="replace").splitlines())
+        # local workers' threads; pilots get theirs from slurm_cpus
+        env = {"OMP_NUM_THREADS": "1"}
+        super().__init__(root / "state", cache, "--config", str(config), *args, env=env)
+        try:
+            self.start()
+        except BaseException:
+            self.close()  # a virnucd that never answered must not outlive the bench
+            raise
 
     def workers(self) -> list[dict[str, Any]]:
-        return self.client.call("workers")["workers"]  # type: ignore[no-any-return]
+        return self.client.result("workers")["workers"]  # type: ignore[no-any-return]
 
     def wait_states(self, states: set[str], timeout: float) -> list[dict[str, Any]]:
         def probe() -> list[dict[str, Any]] | None:
@@ -111,31 +84,14 @@ class Daemon:
     def run_job(self, fasta: Path, out: Path) -> tuple[str, float]:
         """Submit, wait until done; the job id and the wall time as the client sees it."""
         start = time.perf_counter()
-        job = self.client.call(
+        job = self.client.result(
             "submit", input=str(fasta), output=str(out), profile="demo", force=True
         )
         job_id = str(job["job_id"])
-
-        def finished() -> bool:
-            state = self.client.call("status", job_id=job_id)["state"]
-            if state in ("failed", "killed"):
-                raise RuntimeError(f"job {job_id} on {self.name}: {state}")
-            return state == "done"
-
-        wait_for(finished, 600, f"job {job_id} on {self.name}", interval=0.05)
+        status = self.client.wait_state(job_id, ("done", "failed", "killed"), timeout=600)
+        if status["state"] != "done":
+            raise RuntimeError(f"job {job_id} on {self.name}: {status}")
         return job_id, time.perf_counter() - start
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(TimeoutError, RuntimeError):
-                self.client.call("shutdown")
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                print(f"virnucd {self.name} did not stop in 120 s; killed", file=sys.stderr)
-        self.client.close()
 
 
 def slurm_settings(**extra: object) -> dict[str, object]:
@@ -144,26 +100,25 @@ def slurm_settings(**extra: object) -> dict[str, object]:
         "worker_endpoint": f"tcp://127.0.0.1:{free_port()}",
         "slurm_max_workers": 2,
         "slurm_cpus": 1,
-        "slurm_poll_interval": 0.3,
         "hello_timeout": 90.0,
         **extra,
     }
 
 
-def cluster_idle(daemon: Daemon) -> None:
+def cluster_idle(daemon: BenchDaemon) -> None:
     """Every slot vacant and no pilot left in Slurm's queue."""
     daemon.wait_states({"vacant"}, 120)
     wait_for(lambda: not squeue_pilots(), 60, "no pilot in squeue")
 
 
-def hello_latency(daemon: Daemon, fasta: Path, out: Path, runs: int = 3) -> None:
+def hello_latency(daemon: BenchDaemon, fasta: Path, out: Path, runs: int = 3) -> None:
     print(f"1. hello latency, idle cluster (goal: submit -> first hello <= {HELLO_GOAL_S:g} s)")
     from_submit, from_sbatch = [], []
     for run in range(runs):
         cluster_idle(daemon)
-        since = daemon.log_lines()
+        since = len(daemon.log_events())
         job_id, _ = daemon.run_job(fasta, out / f"latency{run}")
-        events = daemon.events(since)
+        events = daemon.log_events()[since:]
         submitted = next(
             e for e in events if e["event"] == "job.submitted" and e["job_id"] == job_id
         )
@@ -186,13 +141,13 @@ def hello_latency(daemon: Daemon, fasta: Path, out: Path, runs: int = 3) -> None
     cluster_idle(daemon)
 
 
-def loads_per_pilot(daemon: Daemon, title: str) -> None:
+def loads_per_pilot(daemon: BenchDaemon, title: str) -> None:
     """Per slot: pilots it had (hellos), units it was given, model sets it loaded.
 
     The goal is at most one load per pilot; a pilot that came up after its job's
     last unit was taken loads none, so loads may fall short of pilots.
     """
-    events = daemon.events()
+    events = daemon.log_events()
     hellos = Counter(e["worker"] for e in events if e["event"] == "worker.hello")
     units = Counter(e["worker"] for e in events if e["event"] == "unit.assigned")
     print(f"   {title}:")
@@ -209,12 +164,13 @@ def loads_per_pilot(daemon: Daemon, title: str) -> None:
 
 
 def throughput(
-    slurm: Daemon, local: Daemon, fasta: Path, records: int, out: Path, rounds: int
+    slurm: BenchDaemon, local: BenchDaemon, fasta: Path, records: int, out: Path, rounds: int
 ) -> None:
     print(f"3. throughput: {records} records, 2 warm workers each, slurm/local x {rounds}")
     rates: dict[str, list[float]] = {"slurm": [], "local": []}
     for i in range(rounds):
-        for daemon in (slurm, local):
+        # who goes first alternates: a round's first job has shown itself slower
+        for daemon in (slurm, local) if i % 2 == 0 else (local, slurm):
             _, seconds = daemon.run_job(fasta, out / f"{daemon.name}{i}")
             rates[daemon.name].append(records / seconds)
             print(
@@ -238,13 +194,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=4000, help="records of the timed job")
     parser.add_argument("--unit-records", type=int, default=250, help="unit size, both daemons")
-    parser.add_argument("--rounds", type=int, default=3, help="slurm/local pairs timed")
+    parser.add_argument("--rounds", type=int, default=4, help="slurm/local pairs timed")
     args = parser.parse_args()
     if why := slurm_available():
         sys.exit(f"no Slurm here: {why}")
     if squeue_pilots():
         sys.exit(f"{PILOT} jobs already in squeue, the cluster is not idle: {squeue_pilots()}")
-    daemons: list[Daemon] = []
+    daemons: list[BenchDaemon] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         out = root / "out"
@@ -257,18 +213,18 @@ def main() -> None:
         write_fasta(many, many_lengths, seed=4)
         write_fasta(job, random_lengths(args.records, seed=2, low=1000, high=3000), seed=2)
         try:
-            cold = Daemon(root / "latency", cache, slurm_settings(idle_exit=3.0))
+            cold = BenchDaemon(root / "latency", cache, slurm_settings(idle_exit=3.0))
             daemons.append(cold)
             hello_latency(cold, tiny, out)
             loads_per_pilot(cold, "those pilots' model loads")
-            cold.stop()
+            cold.stop(120)
 
             # the same unit size for both; pilots stay up (idle_exit 600 s) once warm
             unit = {"unit_records": args.unit_records}
-            slurm = Daemon(root / "slurm", cache, slurm_settings(idle_exit=600.0, **unit))
+            slurm = BenchDaemon(root / "slurm", cache, slurm_settings(idle_exit=600.0, **unit))
             daemons.append(slurm)
             # pilots run un-niced (a node's CPUs are the job's own), so local ones too
-            local = Daemon(root / "local", cache, {"worker_nice": 0, **unit}, "--workers", "2")
+            local = BenchDaemon(root / "local", cache, {"worker_nice": 0, **unit}, "--workers", "2")
             daemons.append(local)
             local.wait_states({"idle"}, 120)
             print(
@@ -282,7 +238,9 @@ def main() -> None:
             loads_per_pilot(slurm, f"after the {args.rounds} timed jobs too")
         finally:
             for daemon in daemons:
-                daemon.stop()
+                with contextlib.suppress(AssertionError):  # it did not stop: killed, go on
+                    daemon.stop(120)
+                daemon.close()
         with contextlib.suppress(AssertionError):  # wait_for's timeout; reported below
             wait_for(lambda: not squeue_pilots(), 60, "squeue to drop every pilot")
         left = [f"{job['id']} {job['state']}" for job in squeue_pilots()]
