@@ -34,6 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from virnuc.daemon.slurm import PILOT_JOB_NAME
 from virnuc.pipeline.models import ensure_demo_models
 from virnuc.pipeline.spec import demo_spec
 
@@ -41,7 +42,7 @@ from .synthetic import random_lengths, write_fasta
 from tests.harness import Daemon, free_port
 from tests.slurm_cluster import slurm_available, squeue_jobs, wait_for
 
-PILOT = "virnuc-pilot"  # the job name virnucd gives its pilots
+PILOT = PILOT_JOB_NAME
 HELLO_GOAL_S = 5.0
 THROUGHPUT_GOAL = 0.10  # slurm within 10 % of local
 

@@ -33,6 +33,7 @@ from .launcher import PilotDemand, worker_arguments
 
 log = structlog.get_logger()
 
+PILOT_JOB_NAME = "virnuc-pilot"  # what squeue shows for every pilot virnucd submits
 WAVE_GATHER_S = 0.2  # slots that ask for a pilot within this much join one array job
 SQUEUE_FORMAT = "%i|%T|%r|%N"  # ARRAYID_TASK, state, reason, node
 # A pilot in one of these states runs no worker any more (COMPLETING: it exited and
@@ -89,7 +90,7 @@ def sbatch_command(config: DaemonConfig, worker_ids: list[str], device: str) -> 
     return [
         "sbatch",
         "--parsable",
-        "--job-name=virnuc-pilot",
+        f"--job-name={PILOT_JOB_NAME}",
         f"--array=0-{len(worker_ids) - 1}%{config.slurm_max_workers}",
         *(f"{flag}={value}" for flag, value in optional.items() if value is not None),
         # SIGTERM to the program itself (exec'd by the batch shell) before the time

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from virnuc.daemon.slurm import PILOT_JOB_NAME
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
@@ -22,7 +23,7 @@ from tests.slurm_cluster import needs_slurm, squeue_jobs
 
 pytestmark = [pytest.mark.e2e, needs_slurm]
 
-PILOT = "virnuc-pilot"  # the job name virnucd gives its pilots
+PILOT = PILOT_JOB_NAME
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
 
 
