@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from virnuc.daemon.slurm import PILOT_JOB_NAME
+from virnuc.daemon.slots.slurm import PILOT_JOB_NAME
 from virnuc.pipeline.models import ensure_demo_models
 from virnuc.pipeline.spec import demo_spec
 

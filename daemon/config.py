@@ -124,7 +124,7 @@ class DaemonConfig:
 
     @property
     def worker_keys_dir(self) -> Path:
-        """The worker socket's CURVE keys, made by virnucd (daemon/worker_keys.py)."""
+        """The worker socket's CURVE keys, made by virnucd (daemon/slots/keys.py)."""
         return self.state_dir / "worker-curve"
 
     @property

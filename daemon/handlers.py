@@ -31,9 +31,9 @@ from virnuc.protocol import (
 from . import scheduler_messages as sm
 from .actor import Stopping
 from .config import DaemonConfig
-from .progress_log import JobRow, NewJob, ProgressLog
-from .scheduler import JobFinished, JobNotFound, Scheduler
-from .submission import SubmitRefused, check_submission
+from .jobs.scheduler import JobFinished, JobNotFound, Scheduler
+from .jobs.submission import SubmitRefused, check_submission
+from .progress.log import JobRow, NewJob, ProgressLog
 
 log = structlog.get_logger()
 

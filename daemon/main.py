@@ -37,19 +37,20 @@ from virnuc.protocol.constants import (
     needs_curve,
 )
 
-from . import access, worker_keys
+from . import access
 from .access import AccessError, Listener
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
-from .launcher import Launcher, LocalLauncher
+from .jobs.scheduler import Scheduler
 from .notify import Notifier
-from .progress_log import ProgressLog, ProgressLogError
+from .progress.log import ProgressLog, ProgressLogError
 from .publisher import EventPublisher
-from .scheduler import Scheduler
-from .slurm import SlurmLauncher
-from .supervisor import WorkerSupervisor
-from .worker_hub import WorkerHub
+from .slots import keys as worker_keys
+from .slots.hub import WorkerHub
+from .slots.launcher import Launcher, LocalLauncher
+from .slots.slurm import SlurmLauncher
+from .slots.supervisor import WorkerSupervisor
 
 log = structlog.get_logger()
 

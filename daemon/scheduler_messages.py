@@ -10,7 +10,7 @@ from typing import Any
 
 from virnuc.protocol import BatchDone, Checkpoint, ErrorCode, UnitDone, WorkerError
 
-from .progress_log import NewJob
+from .progress.log import NewJob
 
 
 @dataclass(frozen=True, slots=True)

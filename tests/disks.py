@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc.daemon.progress_log import ProgressLog
+from virnuc.daemon.progress.log import ProgressLog
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from virnuc.daemon.assembler import AssemblyCancelled, PartNeedsRecompute, assemble
-from virnuc.daemon.progress_log import JobRow, NewJob, PartRecord, ProgressLog, UnitPlan
+from virnuc.daemon.jobs.assembler import AssemblyCancelled, PartNeedsRecompute, assemble
+from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog, UnitPlan
 from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import read_records, record_starts
@@ -651,7 +651,7 @@ async def test_a_file_someone_else_wrote_meanwhile_is_kept_unless_the_job_forces
 async def test_a_task_cancelled_while_its_first_part_is_read_leaves_no_partial_files(
     log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from virnuc.daemon import assembler
+    from virnuc.daemon.jobs import assembler
 
     job = await job_with_parts(log, tmp_path, sample())
     entered, release, appended = threading.Event(), threading.Event(), threading.Event()

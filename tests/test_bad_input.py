@@ -23,7 +23,7 @@ import msgpack
 import pytest
 import zmq
 
-from virnuc.daemon import submission
+from virnuc.daemon.jobs import submission
 from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.protocol import ErrorCode
 

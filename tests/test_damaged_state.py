@@ -10,7 +10,7 @@ from typing import Any
 
 from harness import Daemon
 
-from virnuc.daemon.progress_log import NewJob, ProgressLog
+from virnuc.daemon.progress.log import NewJob, ProgressLog
 from virnuc.pipeline.spec import ModelSpec
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)

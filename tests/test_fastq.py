@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc.daemon.planner import unit_spans
+from virnuc.daemon.jobs.planner import unit_spans
 from virnuc.input_digest import digest_of_range
 from virnuc.pipeline.fasta import FastaError
 from virnuc.pipeline.inputs import (

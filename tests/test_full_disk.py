@@ -25,8 +25,8 @@ import pytest
 import structlog
 from disks import fill, tmpfs
 
-from virnuc.daemon import job_tasks
-from virnuc.daemon.progress_log import JobRow, ProgressLog
+from virnuc.daemon.jobs import tasks as job_tasks
+from virnuc.daemon.progress.log import JobRow, ProgressLog
 from virnuc.daemon.scheduler_messages import AssemblyFinished, OutOfSpace
 from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults

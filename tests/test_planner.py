@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from virnuc.daemon import planner
-from virnuc.daemon.input_check import InputChanged
-from virnuc.daemon.planner import PlanningCancelled, plan_job
-from virnuc.daemon.progress_log import (
+from virnuc.daemon.jobs import planner
+from virnuc.daemon.jobs.input_check import InputChanged
+from virnuc.daemon.jobs.planner import PlanningCancelled, plan_job
+from virnuc.daemon.progress.log import (
     ConflictError,
     JobRow,
     NewJob,

@@ -19,8 +19,8 @@ from disks import cap_pages
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from virnuc.daemon import progress_schema as schema
-from virnuc.daemon.progress_log import (
+from virnuc.daemon.progress import schema
+from virnuc.daemon.progress.log import (
     ConflictError,
     NewJob,
     NotFoundError,

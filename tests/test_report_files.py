@@ -29,7 +29,7 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
     import asyncio
     from types import SimpleNamespace
 
-    from virnuc.daemon import job_tasks
+    from virnuc.daemon.jobs import tasks as job_tasks
     from virnuc.pipeline.spec import ModelSpec
 
     out = outputs(tmp_path / "out", [record("a", [0.9])])

@@ -22,10 +22,10 @@ from disks import cap_pages
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
-from virnuc.daemon.progress_log import JobRow, NewJob, PartRecord, ProgressLog
-from virnuc.daemon.scheduler import Scheduler
+from virnuc.daemon.jobs.scheduler import Scheduler
+from virnuc.daemon.jobs.submission import SubmitRefused
+from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog
 from virnuc.daemon.scheduler_messages import Assignment
-from virnuc.daemon.submission import SubmitRefused
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import record_starts
 from virnuc.pipeline.outputs import RecordResult
@@ -613,7 +613,11 @@ class Disk:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, free: int) -> None:
         self.free = free
-        for module in ("virnuc.disk_space", "virnuc.daemon.scheduler", "virnuc.daemon.space_wait"):
+        for module in (
+            "virnuc.disk_space",
+            "virnuc.daemon.jobs.scheduler",
+            "virnuc.daemon.jobs.space_wait",
+        ):
             monkeypatch.setattr(f"{module}.free_bytes", lambda path: self.free)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from virnuc.daemon.slurm import PILOT_JOB_NAME
+from virnuc.daemon.slots.slurm import PILOT_JOB_NAME
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta

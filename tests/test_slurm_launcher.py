@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from virnuc.daemon.config import DaemonConfig, load_config
-from virnuc.daemon.launcher import PilotDemand
-from virnuc.daemon.slurm import SlurmLauncher, sbatch_command
+from virnuc.daemon.slots.launcher import PilotDemand
+from virnuc.daemon.slots.slurm import SlurmLauncher, sbatch_command
 
 DEADLINE = 10.0
 

@@ -22,10 +22,10 @@ import pytest_asyncio
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
-from virnuc.daemon.launcher import LocalProcess
-from virnuc.daemon.progress_log import NewJob, ProgressLog, UnitPlan
+from virnuc.daemon.progress.log import NewJob, ProgressLog, UnitPlan
 from virnuc.daemon.scheduler_messages import Assignment
-from virnuc.daemon.supervisor import MAX_START_FAILURES, WorkerSupervisor
+from virnuc.daemon.slots.launcher import LocalProcess
+from virnuc.daemon.slots.supervisor import MAX_START_FAILURES, WorkerSupervisor
 from virnuc.parts import write_part
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.spec import ModelSpec

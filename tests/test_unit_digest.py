@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from virnuc.daemon.planner import unit_spans
+from virnuc.daemon.jobs.planner import unit_spans
 from virnuc.pipeline.fasta import FastaRecord
 from virnuc.pipeline.inputs import read_records
 from virnuc.protocol import Assign, ProtocolError, WireModelSpec, codec, decode_from_daemon

@@ -2,7 +2,7 @@
 the committed transactions after the damage; a torn final write is not damage.
 
 The WAL files are real ones: SQLite writes them, and a copy is taken while the
-connection is still open, as a SIGKILL would leave them (see daemon/wal_check.py).
+connection is still open, as a SIGKILL would leave them (see daemon/progress/wal_check.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from harness import Daemon
 
-from virnuc.daemon.progress_db import close_emptying_wal, open_connection
-from virnuc.daemon.progress_log import ProgressLogError
-from virnuc.daemon.wal_check import check_wal, checksum
+from virnuc.daemon.progress.connection import close_emptying_wal, open_connection
+from virnuc.daemon.progress.log import ProgressLogError
+from virnuc.daemon.progress.wal_check import check_wal, checksum
 
 TRANSACTIONS = 8
 ROW = 3000  # bytes: about one page per row, so each transaction writes a few frames

@@ -8,9 +8,9 @@ import asyncio
 
 import structlog
 
-from . import job_files
-from .config import DaemonConfig
-from .progress_log import ProgressLog
+from ..config import DaemonConfig
+from ..progress.log import ProgressLog
+from . import files as job_files
 
 log = structlog.get_logger()
 

@@ -3,7 +3,7 @@
 The worker program is the same everywhere (`python -m virnuc.worker.boot`); only
 where it runs differs. `backend = "local"` (this module) runs it as a subprocess of
 virnucd, one per configured device, kept alive for good; `backend = "slurm"`
-(`daemon/slurm.py`) submits it as a Slurm array task, a *pilot*, when units wait
+(`daemon/slots/slurm.py`) submits it as a Slurm array task, a *pilot*, when units wait
 for a worker. A supervisor sees either through `WorkerProcess`, and asks its
 `Launcher` when to start one (`PilotDemand`).
 """
@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import Protocol
 
-from .config import DaemonConfig
+from ..config import DaemonConfig
 
 
 class WorkerProcess(Protocol):

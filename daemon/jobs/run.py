@@ -12,8 +12,8 @@ from pathlib import Path
 from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import Assign, JobState, JobStatus
 
-from .progress_log import JobRow, UnitRow
-from .scheduler_messages import Assignment
+from ..progress.log import JobRow, UnitRow
+from ..scheduler_messages import Assignment
 
 
 @dataclass

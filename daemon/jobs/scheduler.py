@@ -35,19 +35,21 @@ from virnuc.protocol import (
     job_event,
 )
 
-from . import job_files, job_tasks, parts_sweep
-from . import scheduler_messages as sm
-from .actor import Actor
-from .config import DaemonConfig
+from .. import scheduler_messages as sm
+from ..actor import Actor
+from ..config import DaemonConfig
+from ..progress.log import JobRow, NewJob, ProgressLog, UnitRow
+from ..publisher import EventPublisher
+from ..scheduler_messages import Assignment
+from ..slots.launcher import PilotDemand
+from ..slots.supervisor import WorkerSupervisor
+from . import files as job_files
+from . import parts_sweep
+from . import tasks as job_tasks
 from .input_check import InputChanged, check_unchanged
-from .job_run import JobRun, assign_message, job_status
-from .launcher import PilotDemand
-from .progress_log import JobRow, NewJob, ProgressLog, UnitRow
-from .publisher import EventPublisher
-from .scheduler_messages import Assignment
+from .run import JobRun, assign_message, job_status
 from .space_wait import SpaceWaits
 from .submission import SubmitRefused, output_busy
-from .supervisor import WorkerSupervisor
 
 log = structlog.get_logger()
 

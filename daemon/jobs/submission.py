@@ -19,7 +19,7 @@ from virnuc.pipeline.outputs import OUTPUT_NAMES
 from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
 from virnuc.protocol import ErrorCode, SubmitArgs
 
-from .config import DaemonConfig
+from ..config import DaemonConfig
 
 
 class SubmitRefused(Exception):

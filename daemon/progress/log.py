@@ -36,8 +36,9 @@ import structlog
 from virnuc.disk_space import is_no_space
 from virnuc.protocol import JobState
 
-from .progress_db import close_emptying_wal, close_opened, open_connection
-from .progress_rows import (
+from .connection import close_emptying_wal, close_opened, open_connection
+from .queries import DEFAULT_MAX_EVENTS, _Store
+from .rows import (
     TERMINAL_STATES,
     UNFINISHED_STATES,
     ConflictError,
@@ -54,7 +55,6 @@ from .progress_rows import (
     UnitRow,
     UnitState,
 )
-from .progress_store import DEFAULT_MAX_EVENTS, _Store
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",

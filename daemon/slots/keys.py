@@ -18,7 +18,7 @@ import zmq.auth
 
 from virnuc.protocol.constants import WORKER_CURVE_ENV
 
-from .access import CurveServer
+from ..access import CurveServer
 
 
 @dataclass(frozen=True)

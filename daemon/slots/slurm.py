@@ -28,7 +28,7 @@ import time
 
 import structlog
 
-from .config import DaemonConfig
+from ..config import DaemonConfig
 from .launcher import PilotDemand, worker_arguments
 
 log = structlog.get_logger()

@@ -8,7 +8,7 @@ identity from the dead process.
 
 On an ipc:// endpoint the socket file's permissions keep strangers out. A tcp://
 endpoint (Slurm pilots on other nodes) is bound with CURVE, admitting only the
-workers' key (daemon/worker_keys.py); its ZAP handler lives on the hub's own zmq
+workers' key (daemon/slots/keys.py); its ZAP handler lives on the hub's own zmq
 context, so the control socket's client keys never let anyone in here.
 """
 
@@ -24,8 +24,8 @@ import zmq.asyncio
 
 from virnuc.protocol import FromDaemon, FromWorker, ProtocolError, decode_from_worker
 
-from .access import CurveServer, start_authenticator, stop_authenticator
-from .rate_limit import RateLimitedWarning
+from ..access import CurveServer, start_authenticator, stop_authenticator
+from ..rate_limit import RateLimitedWarning
 
 log = structlog.get_logger()
 

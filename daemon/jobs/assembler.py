@@ -27,8 +27,8 @@ from virnuc.pipeline.fasta import RecordStart
 from virnuc.pipeline.inputs import job_record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
+from ..progress.log import JobRow, PartRow, ProgressLog
 from .input_check import check_unchanged
-from .progress_log import JobRow, PartRow, ProgressLog
 
 
 class PartNeedsRecompute(Exception):

@@ -43,7 +43,7 @@ import sys
 from array import array
 from collections.abc import Sequence
 
-from .progress_rows import ProgressLogError
+from .rows import ProgressLogError
 
 WAL_MAGIC = 0x377F0682  # the low bit set (0x377f0683) means big-endian checksum words
 WAL_VERSION = 3007000

@@ -32,8 +32,8 @@ from virnuc.pipeline.fasta import open_binary
 from virnuc.pipeline.fastq import HeaderLines
 from virnuc.pipeline.inputs import detect_format, scan_inputs
 
+from ..progress.log import JobRow, ProgressLog, UnitPlan
 from .input_check import check_unchanged, fingerprint
-from .progress_log import JobRow, ProgressLog, UnitPlan
 
 BATCH = 1000
 UNITS_PER_WORKER = 4  # small jobs still spread over every worker

@@ -3,7 +3,7 @@
 Two tasks per slot:
 
 * the **lifecycle** task starts the worker through its `Launcher` (a local
-  subprocess, or a Slurm pilot once units wait for one: daemon/launcher.py), waits
+  subprocess, or a Slurm pilot once units wait for one: daemon/slots/launcher.py), waits
   for its hello under a deadline (from when it runs: a pilot pending in Slurm's
   queue is not hung), watches it (exit, or heartbeat silence -> kill), reports a
   death to the scheduler and starts another with exponential backoff. A slot whose
@@ -48,14 +48,14 @@ from virnuc.protocol import (
     worker_event,
 )
 
-from . import scheduler_messages as sm
-from .actor import Actor
-from .config import DaemonConfig
+from .. import scheduler_messages as sm
+from ..actor import Actor
+from ..config import DaemonConfig
+from ..progress.log import PartRecord, PartRejected, ProgressLog
+from ..publisher import EventPublisher
+from ..scheduler_messages import Assignment
+from .hub import WorkerHub
 from .launcher import Launcher, LocalProcess, WorkerProcess
-from .progress_log import PartRecord, PartRejected, ProgressLog
-from .publisher import EventPublisher
-from .scheduler_messages import Assignment
-from .worker_hub import WorkerHub
 
 log = structlog.get_logger()
 

@@ -20,11 +20,11 @@ from virnuc.pipeline.outputs import OutputExistsError
 from virnuc.pipeline.report import REPORT_NAMES, write_report
 from virnuc.protocol import ErrorCode
 
-from . import scheduler_messages as sm
+from .. import scheduler_messages as sm
+from ..progress.log import ConflictError, JobRow, ProgressLog
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .input_check import InputChanged
 from .planner import PlanningCancelled, plan_job
-from .progress_log import ConflictError, JobRow, ProgressLog
 
 log = structlog.get_logger()
 

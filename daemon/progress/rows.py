@@ -2,7 +2,7 @@
 row is checked and read from SQL.
 
 Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
-(`progress_log`); everyone else imports them from `virnuc.daemon.progress_log`.
+(`progress_log`); everyone else imports them from `virnuc.daemon.progress.log`.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
-from . import progress_schema as schema
-from .progress_rows import ProgressLogError, SchemaVersionError
+from . import schema
+from .rows import ProgressLogError, SchemaVersionError
 from .wal_check import check_wal
 
 P = ParamSpec("P")

@@ -96,7 +96,7 @@ _V2 = """
 DROP TABLE workers;
 """
 
-# v3: what the input was when planned (see daemon/input_check.py); NULL for old jobs.
+# v3: what the input was when planned (see daemon/jobs/input_check.py); NULL for old jobs.
 _V3 = """
 ALTER TABLE jobs ADD COLUMN input_fingerprint TEXT;
 """

@@ -14,8 +14,8 @@ from typing import Any
 
 from virnuc.protocol import JobState
 
-from .progress_db import transaction as _transaction
-from .progress_rows import (
+from .connection import transaction as _transaction
+from .rows import (
     TERMINAL_STATES,
     UNFINISHED_STATES,
     ConflictError,
