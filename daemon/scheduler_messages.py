@@ -56,14 +56,17 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
-class PartRecorded:
+class PartVerified:
+    """The part on disk matches its ack (path, size, SHA-256): the scheduler records it."""
+
     worker_id: str
     ack: Checkpoint
-    recorded: bool  # False for a retried ack of a part recorded before
 
 
 @dataclass(frozen=True, slots=True)
 class PartRefused:
+    """The part on disk does not match its ack: nothing of it is recorded."""
+
     worker_id: str
     ack: Checkpoint
     problem: str
@@ -91,9 +94,13 @@ class SubmitJob:
 
 @dataclass(frozen=True, slots=True)
 class PlanFinished:
+    """Planning ended: with `error`, or with the totals the scheduler closes the plan with."""
+
     job_id: str
     error: str | None
     code: ErrorCode | None = None  # set when the failure is the user's to fix
+    records_total: int = 0
+    units_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -516,7 +516,7 @@ async def test_recomputing_the_named_part_and_the_rest_of_its_unit_then_assemble
     with pytest.raises(PartNeedsRecompute) as raised:
         await run_assembly(log, job)
 
-    deleted = await log.delete_parts("j1", raised.value.unit_id, raised.value.first_record)
+    deleted, _ = await log.delete_parts("j1", raised.value.unit_id, raised.value.first_record)
     assert [p.first_record for p in deleted] == [5, 7]
     for part in deleted:
         redone = write_part(

@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from virnuc.daemon.jobs import planner
-from virnuc.daemon.jobs.input_check import InputChanged
+from virnuc.daemon.jobs.input_check import InputChanged, fingerprint_if_readable
 from virnuc.daemon.jobs.planner import PlanningCancelled, plan_job
 from virnuc.daemon.progress.log import (
     ConflictError,
@@ -68,8 +68,16 @@ async def plan(
     max_records: int,
     cancel: threading.Event | None = None,
 ) -> int:
+    """Plan as the scheduler has it done: record the input's fingerprint first, plan,
+    then close the plan with the totals the planner returns; returns the units."""
     cancel = cancel or threading.Event()
-    return await plan_job(log, job, workers=workers, max_records=max_records, cancel=cancel)
+    if (taken := fingerprint_if_readable(job.inputs)) is not None:
+        job = await log.fingerprint_input(job.job_id, taken)
+    records, units = await plan_job(
+        log, job, workers=workers, max_records=max_records, cancel=cancel
+    )
+    await log.finish_planning(job.job_id, records, units)
+    return units
 
 
 def spy_on_batches(
@@ -136,6 +144,21 @@ async def test_totals_are_recorded_on_the_job_when_planning_ends(
     assert planned is not None
     assert (planned.records_total, planned.units_total) == (11, units) == (11, 6)
     assert planned.state == "queued"  # the planner records units, never the job's state
+
+
+@pytest.mark.asyncio
+async def test_the_planner_returns_its_totals_and_leaves_the_job_row_to_the_scheduler(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    path = tmp_path / "in.fa"
+    path.write_bytes(fasta_bytes(11))
+    job = await new_job(log, path)
+
+    totals = await plan_job(log, job, workers=1, max_records=2, cancel=threading.Event())
+
+    assert totals == (11, 6)
+    assert len(await units_of(log)) == 6
+    assert await log.get_job("j1") == job  # no totals, no fingerprint: not its row
 
 
 @pytest.mark.asyncio

@@ -257,7 +257,9 @@ async def test_terminal_states_are_final_and_logged(log: ProgressLog, tmp_path: 
         await log.set_job_state("nope", "running")
     kinds = [kind for kind, _ in events(tmp_path / "state.db", "j1")]
     assert kinds == ["job.state", "job.state", "job.submitted"]
-    assert await log.add_restart("j1") == 1
+    restarted = await log.add_restart("j1", lost_records=3)
+    assert (restarted.restarts, restarted.records_recomputed) == (1, 3)
+    assert restarted == await log.get_job("j1")  # the row returned is the row committed
 
 
 # --- planning ----------------------------------------------------------------------------
@@ -369,6 +371,40 @@ async def test_record_part_tiles_the_unit_and_updates_totals(log: ProgressLog) -
 
 
 @pytest.mark.asyncio
+async def test_a_part_is_one_transaction_that_returns_the_row_sqlite_holds(
+    tmp_path: Path,
+) -> None:
+    """The part, the job's counters, the unit done and its failures cleared: one write
+    (one BEGIN, one COMMIT), and the job row it returns is the committed row."""
+    statements: list[str] = []
+    async with await ProgressLog.open(tmp_path / "state.db", trace=statements.append) as log:
+        await planned_job(log, [2, 2])
+        assert await log.note_worker_death("j1", 0) == 1
+        statements.clear()
+        outcome = await log.record_part(part(0, 0, 2))
+        assert [s for s in statements if s.startswith(("BEGIN", "COMMIT"))] == [
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+        ]
+        assert (outcome.recorded, outcome.unit_done) == (True, True)
+        assert outcome.job == await log.get_job("j1")
+        assert (outcome.job.records_done, outcome.job.frames_done) == (2, 12)
+        assert await log.units_remaining("j1") == 1  # unit 0 is done
+        assert await log.note_worker_death("j1", 0) == 1  # its failure count was cleared
+
+
+@pytest.mark.asyncio
+async def test_a_retried_ack_counts_once_and_returns_the_row_unchanged(log: ProgressLog) -> None:
+    await planned_job(log, [4])
+    first = await log.record_part(part(0, 0, 2))
+    again = await log.record_part(part(0, 0, 2))
+    assert (again.recorded, again.unit_done) == (False, False)
+    assert again.job == first.job == await log.get_job("j1")
+    assert (again.job.records_done, again.job.frames_done) == (2, 12)
+    assert len(await log.parts_of_unit("j1", 0)) == 1
+
+
+@pytest.mark.asyncio
 async def test_parts_of_a_finished_job_are_rejected(log: ProgressLog) -> None:
     await planned_job(log, [2])
     await log.record_part(part(0, 0, 1))
@@ -405,8 +441,9 @@ async def test_delete_parts_rolls_totals_back_and_reopens_the_unit(log: Progress
     for first in (0, 2, 4):
         await log.record_part(part(0, first, 2))
     assert await log.units_remaining("j1") == 0
-    deleted = await log.delete_parts("j1", 0, from_record=2)
+    deleted, row = await log.delete_parts("j1", 0, from_record=2)
     assert [p.first_record for p in deleted] == [2, 4]
+    assert row == await log.get_job("j1")
     assert await log.resume_offset("j1", 0) == 2
     job = await log.get_job("j1")
     assert job is not None
@@ -431,7 +468,7 @@ async def test_unit_states_failures_and_restart_reset(log: ProgressLog) -> None:
     assert [u.unit_id for u in await log.pending_units("j1", 2)] == [0, 1]
     assert await log.note_worker_death("j1", 1) == 1
     assert await log.note_worker_death("j1", 1) == 2
-    await log.clear_unit_failures("j1", 1)
+    await log.record_part(part(1, 1, 1))  # progress on the unit clears its failures
     assert await log.note_worker_death("j1", 1) == 1
 
 

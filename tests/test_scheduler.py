@@ -24,7 +24,7 @@ from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.jobs.scheduler import Scheduler
 from virnuc.daemon.jobs.submission import SubmitRefused
-from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog
+from virnuc.daemon.progress.log import JobRow, NewJob, ProgressLog
 from virnuc.daemon.scheduler_messages import Assignment
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import record_starts
@@ -123,11 +123,17 @@ def write_input(path: Path, records: int = RECORDS) -> list[int]:
     return [start.offset for start in record_starts(path)] + [path.stat().st_size]
 
 
-async def open_scheduler(tmp: Path, workers: list[FakeSupervisor], **config: Any) -> Setup:
+async def open_scheduler(
+    tmp: Path,
+    workers: list[FakeSupervisor],
+    trace: Callable[[str], None] | None = None,
+    **config: Any,
+) -> Setup:
+    """`trace` sees every SQL statement of the progress log's writing connection."""
     config.setdefault("max_unit_failures", 2)
     daemon_config = DaemonConfig(state_dir=tmp / "state", **config)
     daemon_config.state_dir.mkdir(exist_ok=True)
-    progress = await ProgressLog.open(daemon_config.database)
+    progress = await ProgressLog.open(daemon_config.database, trace=trace)
     scheduler = Scheduler(daemon_config, progress, FakeEvents())  # type: ignore[arg-type]
     scheduler.workers = {w.worker_id: w for w in workers}  # type: ignore[misc]
     scheduler.start()
@@ -169,7 +175,8 @@ async def submit(setup: Setup, output: str = "out", spec: ModelSpec = SPEC) -> J
 async def record_part(
     setup: Setup, worker: FakeSupervisor, assign: Assign, records: int
 ) -> Checkpoint:
-    """What a worker and its supervisor do for one part of `records` records."""
+    """What a worker and its supervisor do for one part of `records` records: write it,
+    verify it, and tell the scheduler, which records it."""
     first = assign.start_record
     results = [
         RecordResult(f"r{i}", 120, 1, [f"r{i}_chunk_1F1"], np.array([[0.25, 0.75]], np.float32))
@@ -194,8 +201,7 @@ async def record_part(
         sha256=part.sha256,
         frames=part.frames,
     )
-    outcome = await setup.progress.record_part(PartRecord.from_ack(ack))
-    await setup.scheduler.tell(sm.PartRecorded(worker.worker_id, ack, outcome.recorded))
+    await setup.scheduler.tell(sm.PartVerified(worker.worker_id, ack))
     return ack
 
 
@@ -412,6 +418,102 @@ async def test_kill_cancels_the_unit_at_its_worker_and_removes_the_jobs_parts(on
     assert not (setup.tmp / "out" / "prediction_results.txt").exists()
 
 
+async def test_the_scheduler_records_the_planners_totals_and_keeps_the_row_it_wrote(
+    one_worker,
+) -> None:
+    setup, _ = one_worker
+    row = await submit(setup)
+    await until(lambda: setup.scheduler.jobs[row.job_id].planned, "planning")
+    in_memory = setup.scheduler.jobs[row.job_id].row
+    assert (in_memory.records_total, in_memory.units_total) == (RECORDS, 4)
+    assert in_memory.input_fingerprint is not None  # taken before planning began
+    assert in_memory == await job(setup, row.job_id)
+
+
+async def test_a_part_and_its_units_failures_are_recorded_in_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """Unit 0 kills its worker, then records a part and kills the next: with two
+    deaths allowed the job still finishes, as that part cleared the first death, in
+    the one transaction that recorded it."""
+    statements: list[str] = []
+    worker = FakeSupervisor("w0")
+    setup = await open_scheduler(tmp_path, [worker], trace=statements.append)
+    transactions: list[list[str]] = []
+    tries = 0
+
+    async def part_between_deaths(assign: Assign) -> bool:
+        nonlocal tries
+        if assign.unit_id != 0 or tries == 2:
+            return False
+        tries += 1
+        if tries == 2:
+            await settled(setup)
+            statements.clear()
+            await record_part(setup, worker, assign, 1)
+            await settled(setup)
+            transactions.append([s for s in statements if s.startswith("BEGIN")])
+        await setup.scheduler.tell(sm.WorkerDown("w0", "killed", died(worker)))
+        return True
+
+    try:
+        row = await submit(setup)
+        await serve(setup, worker, row.job_id, part_between_deaths)
+        assert transactions == [["BEGIN IMMEDIATE"]]
+        done = await finished(setup, row.job_id)
+        assert (done.state, done.restarts) == (JobState.DONE, 2)
+    finally:
+        await close(setup)
+
+
+async def test_a_retried_ack_is_accepted_and_counted_once(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    ack = await record_part(setup, worker, assign, 1)
+    await setup.scheduler.tell(sm.PartVerified("w0", ack))  # the same ack again
+    await settled(setup)
+    assert worker.assignment is not None  # not refused: the unit stays with its worker
+    recorded = await job(setup, row.job_id)
+    assert (recorded.records_done, recorded.frames_done) == (1, 1)
+    assert setup.scheduler.jobs[row.job_id].row == recorded
+    status = setup.scheduler.status_of(recorded)
+    assert status["records_done"] == 1
+    assert len(await setup.progress.parts_of_unit(row.job_id, 0)) == 1
+
+
+async def test_parts_told_before_a_unit_done_are_recorded_before_it_is_looked_at(
+    one_worker,
+) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    await record_part(setup, worker, assign, 1)
+    second = dataclasses.replace(assign, start_record=1, record_count=2)
+    await record_part(setup, worker, second, 2)  # told back to back, no wait between
+    done = UnitDone(job_id=row.job_id, unit_id=0)
+    await setup.scheduler.tell(sm.UnitFinished("w0", done))
+    following = await next_assign(worker)
+    assert following.unit_id == 1  # unit 0 was complete, not handed out again
+    assert await setup.progress.resume_offset(row.job_id, 0) == 3
+
+
+async def test_a_part_the_log_refuses_takes_the_unit_back_and_records_nothing(
+    one_worker,
+) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    assign = await next_assign(worker)
+    gap = dataclasses.replace(assign, start_record=1, record_count=2)  # records 0.. missing
+    await record_part(setup, worker, gap, 1)
+    assert await worker.next_message() == Cancel(job_id=row.job_id)
+    assert await setup.progress.parts_of_unit(row.job_id, 0) == []
+    assigns = await serve(setup, worker, row.job_id)
+    again = next(a for a in assigns if a.unit_id == 0)
+    assert again.start_record == 0
+    assert (await finished(setup, row.job_id)).state == JobState.DONE
+
+
 async def test_a_refused_part_takes_the_unit_back_and_hands_it_out_again(one_worker) -> None:
     setup, worker = one_worker
     row = await submit(setup)
@@ -615,7 +717,7 @@ class Disk:
         self.free = free
         for module in (
             "virnuc.disk_space",
-            "virnuc.daemon.jobs.scheduler",
+            "virnuc.daemon.jobs.unit_queue",
             "virnuc.daemon.jobs.space_wait",
         ):
             monkeypatch.setattr(f"{module}.free_bytes", lambda path: self.free)

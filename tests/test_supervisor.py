@@ -69,8 +69,10 @@ class FakeScheduler:
 
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.order: list[type] = []  # the type of every message told, in order
 
     async def tell(self, message: Any) -> None:
+        self.order.append(type(message))
         await self.inbox.put(message)
 
     async def next(self, kind: type) -> Any:
@@ -232,28 +234,28 @@ def assign_message(start: int = 0) -> Assign:
 # --- checkpoints: verified, recorded, reported in the order sent ---------------------
 
 
-async def test_a_verified_part_is_recorded_before_the_unit_done_behind_it_is_reported(
+async def test_verified_parts_reach_the_scheduler_before_the_unit_done_behind_them(
     slot: Slot,
 ) -> None:
+    """The scheduler records what it is told in inbox order (tests/test_scheduler.py),
+    so a `unit_done` is looked at only once the parts sent before it are recorded."""
     first, second = write(slot, 0, 2), write(slot, 2, 2)
     for message in (first, second, UnitDone(job_id=JOB, unit_id=0)):
         slot.supervisor.deliver(message)
-    recorded = [await slot.scheduler.next(sm.PartRecorded) for _ in range(2)]
-    assert [(m.ack.first_record, m.recorded) for m in recorded] == [(0, True), (2, True)]
+    told = [await slot.scheduler.next(sm.PartVerified) for _ in range(2)]
+    assert [m.ack for m in told] == [first, second]
     finished = await slot.scheduler.next(sm.UnitFinished)
     assert finished.done.unit_id == 0
-    parts = await slot.progress.parts_of_unit(JOB, 0)
-    assert [(p.first_record, p.sha256) for p in parts] == [(0, first.sha256), (2, second.sha256)]
-    assert await slot.progress.resume_offset(JOB, 0) == 4
+    assert slot.scheduler.order == [sm.PartVerified, sm.PartVerified, sm.UnitFinished]
+    assert await slot.progress.parts_of_unit(JOB, 0) == []  # the scheduler records them
 
 
-async def test_a_retried_ack_is_reported_as_already_recorded(slot: Slot) -> None:
+async def test_a_retried_ack_is_verified_again_and_told_again(slot: Slot) -> None:
     ack = write(slot, 0, 2)
     slot.supervisor.deliver(ack)
     slot.supervisor.deliver(ack)
-    outcomes = [(await slot.scheduler.next(sm.PartRecorded)).recorded for _ in range(2)]
-    assert outcomes == [True, False]
-    assert len(await slot.progress.parts_of_unit(JOB, 0)) == 1
+    told = [(await slot.scheduler.next(sm.PartVerified)).ack for _ in range(2)]
+    assert told == [ack, ack]  # the scheduler's record_part counts it once
 
 
 async def test_a_part_whose_bytes_changed_after_its_ack_is_refused_and_not_recorded(
@@ -272,7 +274,6 @@ async def test_a_part_whose_bytes_changed_after_its_ack_is_refused_and_not_recor
     [
         ({"size": 1}, "part size"),
         ({"path": "/etc/passwd"}, "is outside"),
-        ({"first_record": 1}, "part "),  # the store refuses a part that leaves a gap
     ],
 )
 async def test_a_part_that_does_not_match_its_ack_or_place_is_refused(

@@ -2,7 +2,7 @@
 
 Units, parts and resume offsets are byte positions in the inputs as they were at
 planning; a file changed or replaced since would give outputs mixing two files. The
-planner records a fingerprint of every input (device, inode, size, modification time
+scheduler records a fingerprint of every input (device, inode, size, modification time
 in ns; one `dev:ino:size:mtime` per file, joined by ';' in input order, so a
 one-file job's fingerprint reads as before), and it is compared again before every
 unit is handed out, at the end of planning and before the outputs are published; a
@@ -26,6 +26,14 @@ class InputChanged(ValueError):
 def fingerprint(paths: Sequence[str | Path]) -> str:
     """The fingerprint of every input, in order (raises OSError)."""
     return SEPARATOR.join(_one(path) for path in paths)
+
+
+def fingerprint_if_readable(paths: Sequence[str | Path]) -> str | None:
+    """`fingerprint`, or None when an input cannot be read (planning then says why)."""
+    try:
+        return fingerprint(paths)
+    except OSError:
+        return None
 
 
 def _one(path: str | Path) -> str:

@@ -16,12 +16,15 @@ parts and assembly need nothing new at a file boundary.
 
 Re-planning after a daemon crash replays the same passes; the progress log accepts
 units it already holds unchanged, so planning is idempotent.
+
+The planner writes units, never the job's row: the scheduler records the input's
+fingerprint before planning starts and closes the plan with the totals `plan_job`
+returns (daemon/jobs/scheduler.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import threading
@@ -33,7 +36,7 @@ from virnuc.pipeline.fastq import HeaderLines
 from virnuc.pipeline.inputs import detect_format, scan_inputs
 
 from ..progress.log import JobRow, ProgressLog, UnitPlan
-from .input_check import check_unchanged, fingerprint
+from .input_check import check_unchanged
 
 BATCH = 1000
 UNITS_PER_WORKER = 4  # small jobs still spread over every worker
@@ -50,13 +53,13 @@ def unit_size(records: int, workers: int, max_records: int) -> int:
 
 async def plan_job(
     progress: ProgressLog, job: JobRow, *, workers: int, max_records: int, cancel: threading.Event
-) -> int:
-    """Validate the input and record its units; returns the number of units."""
+) -> tuple[int, int]:
+    """Validate the input and record its units; returns (records, units) in all.
+
+    `job.input_fingerprint` is the input as first planned (recorded by the scheduler
+    before planning starts): the input for good, so a replayed plan checks it first."""
     loop = asyncio.get_running_loop()
-    # The input as planned is the input for good: a replayed plan checks it is unchanged.
     recorded = job.input_fingerprint
-    with contextlib.suppress(OSError):  # a missing or unreadable file: the scan says so
-        recorded = await progress.fingerprint_input(job.job_id, fingerprint(job.inputs))
     check_unchanged(job.inputs, recorded)
     # A plan interrupted by a crash is replayed with the size it started with, even if
     # the worker count changed since (planning is never resumed once units run).
@@ -85,8 +88,7 @@ async def plan_job(
 
     total, units = await asyncio.to_thread(plan)
     check_unchanged(job.inputs, recorded)  # not rewritten while it was being read
-    await progress.finish_planning(job.job_id, total, units)
-    return units
+    return total, units
 
 
 def plan_units(paths: Sequence[str], counts: Sequence[int], size: int) -> Iterator[UnitPlan]:

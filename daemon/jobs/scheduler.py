@@ -2,12 +2,22 @@
 
 It is the only actor that changes a job's state, from its creation on; it asks a
 worker's supervisor to assign or cancel a unit and never talks to a worker itself
-(docs/architecture.md §2). Its copy of each job row is kept current from what its
-own writes return, never re-read. Jobs are served first in, first out:
-the oldest job with a pending unit gets the next idle worker, preferring a worker
-whose loaded models already match. A unit always starts at its *resume point*, the
-end of its last part recorded in SQLite, so a dead worker's unit continues where its
-last durable checkpoint ended.
+(docs/architecture.md §2). Which unit goes next is its `UnitQueue`'s choice
+(daemon/jobs/unit_queue.py).
+
+Who writes which table of the progress log:
+
+* `jobs`: this scheduler alone (create_job, set_job_state, fingerprint_input,
+  finish_planning, record_part, add_restart, delete_parts). What others learn comes
+  here as values in messages: the planner's totals in `PlanFinished`, a supervisor's
+  verified part in `PartVerified`, the assembly's corrupt part in `AssemblyFinished`.
+  Each of these writes returns the job's row as committed, and that is `JobRun.row`:
+  the copy is replaced, never patched or re-read.
+* `units`: the planner adds them (add_units); this scheduler and its `UnitQueue` set
+  their state and count worker deaths; `record_part` marks one done and clears its
+  failures, in the transaction that records its last part.
+* `parts`: this scheduler (record_part, delete_parts); each part is one transaction.
+* `events`: the writes above, and this scheduler's `log_event`.
 
 Progress shown to users = records recorded in SQLite + records computed since by
 the worker on the unit (from `batch_done`); only the first is durable.
@@ -23,7 +33,6 @@ from typing import Any
 
 import structlog
 
-from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults
 from virnuc.protocol import (
     BatchDone,
@@ -38,22 +47,29 @@ from virnuc.protocol import (
 from .. import scheduler_messages as sm
 from ..actor import Actor
 from ..config import DaemonConfig
-from ..progress.log import JobRow, NewJob, ProgressLog, UnitRow
+from ..progress.log import (
+    ConflictError,
+    JobRow,
+    NewJob,
+    PartRecord,
+    PartRejected,
+    ProgressLog,
+    UnitRow,
+)
 from ..publisher import EventPublisher
 from ..scheduler_messages import Assignment
 from ..slots.launcher import PilotDemand
 from ..slots.supervisor import WorkerSupervisor
 from . import files as job_files
-from . import parts_sweep
 from . import tasks as job_tasks
-from .input_check import InputChanged, check_unchanged
-from .run import JobRun, assign_message, job_status
+from .input_check import InputChanged, fingerprint_if_readable
+from .run import JobRun, job_status
 from .space_wait import SpaceWaits
 from .submission import SubmitRefused, output_busy
+from .unit_queue import NeedsStateSpace, UnitQueue
 
 log = structlog.get_logger()
 
-PAGE = 64  # pending units fetched from SQLite at a time
 PROGRESS_EVENT_INTERVAL = 0.5
 
 
@@ -82,6 +98,7 @@ class Scheduler(Actor[Any]):
             config.space_retry_max,
             lambda job_id: self.tell(sm.SpaceCheck(job_id)),
         )
+        self.queue = UnitQueue(config, progress, self.jobs, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
 
     # --- queries for the control server (same thread, read-only) -------------------
@@ -103,16 +120,16 @@ class Scheduler(Actor[Any]):
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
         await self.progress.reset_running_units()
         unfinished = await self.progress.unfinished_jobs()
-        await parts_sweep.sweep_job_dirs(self.config, self.progress, {r.job_id for r in unfinished})
+        await job_files.sweep_job_dirs(self.config, self.progress, {r.job_id for r in unfinished})
         for row in unfinished:
             run = JobRun(row, planned=row.units_total is not None)
             self.jobs[row.job_id] = run
             if not run.planned:
-                self._start_planning(run)
+                await self._start_planning(run)
             elif row.state == JobState.ASSEMBLING:
                 self._start_assembly(run)
             else:
-                await parts_sweep.remove_unrecorded_parts(self.config, self.progress, run.job_id)
+                await job_files.remove_unrecorded_parts(self.config, self.progress, run.job_id)
                 await self._assemble_if_complete(run)  # died between last part and assembly
             log.info("job.resumed", job_id=row.job_id, state=row.state)
 
@@ -129,8 +146,8 @@ class Scheduler(Actor[Any]):
         match message:
             case sm.SubmitJob(job, reply):
                 await self._submit(job, reply)
-            case sm.PlanFinished(job_id, error, code):
-                await self._plan_finished(job_id, error, code)
+            case sm.PlanFinished():
+                await self._plan_finished(message)
             case sm.WorkerUp():
                 pass
             case sm.WorkerDown(worker_id, reason, lost, blameless):
@@ -139,10 +156,10 @@ class Scheduler(Actor[Any]):
                 await self._workers_cannot_start(worker_id, reason)
             case sm.Progress(worker_id, batch):
                 self._progress(worker_id, batch)
-            case sm.PartRecorded(worker_id, ack, recorded):
-                await self._part_recorded(worker_id, ack, recorded)
+            case sm.PartVerified(worker_id, ack):
+                await self._part_verified(worker_id, ack)
             case sm.PartRefused(worker_id, ack, problem):
-                await self._part_refused(worker_id, ack.job_id, ack.unit_id, problem)
+                await self._part_refused(worker_id, ack, problem)
             case sm.UnitFinished(worker_id, done):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
             case sm.ErrorReported(worker_id, error):
@@ -180,10 +197,16 @@ class Scheduler(Actor[Any]):
         run = JobRun(row, planned=False)
         self.jobs[row.job_id] = run
         self._publish_state(run)
-        self._start_planning(run)
         reply.set_result(row)
+        await self._start_planning(run)
 
-    def _start_planning(self, run: JobRun) -> None:
+    async def _start_planning(self, run: JobRun) -> None:
+        """Record the input as it is now, for good (a replayed plan and every unit
+        compare it), then plan it in the background."""
+        if run.row.input_fingerprint is None:
+            taken = await asyncio.to_thread(fingerprint_if_readable, run.row.inputs)
+            if taken is not None:  # else planning fails, saying which file is missing
+                run.row = await self.progress.fingerprint_input(run.job_id, taken)
         work = job_tasks.planning(
             self.progress,
             run.row,
@@ -202,18 +225,25 @@ class Scheduler(Actor[Any]):
 
         run.task = asyncio.create_task(report(), name=name)
 
-    async def _plan_finished(self, job_id: str, error: str | None, code: ErrorCode | None) -> None:
-        run = self.jobs.get(job_id)
+    async def _plan_finished(self, plan: sm.PlanFinished) -> None:
+        """Close the plan with the planner's totals (the log checks them against the
+        units it recorded), or fail the job with the planner's error."""
+        run = self.jobs.get(plan.job_id)
         if run is None:
             return
         run.task = None
+        error, code = plan.error, plan.code
+        if error is None:
+            try:
+                run.row = await self.progress.finish_planning(
+                    run.job_id, plan.records_total, plan.units_total
+                )
+            except ConflictError as exc:
+                error, code = f"invalid input: {exc}", ErrorCode.INVALID_INPUT
         if error is not None:
             await self._finish(run, JobState.FAILED, error, code)
             return
         run.planned = True
-        row = await self.progress.get_job(run.job_id)  # the totals the planner recorded
-        if row is not None:
-            run.row = row
 
     async def _set_state(
         self,
@@ -265,122 +295,44 @@ class Scheduler(Actor[Any]):
         for supervisor in self.workers.values():
             if not supervisor.idle:
                 continue
-            picked = await self._next_unit(supervisor)
+            picked = await self.queue.next_unit(supervisor.models)
             if picked is None:
                 return
             await self._assign(supervisor, *picked)
 
-    def _runnable(self) -> list[JobRun]:
-        """Jobs whose units may be handed out now (planned, not assembling, not
-        waiting for disk space)."""
-        return [
-            run
-            for run in self.jobs.values()
-            if run.planned and run.task is None and run.job_id not in self.space
-        ]
-
-    async def _next_unit(self, supervisor: WorkerSupervisor) -> tuple[JobRun, UnitRow] | None:
-        """The oldest job's next unit, preferring jobs whose models this worker holds."""
-        candidates = self._runnable()
-        warm = [run for run in candidates if supervisor.models == run.row.spec]
-        for run in warm + [run for run in candidates if run not in warm]:
-            await self._fetch_pending(run)
-            while run.pending:
-                unit = run.pending.popleft()
-                if unit.unit_id not in run.running:
-                    return run, unit
-        return None
-
-    async def _fetch_pending(self, run: JobRun) -> None:
-        if not run.pending:
-            run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
-
-    async def _waiting_units(self, run: JobRun) -> int:
-        await self._fetch_pending(run)
-        return sum(1 for unit in run.pending if unit.unit_id not in run.running)
-
     async def _tell_demand(self) -> None:
-        """How many units wait for a worker (at most a page per job: enough to size a
-        wave of pilots), for a launcher that starts workers on demand."""
+        """How many units wait for a worker, for a launcher that starts workers on demand."""
         if self.demand is not None:
-            waiting = [await self._waiting_units(run) for run in self._runnable()]
+            waiting = [await self.queue.waiting(run) for run in self.queue.runnable()]
             self.demand.set_waiting(sum(waiting))
 
     async def _workers_cannot_start(self, worker_id: str, reason: str) -> None:
         """No worker could run for the jobs that wait for one: fail each of them that
         nothing computes, with the reason (Slurm's), instead of waiting for good."""
-        for run in self._runnable():
-            if not run.running and await self._waiting_units(run):
+        for run in self.queue.runnable():
+            if not run.running and await self.queue.waiting(run):
                 await self._finish(run, JobState.FAILED, f"no worker could start: {reason}")
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
-        if not await self._may_assign(run, unit):
-            return
-        resume = await self.progress.resume_point(run.job_id, unit.unit_id)
-        parts_dir = self.config.job_dir(run.job_id) / "parts"
-        await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
-        await parts_sweep.remove_unrecorded_parts(
-            self.config, self.progress, run.job_id, unit.unit_id
-        )
-        await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
-        if run.row.state == JobState.QUEUED:
-            await self._set_state(run, JobState.RUNNING)
-        assign = assign_message(run.row, unit, resume, parts_dir)
-        assignment = Assignment(
-            supervisor.worker_id,
-            run.job_id,
-            unit.unit_id,
-            unit.first_record,
-            assign.start_record,
-            unit.end_record,
-        )
-        run.hand_out(assignment)
-        log.info(
-            "unit.assigned",
-            job_id=run.job_id,
-            unit=unit.unit_id,
-            worker=supervisor.worker_id,
-            start_record=assign.start_record,
-            records=assign.record_count,
-        )
-        if not await supervisor.assign(assignment, assign):  # it died; WorkerDown follows
-            run.take_back(unit.unit_id)
-            await self.progress.set_unit_state(run.job_id, unit.unit_id, "pending")
-
-    async def _may_assign(self, run: JobRun, unit: UnitRow) -> bool:
-        """False when the unit must not start: the state disk is nearly full (the job
-        waits, the unit goes back) or the input changed (the job fails)."""
-        free = await asyncio.to_thread(free_bytes, self.config.jobs_dir)
-        if free is not None and free < self.config.state_min_free:  # before a write fails
-            run.pending.appendleft(unit)
-            await self._wait_for_state_space(run)
-            return False
         try:
-            await asyncio.to_thread(check_unchanged, run.row.inputs, run.row.input_fingerprint)
+            await self.queue.check_may_start(run, unit)
+        except NeedsStateSpace:  # the job waits, the unit went back
+            await self._wait_for_state_space(run)
+            return
         except InputChanged as exc:
             await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
-            return False
-        return True
+            return
+        if run.row.state == JobState.QUEUED:
+            await self._set_state(run, JobState.RUNNING)
+        await self.queue.hand_out(supervisor, run, unit)
 
     async def _release(
         self, run: JobRun, unit_id: int, *, cancel: bool = False
     ) -> Assignment | None:
-        """Take a unit back from its worker (asking it to drop the unit if `cancel`)."""
-        assignment = run.take_back(unit_id)
-        if assignment is not None:
-            await self.workers[assignment.worker_id].release(assignment, cancel=cancel)
-        return assignment
-
-    def _current(self, worker_id: str, job_id: str | None, unit_id: int | None) -> JobRun | None:
-        """The job of a worker message, if it is about a unit this worker holds."""
-        run = self.jobs.get(job_id) if job_id is not None else None
-        held = run.running.get(unit_id) if run is not None and unit_id is not None else None
-        if held is None or held.worker_id != worker_id:
-            return None  # late news about a unit the worker no longer holds
-        return run
+        return await self.queue.take_back(self.workers, run, unit_id, cancel=cancel)
 
     def _progress(self, worker_id: str, batch: BatchDone) -> None:
-        run = self._current(worker_id, batch.job_id, batch.unit_id)
+        run = self.queue.holding(worker_id, batch.job_id, batch.unit_id)
         if run is None:
             return
         run.batch_done(batch.unit_id, batch.records_done, batch.frames_done)
@@ -389,20 +341,30 @@ class Scheduler(Actor[Any]):
             run.last_event = now
             self.events.publish(job_event("progress", self.status_of(run.row)))
 
-    async def _part_recorded(self, worker_id: str, ack: Checkpoint, recorded: bool) -> None:
+    async def _part_verified(self, worker_id: str, ack: Checkpoint) -> None:
+        """Record a part its supervisor verified, in one transaction (the part, the
+        job's counters, the unit done or not, its failures cleared). A part counts
+        whoever sent it: it is durable now. A retried ack records nothing and counts
+        nothing. Its supervisor told us this before any later message of the worker,
+        and this inbox is first in, first out: a `unit_done` is looked at only after
+        the parts sent before it are recorded."""
+        try:
+            outcome = await self.progress.record_part(PartRecord.from_ack(ack))
+        except PartRejected as exc:
+            await self._part_refused(worker_id, ack, f"{exc.reason}: {exc}")
+            return
         run = self.jobs.get(ack.job_id)
         if run is None:
             return
-        if recorded:  # durable now, whoever sent it: it counts
-            run.count_part(ack.record_count, ack.frames)
-        if self._current(worker_id, ack.job_id, ack.unit_id) is None:
+        run.row = outcome.job
+        if self.queue.holding(worker_id, ack.job_id, ack.unit_id) is None:
             return
-        run.part_recorded(ack.unit_id, ack.record_count, ack.frames)
-        await self.progress.clear_unit_failures(ack.job_id, ack.unit_id)
+        if outcome.recorded:
+            run.part_recorded(ack.unit_id, ack.record_count, ack.frames)
         self.events.publish(job_event("progress", self.status_of(run.row)))
 
     async def _unit_finished(self, worker_id: str, job_id: str, unit_id: int) -> None:
-        run = self._current(worker_id, job_id, unit_id)
+        run = self.queue.holding(worker_id, job_id, unit_id)
         assignment = await self._release(run, unit_id) if run is not None else None
         if run is None or assignment is None:
             return
@@ -422,8 +384,19 @@ class Scheduler(Actor[Any]):
             await self._set_state(run, JobState.ASSEMBLING)
             self._start_assembly(run)
 
-    async def _part_refused(self, worker_id: str, job_id: str, unit_id: int, problem: str) -> None:
-        run = self._current(worker_id, job_id, unit_id)
+    async def _part_refused(self, worker_id: str, ack: Checkpoint, problem: str) -> None:
+        """A part that is not recorded: its unit is taken back and handed out again
+        from its resume point (the part is computed again)."""
+        job_id, unit_id = ack.job_id, ack.unit_id
+        log.warning(
+            "part.rejected",
+            worker=worker_id,
+            job_id=job_id,
+            unit=unit_id,
+            first_record=ack.first_record,
+            reason=problem,
+        )
+        run = self.queue.holding(worker_id, job_id, unit_id)
         if run is None:
             if job_id not in self.jobs:  # a late part of an ended job: leave no trace
                 await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(job_id))
@@ -433,7 +406,7 @@ class Scheduler(Actor[Any]):
         await self.progress.set_unit_state(job_id, unit_id, "pending")
 
     async def _unit_failed(self, worker_id: str, error: WorkerError) -> None:
-        run = self._current(worker_id, error.job_id, error.unit_id)
+        run = self.queue.holding(worker_id, error.job_id, error.unit_id)
         if run is None or error.unit_id is None or error.fatal:
             return  # a fatal error ends the process; its death is handled as such
         await self._release(run, error.unit_id)
@@ -489,8 +462,7 @@ class Scheduler(Actor[Any]):
             log.info("unit.released", job_id=job_id, unit=unit_id, reason=reason)
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
-        await self.progress.add_restart(job_id, unrecorded)
-        run.count_restart(unrecorded)
+        run.row = await self.progress.add_restart(job_id, unrecorded)
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
             records = f"records {lost.first_record}..{lost.end_record - 1}"
@@ -522,7 +494,7 @@ class Scheduler(Actor[Any]):
         run.task = None
         if corrupt is not None:
             unit_id, first_record = corrupt
-            removed = await self.progress.delete_parts(job_id, unit_id, first_record)
+            removed, run.row = await self.progress.delete_parts(job_id, unit_id, first_record)
             await asyncio.to_thread(job_files.unlink_all, [part.path for part in removed])
             await self._set_state(run, JobState.RUNNING)
             run.pending.clear()

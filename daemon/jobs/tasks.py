@@ -33,7 +33,9 @@ async def planning(
     progress: ProgressLog, row: JobRow, *, workers: int, max_records: int, cancel: threading.Event
 ) -> sm.PlanFinished | None:
     try:
-        await plan_job(progress, row, workers=workers, max_records=max_records, cancel=cancel)
+        records, units = await plan_job(
+            progress, row, workers=workers, max_records=max_records, cancel=cancel
+        )
     except PlanningCancelled:
         return None
     except InputChanged as exc:
@@ -44,7 +46,7 @@ async def planning(
         log.exception("planning.crashed", job_id=row.job_id)
         error = f"internal error while planning ({type(exc).__name__}: {exc})"
         return sm.PlanFinished(row.job_id, error)
-    return sm.PlanFinished(row.job_id, None)
+    return sm.PlanFinished(row.job_id, None, records_total=records, units_total=units)
 
 
 async def assembly(

@@ -3,16 +3,22 @@
 docs/architecture.md §4: what is not recorded here does not exist. A checkpoint part counts once
 its row is committed; a restarted daemon resumes every unfinished job from these rows.
 
-Threading: one `sqlite3.Connection`, created and used by one dedicated thread (the
-connection keeps `check_same_thread`, so any other use raises). The asyncio side calls
-`await log.method(...)`, which queues the work on that thread with `run_in_executor`;
-the event loop never waits on the disk. The single thread also serialises all work in
-call order, so there are no write conflicts to retry.
+Threading: two `sqlite3.Connection`s, each created and used by its own thread (both
+keep `check_same_thread`, so any other use raises). The writing connection does every
+write, and the reads that must see them in call order; a read-only one (opened on
+first use) serves `get_job`, `list_jobs` and `count_jobs` for the control plane, which
+in WAL mode never waits for a write's fsync. The asyncio side calls
+`await log.method(...)`, which queues the work on the right thread with
+`run_in_executor`; the event loop never waits on the disk. The one writing thread
+serialises all writes in call order, so there are no write conflicts to retry.
+
+Who writes: a job's row is written only by the scheduler (daemon/jobs/scheduler.py);
+a write that changes it returns the row as committed, which is the scheduler's copy.
 
 Durability: WAL journal with `synchronous=FULL` (a commit is on disk when the call
 returns), foreign keys on, and every write method is exactly one transaction
 (`BEGIN IMMEDIATE` … `COMMIT`, rolled back on any error). Schema versions live in
-`PRAGMA user_version`; `progress_schema.MIGRATIONS` brings an older file forward, and a file
+`PRAGMA user_version`; `schema.MIGRATIONS` brings an older file forward, and a file
 written by a newer virnuc is refused rather than guessed at.
 
 Units of a job tile its records: unit ids 0, 1, 2, … cover records 0.., each starting
@@ -92,9 +98,11 @@ FULL_RETRY_MAX = 2.0  # doubling up to this
 class ProgressLog:
     """Async access to the progress log; create with `await ProgressLog.open(path)`.
 
-    Every method queues its work on the log's thread and waits for it; calls run in
-    the order they are made. `close()` lets queued work finish, then closes; callers
-    should shield it from cancellation (`await asyncio.shield(log.close())`).
+    Every method queues its work on one of the log's two threads and waits for it;
+    calls on the writing thread run in the order they are made, and `get_job`,
+    `list_jobs`, `count_jobs` see what was committed when they run. `close()` lets
+    queued work finish, then closes; callers should shield it from cancellation
+    (`await asyncio.shield(log.close())`).
 
     Cancelling a call does not cancel its work: once queued, a write still commits
     (or fails) on the log's thread, so treat a cancelled write as "maybe recorded" and
@@ -257,8 +265,9 @@ class ProgressLog:
         cannot change state: ConflictError."""
         return await self._call(self._store.set_job_state, job_id, state, error, error_code)
 
-    async def add_restart(self, job_id: str, lost_records: int = 0) -> int:
-        """Count a unit re-run after a worker death, and the computed records it lost."""
+    async def add_restart(self, job_id: str, lost_records: int = 0) -> JobRow:
+        """Count a unit re-run after a worker death, and the computed records it lost;
+        returns the job's row."""
         return await self._call(self._store.add_restart, job_id, lost_records)
 
     # planning
@@ -270,14 +279,15 @@ class ProgressLog:
         be replayed from the start; a different one is a ConflictError."""
         await self._call(self._store.add_units, job_id, units)
 
-    async def fingerprint_input(self, job_id: str, fingerprint: str) -> str | None:
+    async def fingerprint_input(self, job_id: str, fingerprint: str) -> JobRow:
         """Record the input's fingerprint unless one is recorded already (a replayed
-        plan); returns the recorded one."""
+        plan); returns the job's row, with the fingerprint that counts."""
         return await self._call(self._store.fingerprint_input, job_id, fingerprint)
 
-    async def finish_planning(self, job_id: str, records_total: int, units_total: int) -> None:
-        """Close the plan; the totals must match the units added (ConflictError)."""
-        await self._call(self._store.finish_planning, job_id, records_total, units_total)
+    async def finish_planning(self, job_id: str, records_total: int, units_total: int) -> JobRow:
+        """Close the plan; the totals must match the units added (ConflictError).
+        Returns the job's row."""
+        return await self._call(self._store.finish_planning, job_id, records_total, units_total)
 
     # units
 
@@ -303,10 +313,6 @@ class ProgressLog:
         """Count a worker death on this unit; returns consecutive failures so far."""
         return await self._call(self._store.note_worker_death, job_id, unit_id)
 
-    async def clear_unit_failures(self, job_id: str, unit_id: int) -> None:
-        """The unit made progress: its consecutive failures start again from 0."""
-        await self._call(self._store.clear_unit_failures, job_id, unit_id)
-
     # parts
 
     async def resume_offset(self, job_id: str, unit_id: int) -> int:
@@ -320,8 +326,9 @@ class ProgressLog:
 
     async def record_part(self, part: PartRecord) -> PartOutcome:
         """Record a checkpoint part in one transaction: the row, the job's records/frames
-        done, and the unit's completion. Raises PartRejected (see its reasons); the same
-        part again is a no-op with `recorded=False`."""
+        done, the unit's completion, and its consecutive failures back to 0 (it made
+        progress). Raises PartRejected (see its reasons); the same part again is a
+        no-op with `recorded=False`. The outcome carries the job's row as committed."""
         return await self._call(self._store.record_part, part)
 
     async def parts_of_unit(self, job_id: str, unit_id: int) -> list[PartRow]:
@@ -341,10 +348,13 @@ class ProgressLog:
                 yield part
             after = (page[-1].unit_id, page[-1].first_record)
 
-    async def delete_parts(self, job_id: str, unit_id: int, from_record: int) -> list[PartRow]:
+    async def delete_parts(
+        self, job_id: str, unit_id: int, from_record: int
+    ) -> tuple[list[PartRow], JobRow]:
         """Forget the unit's parts that reach `from_record` or beyond (a corrupt part and
         all after it): totals are rolled back, the records counted as recomputed, and
-        the unit made pending. Returns the deleted rows, so their files can go too."""
+        the unit made pending. Returns the deleted rows, so their files can go too,
+        and the job's row."""
         return await self._call(self._store.delete_parts, job_id, unit_id, from_record)
 
     # events

@@ -1,26 +1,22 @@
-"""The progress log's queries: jobs, units, parts and events, on one connection that
-is used only on the log's own thread.
+"""The progress log's queries on the `units` and `parts` tables, and `_Store`, all of
+the log's queries (`JobQueries` adds jobs and events) on one connection.
 
-Every public method of `_Store` runs on that thread (the facade in `progress_log`
-queues it there); write methods are exactly one transaction each (`progress_db`).
+Every method runs on the thread that owns the connection (the `ProgressLog` facade
+queues it there); a write method is exactly one transaction (`connection.transaction`).
+A write that changes the job row too returns the row as SQLite then holds it.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from typing import Any
 
-from virnuc.protocol import JobState
-
 from .connection import transaction as _transaction
+from .job_queries import DEFAULT_MAX_EVENTS, JobQueries
 from .rows import (
     TERMINAL_STATES,
-    UNFINISHED_STATES,
     ConflictError,
     JobRow,
-    NewJob,
     NotFoundError,
     PartOutcome,
     PartRecord,
@@ -32,123 +28,16 @@ from .rows import (
     UnitState,
     check_part_fields,
     columns,
-    job_row,
 )
 
-DEFAULT_MAX_EVENTS = 100_000
+__all__ = ["DEFAULT_MAX_EVENTS", "_Store"]
 
-
-_JOB_COLS = columns(JobRow)
 _UNIT_COLS = columns(UnitRow)
 _PART_COLS = columns(PartRow)
 
 
-class _Store:
-    """The synchronous half: every method runs on the log's own thread."""
-
-    def __init__(self, conn: sqlite3.Connection, max_events: int) -> None:
-        self.conn = conn
-        self.max_events = max_events
-        self.prune_every = max(1, max_events // 10)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def settings(self) -> dict[str, int | str]:
-        names = ("journal_mode", "synchronous", "foreign_keys", "user_version")
-        return {name: self.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
-
-    # jobs
-
-    @_transaction
-    def create_job(self, job: NewJob) -> JobRow:
-        if self.get_job(job.job_id) is not None:
-            raise ConflictError(f"job id {job.job_id!r} is already taken")
-        now = time.time()
-        self.conn.execute(
-            "INSERT INTO jobs (job_id, seq, state, input, inputs, output, spec,"
-            " save_embeddings, checkpoint_every, force, created_at, updated_at)"
-            " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.job_id,
-                job.input,
-                json.dumps(list(job.inputs)),
-                job.output,
-                json.dumps(job.spec.as_dict(), sort_keys=True),
-                int(job.save_embeddings),
-                job.checkpoint_every,
-                int(job.force),
-                now,
-                now,
-            ),
-        )
-        more = f" (+{len(job.inputs) - 1} more)" if len(job.inputs) > 1 else ""
-        self._event("job.submitted", f"{job.input}{more} -> {job.output}", job.job_id, None)
-        return self._job(job.job_id)
-
-    def get_job(self, job_id: str) -> JobRow | None:
-        row = self.conn.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE job_id = ?", (job_id,))
-        found = row.fetchone()
-        return None if found is None else job_row(found)
-
-    def _job(self, job_id: str) -> JobRow:
-        job = self.get_job(job_id)
-        if job is None:
-            raise NotFoundError(f"no job {job_id!r}")
-        return job
-
-    def list_jobs(self, offset: int, limit: int) -> list[JobRow]:
-        rows = self.conn.execute(
-            f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
-        )
-        return [job_row(r) for r in rows]
-
-    def unfinished_jobs(self) -> list[JobRow]:
-        marks = ", ".join("?" * len(UNFINISHED_STATES))
-        rows = self.conn.execute(
-            f"SELECT {_JOB_COLS} FROM jobs WHERE state IN ({marks}) ORDER BY seq",
-            UNFINISHED_STATES,
-        )
-        return [job_row(r) for r in rows]
-
-    def count_jobs(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
-
-    @_transaction
-    def set_job_state(
-        self, job_id: str, state: JobState, error: str | None, error_code: str | None
-    ) -> JobRow:
-        old = self._job(job_id)
-        if old.state in TERMINAL_STATES and state != old.state:
-            raise ConflictError(f"job {job_id} is {old.state}; it cannot become {state}")
-        now = time.time()
-        finished = now if state in TERMINAL_STATES else None
-        self.conn.execute(
-            "UPDATE jobs SET state = ?, error = ?, error_code = ?, updated_at = ?,"
-            " finished_at = COALESCE(finished_at, ?) WHERE job_id = ?",
-            (state, error, error_code, now, finished, job_id),
-        )
-        message = f"{old.state} -> {state}" + (f": {error}" if error else "")
-        self._event("job.state", message, job_id, None)
-        return self._job(job_id)
-
-    @_transaction
-    def add_restart(self, job_id: str, lost_records: int) -> int:
-        self._bump_job(
-            job_id,
-            "restarts = restarts + 1, records_recomputed = records_recomputed + ?",
-            (lost_records,),
-        )
-        return self._job(job_id).restarts
-
-    def _bump_job(self, job_id: str, assignments: str, params: tuple[Any, ...] = ()) -> None:
-        cursor = self.conn.execute(
-            f"UPDATE jobs SET {assignments}, updated_at = ? WHERE job_id = ?",
-            (*params, time.time(), job_id),
-        )
-        if cursor.rowcount != 1:
-            raise NotFoundError(f"no job {job_id!r}")
+class _Store(JobQueries):
+    """Every query of the progress log; each method runs on the connection's thread."""
 
     # planning
 
@@ -242,12 +131,7 @@ class _Store:
             )
 
     @_transaction
-    def fingerprint_input(self, job_id: str, fingerprint: str) -> str | None:
-        self._bump_job(job_id, "input_fingerprint = COALESCE(input_fingerprint, ?)", (fingerprint,))
-        return self._job(job_id).input_fingerprint
-
-    @_transaction
-    def finish_planning(self, job_id: str, records_total: int, units_total: int) -> None:
+    def finish_planning(self, job_id: str, records_total: int, units_total: int) -> JobRow:
         job = self._job(job_id)
         last = self._last_unit(job_id)
         planned = (0, 0) if last is None else (last.end_record, last.unit_id + 1)
@@ -260,6 +144,7 @@ class _Store:
             self._bump_job(
                 job_id, "records_total = ?, units_total = ?", (records_total, units_total)
             )
+        return self._job(job_id)
 
     # units
 
@@ -313,10 +198,6 @@ class _Store:
         self._set_unit(job_id, unit_id, "failures = failures + 1", ())
         return self._unit(job_id, unit_id).failures
 
-    @_transaction
-    def clear_unit_failures(self, job_id: str, unit_id: int) -> None:
-        self._set_unit(job_id, unit_id, "failures = 0", ())
-
     # parts
 
     def resume_offset(self, job_id: str, unit_id: int) -> int:
@@ -361,15 +242,16 @@ class _Store:
         except NotFoundError as exc:
             raise PartRejected("unknown_unit", str(exc)) from None
         if self._same_part_recorded(part):
-            return PartOutcome(recorded=False, unit_done=unit.state == "done")
+            return PartOutcome(False, unit.state == "done", self._job(part.job_id))
         if self._job(part.job_id).state in TERMINAL_STATES:
             raise PartRejected("job_finished", f"job {part.job_id} has finished")
         self._check_part_place(part, unit)
         self._insert_part(part)
         unit_done = part.first_record + part.record_count == unit.end_record
-        if unit_done:
-            self._set_unit(part.job_id, part.unit_id, "state = 'done'", ())
-        return PartOutcome(recorded=True, unit_done=unit_done)
+        # The unit made progress: its consecutive worker deaths start again from 0.
+        done = ", state = 'done'" if unit_done else ""
+        self._set_unit(part.job_id, part.unit_id, f"failures = 0{done}", ())
+        return PartOutcome(True, unit_done, self._job(part.job_id))
 
     def _same_part_recorded(self, part: PartRecord) -> bool:
         """True for a retried ack; a different part in the same place is a conflict."""
@@ -448,7 +330,9 @@ class _Store:
         return [PartRow(*r) for r in rows]
 
     @_transaction
-    def delete_parts(self, job_id: str, unit_id: int, from_record: int) -> list[PartRow]:
+    def delete_parts(
+        self, job_id: str, unit_id: int, from_record: int
+    ) -> tuple[list[PartRow], JobRow]:
         self._unit(job_id, unit_id)
         doomed = [
             p
@@ -469,20 +353,4 @@ class _Store:
             (records, frames, records),
         )
         self._set_unit(job_id, unit_id, "state = 'pending'", ())
-        return doomed
-
-    # events
-
-    @_transaction
-    def log_event(self, kind: str, message: str, job_id: str | None, worker_id: str | None) -> None:
-        self._event(kind, message, job_id, worker_id)
-
-    def _event(self, kind: str, message: str, job_id: str | None, worker_id: str | None) -> None:
-        """Append an event; every `prune_every` ids, drop all but the newest `max_events`."""
-        cursor = self.conn.execute(
-            "INSERT INTO events (ts, job_id, worker_id, kind, message) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), job_id, worker_id, kind, message),
-        )
-        new_id = cursor.lastrowid or 0
-        if new_id % self.prune_every == 0:
-            self.conn.execute("DELETE FROM events WHERE id <= ?", (new_id - self.max_events,))
+        return doomed, self._job(job_id)

@@ -202,10 +202,12 @@ class PartRow(PartRecord):
 @dataclass(frozen=True, slots=True)
 class PartOutcome:
     """What `record_part` did: `recorded` is False for a retried ack of a part that is
-    already recorded (a no-op); `unit_done` says whether the unit is now complete."""
+    already recorded (a no-op); `unit_done` says whether the unit is now complete;
+    `job` is the job's row as committed with it (its counters included)."""
 
     recorded: bool
     unit_done: bool
+    job: JobRow
 
 
 # --- to and from SQL ---------------------------------------------------------------

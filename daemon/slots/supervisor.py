@@ -12,8 +12,9 @@ Two tasks per slot:
   said `leaving` (a pilot idle for its `idle_exit`, or one stopped by SIGTERM after
   its emergency part) ended normally: no backoff, and no blame on its unit.
 * the **actor** loop handles the worker's messages in the order they were sent:
-  a checkpoint is verified (size, SHA-256) and recorded in the progress log before
-  the `unit_done` behind it is looked at.
+  a checkpoint is verified (path, size, SHA-256) and told to the scheduler, which
+  records it, before the `unit_done` behind it is passed on; the scheduler's inbox
+  is first in, first out, so it records the part before it looks at the `unit_done`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from virnuc.protocol import (
 from .. import scheduler_messages as sm
 from ..actor import Actor
 from ..config import DaemonConfig
-from ..progress.log import PartRecord, PartRejected, ProgressLog
+from ..progress.log import ProgressLog
 from ..publisher import EventPublisher
 from ..scheduler_messages import Assignment
 from .hub import WorkerHub
@@ -194,26 +195,13 @@ class WorkerSupervisor(Actor[FromWorker]):
                 await self.scheduler.tell(sm.ErrorReported(self.worker_id, message))
 
     async def _checkpoint(self, ack: Checkpoint) -> None:
-        """Verify the part on disk against the ack, then record it in one transaction."""
+        """Verify the part on disk against the ack; the scheduler records it, or refuses
+        it. Awaited here, so it is in the scheduler's inbox before any later message."""
         problem = await asyncio.to_thread(self._verify_part, ack)
         if problem is None:
-            part = PartRecord.from_ack(ack)
-            try:
-                outcome = await self.progress.record_part(part)
-            except PartRejected as exc:
-                problem = f"{exc.reason}: {exc}"
-            else:
-                await self.scheduler.tell(sm.PartRecorded(self.worker_id, ack, outcome.recorded))
-                return
-        log.warning(
-            "part.rejected",
-            worker=self.worker_id,
-            job_id=ack.job_id,
-            unit=ack.unit_id,
-            first_record=ack.first_record,
-            reason=problem,
-        )
-        await self.scheduler.tell(sm.PartRefused(self.worker_id, ack, problem))
+            await self.scheduler.tell(sm.PartVerified(self.worker_id, ack))
+        else:
+            await self.scheduler.tell(sm.PartRefused(self.worker_id, ack, problem))
 
     def _verify_part(self, ack: Checkpoint) -> str | None:
         parts_dir = self.config.job_dir(ack.job_id) / "parts"

@@ -1,0 +1,154 @@
+"""Which unit an idle worker computes next, handing it out, and taking it back.
+
+Jobs are served first in, first out: the oldest job with a pending unit gets the next
+idle worker, preferring a job whose models that worker has loaded already. Pending
+units are read from SQLite a page at a time. A unit always starts at its *resume
+point*, the end of its last part recorded in SQLite, so a dead worker's unit
+continues where its last durable checkpoint ended.
+
+The scheduler owns the one `UnitQueue` and calls it from its own task only; it
+writes units' state, never a job's row, and talks to a worker's supervisor only to
+assign or release a unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Protocol
+
+import structlog
+
+from virnuc.disk_space import free_bytes
+from virnuc.pipeline.spec import ModelSpec
+from virnuc.protocol import Assign
+
+from ..config import DaemonConfig
+from ..progress.log import ProgressLog, UnitRow
+from ..scheduler_messages import Assignment
+from . import files as job_files
+from .input_check import check_unchanged
+from .run import JobRun, assign_message
+from .space_wait import SpaceWaits
+
+log = structlog.get_logger()
+
+PAGE = 64  # pending units fetched from SQLite at a time
+
+
+class Slot(Protocol):
+    """What the queue asks of a worker's supervisor."""
+
+    worker_id: str
+
+    async def assign(self, assignment: Assignment, message: Assign) -> bool: ...
+
+    async def release(self, assignment: Assignment, *, cancel: bool = False) -> None: ...
+
+
+class NeedsStateSpace(Exception):
+    """The state disk is nearly full: no unit may start before a write would fail."""
+
+
+class UnitQueue:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        progress: ProgressLog,
+        jobs: dict[str, JobRun],
+        space: SpaceWaits,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.jobs = jobs  # the scheduler's: insertion order = submission order
+        self.space = space
+
+    def runnable(self) -> list[JobRun]:
+        """Jobs whose units may be handed out now (planned, not assembling, not
+        waiting for disk space)."""
+        return [
+            run
+            for run in self.jobs.values()
+            if run.planned and run.task is None and run.job_id not in self.space
+        ]
+
+    async def next_unit(self, models: ModelSpec | None) -> tuple[JobRun, UnitRow] | None:
+        """The oldest job's next unit, preferring jobs whose models are `models`."""
+        candidates = self.runnable()
+        warm = [run for run in candidates if models == run.row.spec]
+        for run in warm + [run for run in candidates if run not in warm]:
+            await self._fetch_pending(run)
+            while run.pending:
+                unit = run.pending.popleft()
+                if unit.unit_id not in run.running:
+                    return run, unit
+        return None
+
+    async def waiting(self, run: JobRun) -> int:
+        """The job's units that wait for a worker (at most a page: enough to size a
+        wave of pilots)."""
+        await self._fetch_pending(run)
+        return sum(1 for unit in run.pending if unit.unit_id not in run.running)
+
+    async def _fetch_pending(self, run: JobRun) -> None:
+        if not run.pending:
+            run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
+
+    async def check_may_start(self, run: JobRun, unit: UnitRow) -> None:
+        """Raise NeedsStateSpace (the unit goes back to the front of the queue) or
+        InputChanged when the unit must not start."""
+        free = await asyncio.to_thread(free_bytes, self.config.jobs_dir)
+        if free is not None and free < self.config.state_min_free:  # before a write fails
+            run.pending.appendleft(unit)
+            raise NeedsStateSpace(run.job_id)
+        await asyncio.to_thread(check_unchanged, run.row.inputs, run.row.input_fingerprint)
+
+    async def hand_out(self, slot: Slot, run: JobRun, unit: UnitRow) -> None:
+        """Send `slot`'s worker the unit, from its resume point (its unrecorded part
+        files removed first); a worker gone meanwhile leaves it pending."""
+        resume = await self.progress.resume_point(run.job_id, unit.unit_id)
+        parts_dir = self.config.job_dir(run.job_id) / "parts"
+        await asyncio.to_thread(parts_dir.mkdir, parents=True, exist_ok=True)
+        await job_files.remove_unrecorded_parts(
+            self.config, self.progress, run.job_id, unit.unit_id
+        )
+        await self.progress.set_unit_state(run.job_id, unit.unit_id, "running")
+        assign = assign_message(run.row, unit, resume, parts_dir)
+        assignment = Assignment(
+            slot.worker_id,
+            run.job_id,
+            unit.unit_id,
+            unit.first_record,
+            assign.start_record,
+            unit.end_record,
+        )
+        run.hand_out(assignment)
+        log.info(
+            "unit.assigned",
+            job_id=run.job_id,
+            unit=unit.unit_id,
+            worker=slot.worker_id,
+            start_record=assign.start_record,
+            records=assign.record_count,
+        )
+        if not await slot.assign(assignment, assign):  # it died; WorkerDown follows
+            run.take_back(unit.unit_id)
+            await self.progress.set_unit_state(run.job_id, unit.unit_id, "pending")
+
+    @staticmethod
+    async def take_back(
+        slots: Mapping[str, Slot], run: JobRun, unit_id: int, *, cancel: bool = False
+    ) -> Assignment | None:
+        """Take a unit back from its worker (asking it to drop the unit if `cancel`)."""
+        assignment = run.take_back(unit_id)
+        if assignment is not None:
+            await slots[assignment.worker_id].release(assignment, cancel=cancel)
+        return assignment
+
+    def holding(self, worker_id: str, job_id: str | None, unit_id: int | None) -> JobRun | None:
+        """The job of a worker's message, if it is about a unit this worker holds."""
+        run = self.jobs.get(job_id) if job_id is not None else None
+        held = run.running.get(unit_id) if run is not None and unit_id is not None else None
+        if held is None or held.worker_id != worker_id:
+            return None  # late news about a unit the worker no longer holds
+        return run
