@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import Assign, JobState, JobStatus
@@ -15,11 +17,14 @@ from virnuc.protocol import Assign, JobState, JobStatus
 from ..progress.log import JobRow, UnitRow
 from ..scheduler_messages import Assignment
 
+PROGRESS_EVENT_INTERVAL = 0.5  # seconds between two `progress` events of a job
+
 
 @dataclass
 class JobRun:
-    """One unfinished job: its row (kept current by the scheduler's own writes), the
-    units it has fetched but not handed out, and who computes what (never all units)."""
+    """One unfinished job: its row (the one the scheduler's last write of it returned),
+    the units it has fetched but not handed out, and who computes what (never all
+    units)."""
 
     row: JobRow
     planned: bool
@@ -59,21 +64,39 @@ class JobRun:
         live_records, live_frames = self.live.get(unit_id, (0, 0))
         self.live[unit_id] = (max(0, live_records - records), max(0, live_frames - frames))
 
-    def count_part(self, records: int, frames: int) -> None:
-        """Mirror the progress log's counters for a part it recorded (not re-read)."""
-        self.row = dataclasses.replace(
-            self.row,
-            records_done=self.row.records_done + records,
-            frames_done=self.row.frames_done + frames,
-        )
+    def progress_event_due(self) -> bool:
+        """Whether to publish a `progress` event now (at most one per interval)."""
+        now = time.monotonic()
+        if now - self.last_event < PROGRESS_EVENT_INTERVAL:
+            return False
+        self.last_event = now
+        return True
 
-    def count_restart(self, lost_records: int) -> None:
-        """Mirror `ProgressLog.add_restart`."""
-        self.row = dataclasses.replace(
-            self.row,
-            restarts=self.row.restarts + 1,
-            records_recomputed=self.row.records_recomputed + lost_records,
-        )
+    def start_task(
+        self, work: Coroutine[Any, Any, Any], tell: Callable[[Any], Awaitable[None]], name: str
+    ) -> None:
+        """Run the job's planning or assembly; its outcome, a message, goes to `tell`."""
+
+        async def report() -> None:
+            if (outcome := await work) is not None:
+                await tell(outcome)
+
+        self.task = asyncio.create_task(report(), name=name)
+
+    def stop_task(self) -> None:
+        """Stop the job's planning or assembly, if it runs: its thread sees `cancel`."""
+        self.cancel.set()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+
+def kills_its_workers(lost: Assignment, failures: int, reason: str) -> str:
+    """Why a job fails whose unit killed its worker `failures` times in a row."""
+    records = f"records {lost.first_record}..{lost.end_record - 1}"
+    return (
+        f"unit {lost.unit_id} ({records} of the input) killed its worker "
+        f"{failures} times in a row; last: {reason}"
+    )
 
 
 def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> JobStatus:

@@ -14,10 +14,10 @@ Who writes which table of the progress log:
   Each of these writes returns the job's row as committed, and that is `JobRun.row`:
   the copy is replaced, never patched or re-read.
 * `units`: the planner adds them (add_units); this scheduler and its `UnitQueue` set
-  their state and count worker deaths; `record_part` marks one done and clears its
-  failures, in the transaction that records its last part.
+  their state and count worker deaths; each part recorded clears its unit's failures,
+  and its last marks it done, in the part's own transaction.
 * `parts`: this scheduler (record_part, delete_parts); each part is one transaction.
-* `events`: the writes above, and this scheduler's `log_event`.
+* `events`: the job writes above, and this scheduler's `log_event`.
 
 Progress shown to users = records recorded in SQLite + records computed since by
 the worker on the unit (from `batch_done`); only the first is durable.
@@ -26,9 +26,6 @@ the worker on the unit (from `batch_done`); only the first is durable.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -63,14 +60,12 @@ from ..slots.supervisor import WorkerSupervisor
 from . import files as job_files
 from . import tasks as job_tasks
 from .input_check import InputChanged, fingerprint_if_readable
-from .run import JobRun, job_status
+from .run import JobRun, job_status, kills_its_workers
 from .space_wait import SpaceWaits
 from .submission import SubmitRefused, output_busy
-from .unit_queue import NeedsStateSpace, UnitQueue
+from .unit_queue import UnitQueue
 
 log = structlog.get_logger()
-
-PROGRESS_EVENT_INTERVAL = 0.5
 
 
 class JobNotFound(LookupError):
@@ -97,6 +92,7 @@ class Scheduler(Actor[Any]):
             config.space_retry,
             config.space_retry_max,
             lambda job_id: self.tell(sm.SpaceCheck(job_id)),
+            lambda job_id: self._publish_state(self.jobs[job_id]),
         )
         self.queue = UnitQueue(config, progress, self.jobs, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
@@ -135,9 +131,7 @@ class Scheduler(Actor[Any]):
 
     async def teardown(self) -> None:
         for run in self.jobs.values():
-            run.cancel.set()
-            if run.task is not None:
-                run.task.cancel()
+            run.stop_task()
         self.space.cancel_all()
         tasks = [run.task for run in self.jobs.values() if run.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -164,11 +158,11 @@ class Scheduler(Actor[Any]):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
             case sm.ErrorReported(worker_id, error):
                 await self._unit_failed(worker_id, error)
-            case sm.AssemblyFinished(job_id, error, corrupt, code):
-                await self._assembly_finished(job_id, error, corrupt, code)
+            case sm.AssemblyFinished():
+                await self._assembly_finished(message)
             case sm.OutOfSpace(job_id, path, needed) if job_id in self.jobs:
                 self.jobs[job_id].task = None  # assembly stopped: it sent this
-                await self._wait_for_space(self.jobs[job_id], path, needed)
+                await self.space.start(job_id, path, needed)
             case sm.SpaceCheck(job_id):
                 await self._space_check(job_id)
             case sm.KillJob(job_id, reply):
@@ -214,16 +208,7 @@ class Scheduler(Actor[Any]):
             max_records=self.config.unit_records,
             cancel=run.cancel,
         )
-        self._run_task(run, work, f"plan-{run.job_id}")
-
-    def _run_task(self, run: JobRun, work: Coroutine[Any, Any, Any], name: str) -> None:
-        """Run a job's planning or assembly; its outcome comes back as a message."""
-
-        async def report() -> None:
-            if (outcome := await work) is not None:
-                await self.tell(outcome)
-
-        run.task = asyncio.create_task(report(), name=name)
+        run.start_task(work, self.tell, f"plan-{run.job_id}")
 
     async def _plan_finished(self, plan: sm.PlanFinished) -> None:
         """Close the plan with the planner's totals (the log checks them against the
@@ -233,11 +218,10 @@ class Scheduler(Actor[Any]):
             return
         run.task = None
         error, code = plan.error, plan.code
+        totals = (plan.records_total, plan.units_total)
         if error is None:
             try:
-                run.row = await self.progress.finish_planning(
-                    run.job_id, plan.records_total, plan.units_total
-                )
+                run.row = await self.progress.finish_planning(run.job_id, *totals)
             except ConflictError as exc:
                 error, code = f"invalid input: {exc}", ErrorCode.INVALID_INPUT
         if error is not None:
@@ -267,9 +251,7 @@ class Scheduler(Actor[Any]):
     ) -> None:
         """Enter a terminal state: stop its units everywhere and drop its parts. `code`
         says a failure is the user's to fix (`virnucctl wait` exits 4 for it)."""
-        run.cancel.set()
-        if run.task is not None and run.task is not asyncio.current_task():
-            run.task.cancel()
+        run.stop_task()
         self.space.cancel(run.job_id)
         for unit_id in list(run.running):
             await self._release(run, unit_id, cancel=True)
@@ -315,10 +297,8 @@ class Scheduler(Actor[Any]):
 
     async def _assign(self, supervisor: WorkerSupervisor, run: JobRun, unit: UnitRow) -> None:
         try:
-            await self.queue.check_may_start(run, unit)
-        except NeedsStateSpace:  # the job waits, the unit went back
-            await self._wait_for_state_space(run)
-            return
+            if not await self.queue.may_start(run, unit):
+                return
         except InputChanged as exc:
             await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
             return
@@ -336,18 +316,15 @@ class Scheduler(Actor[Any]):
         if run is None:
             return
         run.batch_done(batch.unit_id, batch.records_done, batch.frames_done)
-        now = time.monotonic()
-        if now - run.last_event >= PROGRESS_EVENT_INTERVAL:
-            run.last_event = now
+        if run.progress_event_due():
             self.events.publish(job_event("progress", self.status_of(run.row)))
 
     async def _part_verified(self, worker_id: str, ack: Checkpoint) -> None:
-        """Record a part its supervisor verified, in one transaction (the part, the
-        job's counters, the unit done or not, its failures cleared). A part counts
-        whoever sent it: it is durable now. A retried ack records nothing and counts
-        nothing. Its supervisor told us this before any later message of the worker,
-        and this inbox is first in, first out: a `unit_done` is looked at only after
-        the parts sent before it are recorded."""
+        """Record a verified part in one transaction (the part, the job's counters, the
+        unit done or not, its failures cleared); it counts whoever sent it, a retried
+        ack counts nothing. Its supervisor tells us a worker's messages in order and
+        this inbox is first in, first out: a `unit_done` is looked at only after the
+        parts sent before it are recorded."""
         try:
             outcome = await self.progress.record_part(PartRecord.from_ack(ack))
         except PartRejected as exc:
@@ -385,17 +362,10 @@ class Scheduler(Actor[Any]):
             self._start_assembly(run)
 
     async def _part_refused(self, worker_id: str, ack: Checkpoint, problem: str) -> None:
-        """A part that is not recorded: its unit is taken back and handed out again
-        from its resume point (the part is computed again)."""
+        """A part not recorded: its unit goes out again from its resume point."""
         job_id, unit_id = ack.job_id, ack.unit_id
-        log.warning(
-            "part.rejected",
-            worker=worker_id,
-            job_id=job_id,
-            unit=unit_id,
-            first_record=ack.first_record,
-            reason=problem,
-        )
+        where = {"job_id": job_id, "unit": unit_id, "first_record": ack.first_record}
+        log.warning("part.rejected", worker=worker_id, reason=problem, **where)
         run = self.queue.holding(worker_id, job_id, unit_id)
         if run is None:
             if job_id not in self.jobs:  # a late part of an ended job: leave no trace
@@ -410,37 +380,13 @@ class Scheduler(Actor[Any]):
         if run is None or error.unit_id is None or error.fatal:
             return  # a fatal error ends the process; its death is handled as such
         await self._release(run, error.unit_id)
-        if error.no_space:
-            await self._unit_waits_for_space(run, error.unit_id)
+        if error.no_space:  # its recorded parts stay; it goes out again once there is room
+            run.pending.clear()  # re-read in order, this unit included
+            await self.queue.wait_for_state_disk(run)
+            await self.progress.set_unit_state(run.job_id, error.unit_id, "pending")
             return
         code = ErrorCode.INVALID_INPUT if error.bad_input else None
         await self._finish(run, JobState.FAILED, f"unit {error.unit_id}: {error.message}", code)
-
-    # --- a full disk ---------------------------------------------------------------------
-
-    async def _unit_waits_for_space(self, run: JobRun, unit_id: int) -> None:
-        """A unit stopped on a full state disk: its recorded parts stay, it is handed
-        out again once there is room (the parts are on the state disk)."""
-        run.pending.clear()  # re-read in order, this unit included
-        await self._wait_for_state_space(run)
-        await self.progress.set_unit_state(run.job_id, unit_id, "pending")
-
-    async def _wait_for_state_space(self, run: JobRun) -> None:
-        await self._wait_for_space(run, self.config.jobs_dir, self.config.state_min_free)
-
-    async def _wait_for_space(self, run: JobRun, path: Path, needed: int) -> None:
-        """Pause the job: nothing partial was left, what is verified stays."""
-        if await self.space.start(run.job_id, path, needed):
-            self._publish_state(run)
-
-    async def _space_check(self, job_id: str) -> None:
-        run = self.jobs.get(job_id)
-        if run is None or not await self.space.check(job_id):
-            return
-        self._publish_state(run)
-        if run.row.state == JobState.ASSEMBLING:
-            self._start_assembly(run)
-        # else its units are handed out again by the dispatch after this message
 
     async def _worker_down(
         self, worker_id: str, reason: str, lost: Assignment | None, blameless: bool = False
@@ -465,41 +411,40 @@ class Scheduler(Actor[Any]):
         run.row = await self.progress.add_restart(job_id, unrecorded)
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
-            records = f"records {lost.first_record}..{lost.end_record - 1}"
-            await self._finish(
-                run,
-                JobState.FAILED,
-                f"unit {unit_id} ({records} of the input) killed its worker "
-                f"{failures} times in a row; last: {reason}",
-            )
+            await self._finish(run, JobState.FAILED, kills_its_workers(lost, failures, reason))
             return
         await self.progress.set_unit_state(job_id, unit_id, "pending")
 
-    # --- assembly -----------------------------------------------------------------------
+    # --- assembly, and a job that waited for space -------------------------------------
 
     def _start_assembly(self, run: JobRun) -> None:
         work = job_tasks.assembly(self.progress, run.row, run.cancel, self.faults)
-        self._run_task(run, work, f"assemble-{run.job_id}")
+        run.start_task(work, self.tell, f"assemble-{run.job_id}")
 
-    async def _assembly_finished(
-        self,
-        job_id: str,
-        error: str | None,
-        corrupt: tuple[int, int] | None,
-        code: ErrorCode | None,
-    ) -> None:
-        run = self.jobs.get(job_id)
+    async def _assembly_finished(self, outcome: sm.AssemblyFinished) -> None:
+        """The outputs are published (done), or the job failed, or a part found corrupt
+        is forgotten with the rest of its unit, which is computed again."""
+        run = self.jobs.get(outcome.job_id)
         if run is None:
             return
         run.task = None
-        if corrupt is not None:
-            unit_id, first_record = corrupt
-            removed, run.row = await self.progress.delete_parts(job_id, unit_id, first_record)
+        if outcome.corrupt is not None:
+            unit_id, first_record = outcome.corrupt
+            removed, run.row = await self.progress.delete_parts(run.job_id, unit_id, first_record)
             await asyncio.to_thread(job_files.unlink_all, [part.path for part in removed])
             await self._set_state(run, JobState.RUNNING)
             run.pending.clear()
             return
-        if error is not None:
-            await self._finish(run, JobState.FAILED, error, code)
+        if outcome.error is not None:
+            await self._finish(run, JobState.FAILED, outcome.error, outcome.code)
             return
         await self._finish(run, JobState.DONE)
+
+    async def _space_check(self, job_id: str) -> None:
+        """Go on with a job that waited for space, if there is room now: its assembly
+        starts again here, its units are handed out by the dispatch after this message."""
+        run = self.jobs.get(job_id)
+        if run is None or not await self.space.check(job_id):
+            return
+        if run.row.state == JobState.ASSEMBLING:
+            self._start_assembly(run)

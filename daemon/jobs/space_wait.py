@@ -44,10 +44,17 @@ class SpaceWait:
 class SpaceWaits:
     """The paused jobs, each retried after `first` seconds, doubling up to `cap`."""
 
-    def __init__(self, first: float, cap: float, wake: Callable[[str], Awaitable[None]]):
+    def __init__(
+        self,
+        first: float,
+        cap: float,
+        wake: Callable[[str], Awaitable[None]],
+        shown: Callable[[str], None],
+    ):
         self.first = first
         self.cap = cap
         self.wake = wake  # tells the scheduler to look at a job again
+        self.shown = shown  # a job began or stopped waiting: its status changed
         self._waits: dict[str, SpaceWait] = {}
 
     def __contains__(self, job_id: str) -> bool:
@@ -57,16 +64,16 @@ class SpaceWaits:
         wait = self._waits.get(job_id)
         return wait.reason if wait is not None else None
 
-    async def start(self, job_id: str, path: Path, needed: int) -> bool:
-        """Pause the job; False if it already waits (one wait per job, whichever of
-        its steps found the disk full)."""
+    async def start(self, job_id: str, path: Path, needed: int) -> None:
+        """Pause the job (nothing partial was left, what is verified stays), unless it
+        waits already: one wait per job, whichever of its steps found the disk full."""
         if job_id in self._waits:
-            return False
+            return
         free = await asyncio.to_thread(free_bytes, path)
         wait = self._waits[job_id] = SpaceWait(path, needed, free)
         await self._schedule(job_id, wait)
         log.warning("job.waiting_for_space", job_id=job_id, reason=wait.reason)
-        return True
+        self.shown(job_id)
 
     async def check(self, job_id: str) -> bool:
         """True if the paused job may go on now (it no longer waits); else it is
@@ -79,6 +86,7 @@ class SpaceWaits:
             return False
         del self._waits[job_id]
         log.info("job.space_freed", job_id=job_id, path=str(wait.path), tries=wait.attempts)
+        self.shown(job_id)
         return True
 
     def cancel(self, job_id: str) -> None:

@@ -46,10 +46,6 @@ class Slot(Protocol):
     async def release(self, assignment: Assignment, *, cancel: bool = False) -> None: ...
 
 
-class NeedsStateSpace(Exception):
-    """The state disk is nearly full: no unit may start before a write would fail."""
-
-
 class UnitQueue:
     def __init__(
         self,
@@ -94,14 +90,20 @@ class UnitQueue:
         if not run.pending:
             run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
 
-    async def check_may_start(self, run: JobRun, unit: UnitRow) -> None:
-        """Raise NeedsStateSpace (the unit goes back to the front of the queue) or
-        InputChanged when the unit must not start."""
+    async def may_start(self, run: JobRun, unit: UnitRow) -> bool:
+        """False when the state disk is nearly full: the unit goes back to the front of
+        the queue and the job waits for room. Raises InputChanged if an input changed."""
         free = await asyncio.to_thread(free_bytes, self.config.jobs_dir)
         if free is not None and free < self.config.state_min_free:  # before a write fails
             run.pending.appendleft(unit)
-            raise NeedsStateSpace(run.job_id)
+            await self.wait_for_state_disk(run)
+            return False
         await asyncio.to_thread(check_unchanged, run.row.inputs, run.row.input_fingerprint)
+        return True
+
+    async def wait_for_state_disk(self, run: JobRun) -> None:
+        """Hand out none of the job's units until the state disk has room again."""
+        await self.space.start(run.job_id, self.config.jobs_dir, self.config.state_min_free)
 
     async def hand_out(self, slot: Slot, run: JobRun, unit: UnitRow) -> None:
         """Send `slot`'s worker the unit, from its resume point (its unrecorded part
