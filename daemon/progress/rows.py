@@ -1,8 +1,8 @@
 """The progress log's vocabulary: its errors, the rows it takes and gives, and how a
 row is checked and read from SQL.
 
-Shared by the store (`progress_store`, the SQLite thread) and the asyncio facade
-(`progress_log`); everyone else imports them from `virnuc.daemon.progress.log`.
+Shared by the queries (`queries`, `job_queries`: the SQLite threads) and the asyncio
+facade (`log`); everyone else imports them from `virnuc.daemon.progress.log`.
 """
 
 from __future__ import annotations

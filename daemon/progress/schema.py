@@ -5,8 +5,9 @@ log applies the missing ones in order, each in its own transaction together with
 version bump, so a crash mid-migration leaves the old version intact. Never edit a
 released migration: append a new one (a database in the field already ran the old).
 
-The CHECK constraints and foreign keys are a backstop; `progress_log.py` validates
-first so that callers get a specific error rather than an IntegrityError.
+The CHECK constraints and foreign keys are a backstop; the queries (`queries.py`,
+`job_queries.py`) validate first so that callers get a specific error rather than
+an IntegrityError.
 """
 
 from __future__ import annotations
