@@ -128,8 +128,12 @@ async def open_scheduler(tmp: Path, workers: list[FakeSupervisor], **config: Any
     daemon_config = DaemonConfig(state_dir=tmp / "state", **config)
     daemon_config.state_dir.mkdir(exist_ok=True)
     progress = await ProgressLog.open(daemon_config.database)
-    scheduler = Scheduler(daemon_config, progress, FakeEvents())  # type: ignore[arg-type]
-    scheduler.workers = {w.worker_id: w for w in workers}  # type: ignore[misc]
+    scheduler = Scheduler(
+        daemon_config,
+        progress,
+        FakeEvents(),  # type: ignore[arg-type]
+        slots=lambda _scheduler: workers,  # type: ignore[arg-type, return-value]
+    )
     scheduler.start()
     fasta = tmp / "in.fa"
     offsets = write_input(fasta) if not fasta.exists() else _offsets(fasta)
