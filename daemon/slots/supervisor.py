@@ -334,7 +334,7 @@ class WorkerSupervisor(Actor[FromWorker]):
                 return False, not_started
             starting = WorkerState.STARTING if self.start_error is None else WorkerState.FAILED
             self._set_state(starting)
-            self.last_seen = time.monotonic()  # when the worker was last heard (`deliver`)
+            self.last_seen = time.monotonic()  # silence counts from its start, not before
             return await self._await_hello(process), None
         finally:
             if self.launcher.demand is not None:
