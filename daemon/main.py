@@ -388,7 +388,7 @@ class Daemon:
         """Stage 1: no new work; workers checkpoint and exit. Stage 2: close everything."""
         await scheduler.stop_accepting()
         await asyncio.gather(*(s.shutdown() for s in supervisors))
-        await launcher.close()  # the backstop: no pilot outlives virnucd
+        await launcher.close()  # no pilot or warm spare outlives virnucd
         await scheduler.stop()
         await control.stop()
         await hub.stop()
