@@ -20,7 +20,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
 import zmq
@@ -39,6 +39,7 @@ from virnuc.protocol.constants import (
 
 from . import access
 from .access import AccessError, Listener
+from .actor import Actor
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
@@ -213,10 +214,14 @@ class Daemon:
             keys.server if keys is not None else None,
         )
         launcher = make_launcher(config, keys.environment() if keys is not None else {})
-        scheduler = Scheduler(config, progress, events)
-        supervisors = self._supervisors(launcher, hub, progress, events, scheduler)
-        scheduler.workers = {s.worker_id: s for s in supervisors}
-        scheduler.demand = launcher.demand
+        scheduler = Scheduler(
+            config,
+            progress,
+            events,
+            slots=lambda scheduler: self._supervisors(launcher, hub, events, scheduler),
+            demand=launcher.demand,
+        )
+        supervisors = list(scheduler.workers.values())
         control = ControlServer(
             context,
             config.control,
@@ -300,24 +305,26 @@ class Daemon:
         self,
         launcher: Launcher,
         hub: WorkerHub,
-        progress: ProgressLog,
         events: EventPublisher,
-        scheduler: Scheduler,
+        scheduler: Actor[Any],
     ) -> list[WorkerSupervisor]:
+        """One supervisor per configured device, each given its route in the hub."""
         prefix = "s" if self.config.backend == "slurm" else "w"  # s: a Slurm pilot's slot
-        return [
+        supervisors = [
             WorkerSupervisor(
                 f"{prefix}{i}",
                 device,
                 config=self.config,
                 launcher=launcher,
                 hub=hub,
-                progress=progress,
                 events=events,
                 scheduler=scheduler,
             )
             for i, device in enumerate(self.config.devices())
         ]
+        for supervisor in supervisors:
+            hub.route(supervisor.worker_id, supervisor.deliver)
+        return supervisors
 
     async def _announce_ready(
         self, supervisors: list[WorkerSupervisor], scheduler: Scheduler, events: EventPublisher
@@ -377,9 +384,9 @@ class Daemon:
         events: EventPublisher,
     ) -> None:
         """Stage 1: no new work; workers checkpoint and exit. Stage 2: close everything."""
-        scheduler.accepting = False
+        await scheduler.stop_accepting()
         await asyncio.gather(*(s.shutdown() for s in supervisors))
-        await launcher.close()  # the backstop: no pilot outlives virnucd
+        await launcher.close()  # no pilot or warm spare outlives virnucd
         await scheduler.stop()
         await control.stop()
         await hub.stop()

@@ -132,3 +132,9 @@ class SpaceCheck:
 class KillJob:
     job_id: str
     reply: asyncio.Future[Any] = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StopAccepting:
+    """virnucd is shutting down: refuse new jobs, and blame no unit for the workers
+    that stop with it."""

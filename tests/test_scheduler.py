@@ -134,8 +134,12 @@ async def open_scheduler(
     daemon_config = DaemonConfig(state_dir=tmp / "state", **config)
     daemon_config.state_dir.mkdir(exist_ok=True)
     progress = await ProgressLog.open(daemon_config.database, trace=trace)
-    scheduler = Scheduler(daemon_config, progress, FakeEvents())  # type: ignore[arg-type]
-    scheduler.workers = {w.worker_id: w for w in workers}  # type: ignore[misc]
+    scheduler = Scheduler(
+        daemon_config,
+        progress,
+        FakeEvents(),  # type: ignore[arg-type]
+        slots=lambda _scheduler: workers,  # type: ignore[arg-type, return-value]
+    )
     scheduler.start()
     fasta = tmp / "in.fa"
     offsets = write_input(fasta) if not fasta.exists() else _offsets(fasta)
@@ -402,6 +406,33 @@ async def test_of_two_submits_into_one_output_directory_only_the_first_is_create
     assert refused.value.code == ErrorCode.CONFLICT
     assert first.job_id == "j0"
     assert await setup.progress.count_jobs() == 1
+
+
+async def test_a_scheduler_told_to_stop_accepting_refuses_submits_as_stopping(one_worker) -> None:
+    setup, _ = one_worker
+    await setup.scheduler.stop_accepting()
+    reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
+    job_spec = NewJob("j0", str(setup.input), str(setup.tmp / "out"), SPEC, 2)
+    await setup.scheduler.tell(sm.SubmitJob(job_spec, reply))
+    with pytest.raises(SubmitRefused) as refused:
+        await asyncio.wait_for(reply, DEADLINE)
+    assert refused.value.code == ErrorCode.STOPPING
+    assert not setup.scheduler.accepting  # what the submit handler looks at
+    assert await setup.progress.count_jobs() == 0
+
+
+async def test_a_worker_stopping_with_the_daemon_gives_its_unit_back_unblamed(one_worker) -> None:
+    setup, worker = one_worker
+    row = await submit(setup)
+    await next_assign(worker)
+    await setup.scheduler.stop_accepting()
+    await setup.scheduler.tell(sm.WorkerDown("w0", "stopped", died(worker)))
+    await settled(setup)
+    stopped = await job(setup, row.job_id)
+    assert (stopped.state, stopped.restarts) == (JobState.RUNNING, 0)
+    pending = await setup.progress.pending_units(row.job_id, 10)
+    assert 0 in [unit.unit_id for unit in pending]  # resumed by the next virnucd
+    assert worker.sent.empty()  # nothing handed out while stopping
 
 
 async def test_kill_cancels_the_unit_at_its_worker_and_removes_the_jobs_parts(one_worker) -> None:

@@ -9,6 +9,7 @@ hang detection, respawn, giving up) runs without spawning anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import time
@@ -25,7 +26,8 @@ from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.progress.log import NewJob, ProgressLog, UnitPlan
 from virnuc.daemon.scheduler_messages import Assignment
 from virnuc.daemon.slots.launcher import LocalProcess
-from virnuc.daemon.slots.supervisor import MAX_START_FAILURES, WorkerSupervisor
+from virnuc.daemon.slots.restart_policy import MAX_START_FAILURES
+from virnuc.daemon.slots.supervisor import WorkerSupervisor
 from virnuc.parts import write_part
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.spec import ModelSpec
@@ -54,7 +56,6 @@ class FakeHub:
     """The worker ROUTER as a supervisor sees it: `send` succeeds while `connected`."""
 
     def __init__(self) -> None:
-        self.slots: dict[str, Any] = {}
         self.sent: list[FromDaemon] = []
         self.connected = True
 
@@ -112,12 +113,11 @@ class FakeLauncher:
     """Launches `FakeProcess`es as local workers, noting each in `processes`."""
 
     demand = None
-    standby = True
 
     def __init__(self) -> None:
         self.processes: list[FakeProcess] = []
 
-    async def launch(self, worker_id: str, device: str, standby: bool = False) -> LocalProcess:
+    async def launch(self, worker_id: str, device: str) -> LocalProcess:
         self.processes.append(FakeProcess(pid=1000 + len(self.processes)))
         return LocalProcess(self.processes[-1])  # type: ignore[arg-type]
 
@@ -136,7 +136,7 @@ class Slot:
 
 
 async def make_slot(tmp: Path, **config: Any) -> Slot:
-    daemon_config = DaemonConfig(state_dir=tmp, warm_standby=False, **config)
+    daemon_config = DaemonConfig(state_dir=tmp, **config)
     progress = await ProgressLog.open(daemon_config.database)
     await progress.create_job(NewJob(JOB, str(tmp / "in.fa"), str(tmp / "out"), SPEC, 2))
     await progress.add_units(JOB, [UnitPlan(0, 0, 0, 4)])
@@ -148,7 +148,6 @@ async def make_slot(tmp: Path, **config: Any) -> Slot:
         config=daemon_config,
         launcher=launcher,
         hub=hub,  # type: ignore[arg-type]
-        progress=progress,
         events=_NoEvents(),  # type: ignore[arg-type]
         scheduler=scheduler,  # type: ignore[arg-type]
     )
@@ -332,17 +331,23 @@ async def test_an_assign_to_a_disconnected_worker_fails_and_leaves_it_holding_no
 # --- lifecycle: a fake process, real deadlines ---------------------------------------
 
 
-@pytest_asyncio.fixture
-async def living_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Slot]:
+@contextlib.asynccontextmanager
+async def running_slot(tmp: Path, **config: Any) -> AsyncIterator[Slot]:
     """A started supervisor whose spawned workers are `FakeProcess`es."""
-    made = await make_slot(
-        tmp_path, hello_timeout=0.2, heartbeat_timeout=0.3, restart_backoff_max=0.01
-    )
-
+    settings = {"hello_timeout": 0.2, "heartbeat_timeout": 0.3, "restart_backoff_max": 0.01}
+    made = await make_slot(tmp, **{**settings, **config})
     made.supervisor.start()
-    yield made
-    await made.supervisor.shutdown()
-    await made.progress.close()
+    try:
+        yield made
+    finally:
+        await made.supervisor.shutdown()
+        await made.progress.close()
+
+
+@pytest_asyncio.fixture
+async def living_slot(tmp_path: Path) -> AsyncIterator[Slot]:
+    async with running_slot(tmp_path) as made:
+        yield made
 
 
 async def say_hello(slot: Slot, index: int) -> None:
@@ -362,21 +367,19 @@ async def until(probe: Any, what: str) -> None:
 
 
 async def test_a_worker_that_dies_reports_the_unit_it_held_though_the_slot_respawns_at_once(
-    living_slot: Slot, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """A worker older than `healthy_run` is respawned with no backoff at all (issue 11.1)."""
-    config = dataclasses.replace(living_slot.supervisor.config, healthy_run=0.001)
-    monkeypatch.setattr(living_slot.supervisor, "config", config)
-    slot = living_slot
-    await say_hello(slot, 0)
-    await slot.scheduler.next(sm.WorkerUp)
-    await slot.supervisor.assign(assignment(), assign_message())
-    slot.processes[0].exit(-9)  # SIGKILLed from outside
-    down = await slot.scheduler.next(sm.WorkerDown)
-    assert down.lost == assignment()
-    assert "exit code -9" in down.reason
-    await until(lambda: len(slot.processes) == 2, "the respawn")
-    assert slot.supervisor.assignment is None
+    async with running_slot(tmp_path, healthy_run=0.001) as slot:
+        await say_hello(slot, 0)
+        await slot.scheduler.next(sm.WorkerUp)
+        await slot.supervisor.assign(assignment(), assign_message())
+        slot.processes[0].exit(-9)  # SIGKILLed from outside
+        down = await slot.scheduler.next(sm.WorkerDown)
+        assert down.lost == assignment()
+        assert "exit code -9" in down.reason
+        await until(lambda: len(slot.processes) == 2, "the respawn")
+        assert slot.supervisor.assignment is None
 
 
 async def test_a_worker_that_goes_silent_is_killed_as_hung(living_slot: Slot) -> None:
@@ -439,8 +442,7 @@ async def test_shutdown_signals_the_worker_and_reports_it_stopped(living_slot: S
 
 
 def heartbeat(slot: Slot) -> None:
-    """What the hub does with a heartbeat: note the time, then deliver it."""
-    slot.supervisor.last_seen = time.monotonic()
+    """What the hub does with a heartbeat: deliver it (`deliver` notes the time)."""
     slot.supervisor.deliver(Heartbeat(worker_id="w0"))
 
 

@@ -26,6 +26,8 @@ the worker on the unit (from `batch_done`); only the first is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -42,7 +44,7 @@ from virnuc.protocol import (
 )
 
 from .. import scheduler_messages as sm
-from ..actor import Actor
+from ..actor import Actor, Stopping
 from ..config import DaemonConfig
 from ..progress.log import (
     ConflictError,
@@ -79,15 +81,26 @@ class JobFinished(Exception):
 class Scheduler(Actor[Any]):
     name = "scheduler"
 
-    def __init__(self, config: DaemonConfig, progress: ProgressLog, events: EventPublisher):
+    def __init__(
+        self,
+        config: DaemonConfig,
+        progress: ProgressLog,
+        events: EventPublisher,
+        *,
+        slots: Callable[[Actor[Any]], Iterable[WorkerSupervisor]],
+        demand: PilotDemand | None = None,
+    ):
+        """`slots` builds the worker slots' supervisors, given this scheduler to tell
+        what their workers do. The two need each other; built here, by this factory,
+        each gets the other at construction and nothing wires them up afterwards.
+        `demand` is told how many units wait (a launcher that starts Slurm pilots)."""
         super().__init__(inbox_size=10_000)
         self.config = config
         self.progress = progress
         self.events = events
-        self.workers: dict[str, WorkerSupervisor] = {}
-        self.demand: PilotDemand | None = None  # told how many units wait (Slurm pilots)
+        self.demand = demand
         self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
-        self.accepting = True
+        self.accepting = True  # until `stop_accepting`: shutdown has begun
         self.space = SpaceWaits(
             config.space_retry,
             config.space_retry_max,
@@ -96,6 +109,7 @@ class Scheduler(Actor[Any]):
         )
         self.queue = UnitQueue(config, progress, self.jobs, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
+        self.workers = {supervisor.worker_id: supervisor for supervisor in slots(self)}
 
     # --- queries for the control server (same thread, read-only) -------------------
 
@@ -111,6 +125,13 @@ class Scheduler(Actor[Any]):
         return {run.row.output for run in self.jobs.values()}
 
     # --- lifecycle ---------------------------------------------------------------------
+
+    async def stop_accepting(self) -> None:
+        """Shutdown's first step: new submits are refused, and a unit whose worker stops
+        with the daemon goes back to pending without counting as a death. Through the
+        inbox, so the `WorkerDown`s of the stopping workers come after it."""
+        with contextlib.suppress(Stopping):  # it never started: nothing to refuse
+            await self.tell(sm.StopAccepting())
 
     async def setup(self) -> None:
         """Resume every unfinished job recorded in SQLite (after a crash or a stop)."""
@@ -167,6 +188,8 @@ class Scheduler(Actor[Any]):
                 await self._space_check(job_id)
             case sm.KillJob(job_id, reply):
                 await self._kill(job_id, reply)
+            case sm.StopAccepting():
+                self.accepting = False
         if self.accepting:
             await self._dispatch()
             await self._tell_demand()

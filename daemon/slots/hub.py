@@ -1,10 +1,11 @@
 """The one ROUTER socket all worker processes connect to, and its message routing.
 
 Each worker's DEALER identifies itself with its slot id (`w0`, `w1`, ...). Incoming
-messages go to that slot's supervisor inbox, in order; the time of every message is
-noted first, so a supervisor busy verifying a large part never mistakes its worker
-for a hung one. `ROUTER_HANDOVER` lets a restarted worker take over its slot's
-identity from the dead process.
+messages go, in order, to the route its owner gave for that slot (`route`): the
+supervisor's `deliver`, which notes the arrival time before it queues the message, so
+a supervisor busy verifying a large part never mistakes its worker for a hung one.
+`ROUTER_HANDOVER` lets a restarted worker take over its slot's identity from the dead
+process.
 
 On an ipc:// endpoint the socket file's permissions keep strangers out. A tcp://
 endpoint (Slurm pilots on other nodes) is bound with CURVE, admitting only the
@@ -15,8 +16,7 @@ context, so the control socket's client keys never let anyone in here.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Protocol
+from collections.abc import Callable
 
 import structlog
 import zmq
@@ -30,12 +30,7 @@ from ..rate_limit import RateLimitedWarning
 log = structlog.get_logger()
 
 
-class WorkerEndpoint(Protocol):
-    """What the hub needs of a slot's supervisor."""
-
-    last_seen: float
-
-    def deliver(self, message: FromWorker) -> None: ...
+Deliver = Callable[[FromWorker], None]  # takes a slot's message without waiting
 
 
 class WorkerHub:
@@ -51,10 +46,14 @@ class WorkerHub:
         self._auth = start_authenticator(self.context, curve)
         self.endpoint = endpoint
         self.max_message_size = max_message_size
-        self.slots: dict[str, WorkerEndpoint] = {}
+        self._routes: dict[str, Deliver] = {}  # by slot id
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._warned = RateLimitedWarning()
+
+    def route(self, worker_id: str, deliver: Deliver) -> None:
+        """Send what the worker of slot `worker_id` says to `deliver` (before `start`)."""
+        self._routes[worker_id] = deliver
 
     def start(self) -> None:
         socket = self.context.socket(zmq.ROUTER)
@@ -89,17 +88,16 @@ class WorkerHub:
             self._warned("worker.bad_frames", frames=len(frames))
             return
         worker_id = frames[0].decode(errors="replace")
-        slot = self.slots.get(worker_id)
-        if slot is None:
+        deliver = self._routes.get(worker_id)
+        if deliver is None:
             self._warned("worker.unknown_id", worker=worker_id)
             return
-        slot.last_seen = time.monotonic()
         try:
             message = decode_from_worker(frames[1], self.max_message_size)
         except ProtocolError as exc:
             self._warned("worker.bad_message", worker=worker_id, error=exc.message)
             return
-        slot.deliver(message)
+        deliver(message)
 
     async def stop(self) -> None:
         if self._reader is not None:

@@ -5,7 +5,8 @@ where it runs differs. `backend = "local"` (this module) runs it as a subprocess
 virnucd, one per configured device, kept alive for good; `backend = "slurm"`
 (`daemon/slots/slurm.py`) submits it as a Slurm array task, a *pilot*, when units wait
 for a worker. A supervisor sees either through `WorkerProcess`, and asks its
-`Launcher` when to start one (`PilotDemand`).
+`Launcher` when to start one (`PilotDemand`). How a launcher makes a start fast is
+its own business: the local one keeps a warm spare per slot.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class WorkerProcess(Protocol):
 
 class Launcher(Protocol):
     demand: PilotDemand | None  # None: keep a worker up always (no pilots)
-    standby: bool  # a warm spare can replace a dead worker at once
 
-    async def launch(self, worker_id: str, device: str, standby: bool = False) -> WorkerProcess: ...
+    async def launch(self, worker_id: str, device: str) -> WorkerProcess:
+        """A worker for the slot `worker_id` on `device`, started now."""
+        ...
 
     async def close(self) -> None:
         """At shutdown, after the supervisors: nothing it started may outlive virnucd."""
@@ -178,16 +180,46 @@ class LocalProcess:
 
 class LocalLauncher:
     """Workers as subprocesses: the device pinned with CUDA_VISIBLE_DEVICES, the
-    daemon's pid given so the worker dies with it (worker/boot.py)."""
+    daemon's pid given so the worker dies with it (worker/boot.py).
+
+    With `warm_standby`, each slot has a spare: a process that has done its imports
+    and waits for a line on stdin, spawned once the slot's worker is `standby_delay`
+    old (a worker just (re)started would otherwise share its CPU with the spare's
+    imports). `launch` hands the spare out, so replacing a dead worker costs no
+    Python/torch start-up."""
 
     demand: PilotDemand | None = None
-    standby = True
 
     def __init__(self, config: DaemonConfig, environment: dict[str, str] | None = None):
         self.config = config
         self.environment = environment or {}  # the worker socket's keys, if CURVE
+        self._spares: dict[str, LocalProcess] = {}  # by slot
+        self._preparing: dict[str, asyncio.Task[None]] = {}  # by slot: the next spare
 
-    async def launch(self, worker_id: str, device: str, standby: bool = False) -> LocalProcess:
+    async def launch(self, worker_id: str, device: str) -> LocalProcess:
+        spare = self._spares.pop(worker_id, None)
+        process = spare if spare is not None and await spare.activate() else None
+        if process is None:
+            process = await self._spawn(worker_id, device, standby=False)
+        if self.config.warm_standby:
+            self._prepare_spare(worker_id, device, process)
+        return process
+
+    def _prepare_spare(self, worker_id: str, device: str, worker: LocalProcess) -> None:
+        async def spawn_once_worker_is_old_enough() -> None:
+            try:
+                await asyncio.wait_for(worker.wait(), self.config.standby_delay)
+            except TimeoutError:  # still running: a spare no longer slows its start
+                self._spares[worker_id] = await self._spawn(worker_id, device, standby=True)
+
+        previous = self._preparing.get(worker_id)
+        if previous is not None:
+            previous.cancel()
+        self._preparing[worker_id] = asyncio.create_task(
+            spawn_once_worker_is_old_enough(), name=f"spare-{worker_id}"
+        )
+
+    async def _spawn(self, worker_id: str, device: str, *, standby: bool) -> LocalProcess:
         env = {**os.environ, **self.environment}
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
@@ -210,4 +242,11 @@ class LocalLauncher:
         return LocalProcess(process)
 
     async def close(self) -> None:
-        """Nothing to do: each supervisor has ended its own subprocess."""
+        """Kill the spares (each supervisor has ended its own worker)."""
+        preparing = list(self._preparing.values())
+        for task in preparing:
+            task.cancel()
+        await asyncio.gather(*preparing, return_exceptions=True)
+        spares, self._spares = list(self._spares.values()), {}
+        for spare in spares:
+            await spare.kill()

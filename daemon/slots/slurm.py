@@ -198,9 +198,8 @@ class SlurmPilot:
 
 
 class SlurmLauncher:
-    """Submits pilots in waves, follows them in squeue, cancels them at shutdown."""
-
-    standby = False  # a pilot's spare would hold a second GPU allocation
+    """Submits pilots in waves, follows them in squeue, cancels them at shutdown. It
+    keeps no warm spare: a pilot's spare would hold a second GPU allocation."""
 
     def __init__(self, config: DaemonConfig, environment: dict[str, str]):
         self.config = config
@@ -217,7 +216,7 @@ class SlurmLauncher:
         self._arrays: list[str] = []  # every array submitted, for the shutdown backstop
         self._poller: asyncio.Task[None] | None = None
 
-    async def launch(self, worker_id: str, device: str, standby: bool = False) -> SlurmPilot:
+    async def launch(self, worker_id: str, device: str) -> SlurmPilot:
         pilot = SlurmPilot(self, worker_id)
         self._wave.append(pilot)
         if self._wave_task is None:

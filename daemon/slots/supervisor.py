@@ -6,12 +6,14 @@ Two tasks per slot:
   subprocess, or a Slurm pilot once units wait for one: daemon/slots/launcher.py), waits
   for its hello under a deadline (from when it runs: a pilot pending in Slurm's
   queue is not hung), watches it (exit, or heartbeat silence -> kill), reports a
-  death to the scheduler and starts another with exponential backoff. A slot whose
-  worker fails to come up N times in a row is shown as `failed` with the reason,
-  loudly, and retried at the backoff cap for as long as virnucd runs. A worker that
-  said `leaving` (a pilot idle for its `idle_exit`, or one stopped by SIGTERM after
-  its emergency part) ended normally: no backoff, and no blame on its unit.
-* the **actor** loop handles the worker's messages in the order they were sent:
+  death to the scheduler and starts another when its `RestartPolicy` says
+  (daemon/slots/restart_policy.py: exponential backoff; a slot whose worker fails to
+  come up N times in a row is shown as `failed` with the reason, loudly, and retried
+  at the backoff cap for as long as virnucd runs). A worker that said `leaving` (a
+  pilot idle for its `idle_exit`, or one stopped by SIGTERM after its emergency part)
+  ended normally: no backoff, and no blame on its unit.
+* the **actor** loop handles the worker's messages in the order they were sent
+  (the hub hands them to `deliver`, which notes when the worker was last heard):
   a checkpoint is verified (path, size, SHA-256) and told to the scheduler, which
   records it, before the `unit_done` behind it is passed on; the scheduler's inbox
   is first in, first out, so it records the part before it looks at the `unit_done`.
@@ -52,15 +54,13 @@ from virnuc.protocol import (
 from .. import scheduler_messages as sm
 from ..actor import Actor
 from ..config import DaemonConfig
-from ..progress.log import ProgressLog
 from ..publisher import EventPublisher
 from ..scheduler_messages import Assignment
 from .hub import WorkerHub
-from .launcher import Launcher, LocalProcess, WorkerProcess
+from .launcher import Launcher, WorkerProcess
+from .restart_policy import MAX_START_FAILURES, RestartPolicy
 
 log = structlog.get_logger()
-
-MAX_START_FAILURES = 5  # never said hello this many times in a row: give the slot up
 
 
 class WorkerSupervisor(Actor[FromWorker]):
@@ -72,7 +72,6 @@ class WorkerSupervisor(Actor[FromWorker]):
         config: DaemonConfig,
         launcher: Launcher,
         hub: WorkerHub,
-        progress: ProgressLog,
         events: EventPublisher,
         scheduler: Actor[Any],
     ):
@@ -83,7 +82,6 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.config = config
         self.launcher = launcher
         self.hub = hub
-        self.progress = progress
         self.events = events
         self.scheduler = scheduler
         self.state = WorkerState.STARTING
@@ -91,8 +89,9 @@ class WorkerSupervisor(Actor[FromWorker]):
         self.models: ModelSpec | None = None  # what the worker has loaded
         self.model_loads = 0
         self.assignment: Assignment | None = None
-        self.last_seen = time.monotonic()
+        self.last_seen = time.monotonic()  # when the worker was last heard (`deliver`)
         self.ever_ready = asyncio.Event()  # set at the first hello (for READY=1)
+        self._restarts = RestartPolicy(config.restart_backoff_max, config.healthy_run)
         # Set once its worker failed to start MAX_START_FAILURES times in a row; the
         # slot is still retried, and `start_error` says why until a worker comes up.
         self.start_failed = asyncio.Event()
@@ -103,17 +102,17 @@ class WorkerSupervisor(Actor[FromWorker]):
         self._leaving: str | None = None  # why it said it exits of its own accord
         self._stopping = asyncio.Event()  # set once, at shutdown
         self._process: WorkerProcess | None = None
-        # A local worker process that has done its imports and waits for a line on
-        # stdin: replacing a dead worker then costs no Python/torch start-up.
-        self._standby: LocalProcess | None = None
         self._lifecycle: asyncio.Task[None] | None = None
-        hub.slots[worker_id] = self
 
     # --- what the hub, the scheduler and the control server see ----------------------
     # The scheduler decides which unit a worker computes; this supervisor alone changes
     # its worker's state and sends it messages (docs/architecture.md §2).
 
     def deliver(self, message: FromWorker) -> None:
+        """The hub's route for this slot: note the time, then queue the message. The
+        time is noted here, not when the loop gets to it, so a loop busy verifying a
+        large part never mistakes its worker for a hung one."""
+        self.last_seen = time.monotonic()
         try:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
@@ -223,24 +222,17 @@ class WorkerSupervisor(Actor[FromWorker]):
     async def _keep_alive(self) -> None:
         """Respawn for as long as virnucd runs: a slot that cannot start is shown as
         `failed` with its reason and retried at the backoff cap, never abandoned."""
-        failures_to_start = 0
-        restarts = 0
         while await self._wanted():
-            started = time.monotonic()
+            self._restarts.started()
             said_hello = await self._run_once()
             if self._stopping.is_set():
                 break
-            failures_to_start = 0 if said_hello else failures_to_start + 1
-            if failures_to_start == MAX_START_FAILURES:
-                self._cannot_start(failures_to_start)
-            # Right away after a healthy run or a worker that left; then 0.25 s,
-            # 0.5 s, ... up to the cap.
-            healthy = time.monotonic() - started > self.config.healthy_run
-            restarts = 0 if healthy or self._leaving else restarts + 1
-            if restarts:
-                backoff = min(self.config.restart_backoff_max, 0.125 * 2**restarts)
+            after = self._restarts.ended(said_hello=said_hello, leaving=bool(self._leaving))
+            if after.give_up:
+                self._cannot_start(MAX_START_FAILURES)
+            if after.delay:
                 with contextlib.suppress(TimeoutError):  # a shutdown ends the wait
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                    await asyncio.wait_for(self._stopping.wait(), after.delay)
 
     async def _wanted(self) -> bool:
         """Whether to start a worker now: always (local), or once units wait for one
@@ -277,9 +269,7 @@ class WorkerSupervisor(Actor[FromWorker]):
         self._fatal_error = None
         self._leaving = None
         self.pid = None
-        process = await self._activate_standby() or await self.launcher.launch(
-            self.worker_id, self.device
-        )
+        process = await self.launcher.launch(self.worker_id, self.device)
         self._process = process
         self.pid = process.pid
         said_hello, not_started = await self._start(process)
@@ -290,9 +280,7 @@ class WorkerSupervisor(Actor[FromWorker]):
                 self.start_error = None
             self._set_state(WorkerState.IDLE)
             await self.scheduler.tell(sm.WorkerUp(self.worker_id))
-            standby = asyncio.create_task(self._prepare_standby(), name=f"{self.name}-standby")
             reason = await self._watch(process)
-            standby.cancel()
         else:
             reason = not_started or (
                 "no hello within the deadline" if process.returncode is None else "exited"
@@ -331,32 +319,11 @@ class WorkerSupervisor(Actor[FromWorker]):
                 return False, not_started
             starting = WorkerState.STARTING if self.start_error is None else WorkerState.FAILED
             self._set_state(starting)
-            self.last_seen = time.monotonic()
+            self.last_seen = time.monotonic()  # silence counts from its start, not before
             return await self._await_hello(process), None
         finally:
             if self.launcher.demand is not None:
                 self.launcher.demand.release()
-
-    async def _prepare_standby(self) -> None:
-        """Spawn the spare once this worker has run a while: its imports take seconds of
-        CPU, which a worker that has just (re)started would otherwise have to share."""
-        wanted = self.config.warm_standby and self.launcher.standby
-        if not wanted or self._standby is not None:
-            return
-        await asyncio.sleep(self.config.standby_delay)
-        if not self._stopping.is_set():
-            spare = await self.launcher.launch(self.worker_id, self.device, standby=True)
-            assert isinstance(spare, LocalProcess)  # only local launchers keep spares
-            self._standby = spare
-
-    async def _activate_standby(self) -> LocalProcess | None:
-        standby, self._standby = self._standby, None
-        return standby if standby is not None and await standby.activate() else None
-
-    async def _discard_standby(self) -> None:
-        standby, self._standby = self._standby, None
-        if standby is not None:
-            await standby.kill()
 
     async def _await_hello(self, process: WorkerProcess) -> bool:
         hello = asyncio.create_task(self._hello.wait())
@@ -414,7 +381,6 @@ class WorkerSupervisor(Actor[FromWorker]):
     async def shutdown(self) -> None:
         """Ask the worker to checkpoint and exit; SIGKILL after the grace period."""
         self._stopping.set()
-        await self._discard_standby()
         process = self._process
         if process is not None and process.returncode is None:
             self._set_state(WorkerState.STOPPING, self.assignment)  # acks may still come
