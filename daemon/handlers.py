@@ -103,7 +103,10 @@ async def status(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
 
 
 async def list_jobs(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
-    """`list {offset?, limit?}` -> `{jobs, total}`, oldest first, at most 1000 a page."""
+    """`list {offset?, limit?}` -> `{jobs, total}`, oldest first, at most 1000 a page.
+
+    (CLI: `virnucctl list`, `status` without JOB; both page through every job.)
+    """
     assert isinstance(args, ListArgs)
     limit = min(args.limit or LIST_PAGE_MAX, LIST_PAGE_MAX)
     rows = await ctx.progress.list_jobs(offset=args.offset, limit=limit)
@@ -125,12 +128,15 @@ async def kill(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
 
 
 async def workers(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
-    """`workers` -> `{workers: [{id, pid, device, state, job_id?, unit?}]}`."""
+    """`workers` -> `{workers: [WorkerInfo]}`. (CLI: `virnucctl workers`.)"""
     return {"workers": [s.info() for s in ctx.scheduler.workers.values()]}
 
 
 async def shutdown(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
-    """`shutdown` -> `{}`, then a two-stage stop (workers checkpoint, then exit)."""
+    """`shutdown` -> `{}`, then a two-stage stop (workers checkpoint, then exit).
+
+    (CLI: none; `virnucctl predict` stops its private virnucd so, and SIGTERM is the same.)
+    """
     ctx.request_shutdown("shutdown requested by a client")
     return {}
 

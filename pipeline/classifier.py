@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-LABELS = ("others", "virus")  # class 0, class 1
+from .output_format import LABELS
 
 
 class ClassifierLoadError(ValueError):
@@ -27,9 +27,12 @@ class ClassifierLoadError(ValueError):
 
 
 class MLPClassifier(nn.Module):
-    """The original's classifier; attribute names match the published pickles."""
+    """The original's classifier; attribute names match the published pickles.
 
-    def __init__(self, input_dim: int = 3328, hidden_dim: int = 512, num_class: int = 2):
+    Its outputs are the classes of `LABELS`, in that order.
+    """
+
+    def __init__(self, input_dim: int = 3328, hidden_dim: int = 512, num_class: int = len(LABELS)):
         super().__init__()
         self.hidden_layer = nn.Linear(input_dim, hidden_dim)
         self.bn1 = nn.BatchNorm1d(hidden_dim)

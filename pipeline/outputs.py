@@ -25,22 +25,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-import h5py
 import numpy as np
 
-from .classifier import LABELS
-
-PREDICTIONS = "prediction_results.txt"
-HIGHEST_SCORE = "prediction_results_highestscore.csv"
-SUMMARY = "sequence_summary.tsv"
-EMBEDDINGS = "embeddings.h5"
-OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS)
-
-PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
-HIGHEST_SCORE_HEADER = "Modified_ID\tIs_Virus\n"
-SUMMARY_HEADER = (
-    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource\n"
+from .durable import fsync_path
+from .output_format import (
+    EMBEDDINGS,
+    HIGHEST_SCORE,
+    HIGHEST_SCORE_HEADER,
+    LABELS,
+    NO_FRAMES,
+    OUTPUT_NAMES,
+    PREDICTIONS,
+    PREDICTIONS_HEADER,
+    SUMMARY,
+    SUMMARY_HEADER,
 )
+
 _H5_GROWTH = 4096
 
 
@@ -88,7 +88,7 @@ def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str
     """The record's `sequence_summary.tsv` row; `source` is the input file it is in."""
     virus_chunks = sum(is_virus for _, is_virus in calls)
     if not result.frame_ids:
-        max_virus, call = "NA", "no_frames"
+        max_virus, call = "NA", NO_FRAMES
     else:
         max_virus = format_score(result.scores[:, 1].max())
         call = LABELS[1] if virus_chunks else LABELS[0]
@@ -373,6 +373,8 @@ class _EmbeddingFile:
     """Appends rows to resizable HDF5 datasets `ids`, `nucleotide`, `protein`."""
 
     def __init__(self, path: Path, dims: tuple[int, int]):
+        import h5py  # here: virnucd imports this module, and needs h5py only for embeddings
+
         self._raw = _DroppableFile(path)
         try:
             self._file = h5py.File(self._raw, "w")
@@ -424,12 +426,3 @@ class _EmbeddingFile:
                 self._file.close()
         with suppress(Exception):
             self._raw.close()
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a rename is durable only once its directory is)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

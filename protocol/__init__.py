@@ -26,8 +26,6 @@ from .events import (
 from .messages import (
     OPS,
     ErrorInfo,
-    JobState,
-    JobStatus,
     KillArgs,
     KillResult,
     ListArgs,
@@ -43,10 +41,8 @@ from .messages import (
     StatusArgs,
     SubmitArgs,
     SubmitResult,
-    WorkerInfo,
     WorkersArgs,
     WorkersResult,
-    WorkerState,
     decode_reply,
     decode_request,
     error_reply,
@@ -56,6 +52,7 @@ from .messages import (
     parse_request,
     parse_result,
 )
+from .status import JobState, JobStatus, WorkerInfo, WorkerState
 from .transport import reply_frames, split_request_frames
 from .worker import (
     Assign,

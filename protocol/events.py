@@ -20,8 +20,8 @@ from . import codec
 from .codec import Buffer
 from .constants import KEY_TYPE, KEY_VERSION, MAX_MESSAGE_SIZE, PROTOCOL_VERSION
 from .errors import DecodeError, ErrorCode, ProtocolError
-from .messages import JobStatus, WorkerInfo
 from .schema import check_fields, short_repr
+from .status import JobStatus, WorkerInfo
 
 
 @unique

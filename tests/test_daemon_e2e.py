@@ -265,3 +265,11 @@ def test_a_job_of_several_inputs_writes_them_in_order_with_each_record_s_source(
     assert [row[:2] for row in have] == [row[:2] for row in single]
     for got, want in zip(have[1:], single[1:], strict=True):
         assert abs(float(got[3]) - float(want[3])) <= 1e-6, (got, want)
+
+
+def test_virnucd_never_loads_torch_itself(daemon) -> None:
+    """After the jobs above ran, torch is still the workers' alone: virnucd's own
+    memory maps no libtorch (the control plane stays small and starts fast)."""
+    maps = Path(f"/proc/{daemon.process.pid}/maps").read_text()
+    assert daemon.process.poll() is None
+    assert "libtorch" not in maps

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from virnuc.client.cli import EXIT_INVALID_INPUT, EXIT_OK, main
-from virnuc.pipeline import outputs, report
 from virnuc.pipeline.frames import FRAME_NAMES, chunk_starts
+from virnuc.pipeline.output_format import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, SUMMARY_HEADER
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
-from virnuc.pipeline.report import BINS, PLOT, REPORT, ReportError, write_report
+from virnuc.pipeline.report import PLOT, REPORT, ReportError, write_report
+from virnuc.pipeline.report_scan import BINS, ReportSummary, chunk_details, scan_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -34,13 +35,6 @@ def write_outputs(out: Path, results: list[RecordResult]) -> None:
         for r in results:
             writer.write(r)
         writer.commit()
-
-
-def test_names_and_headers_match_the_writer() -> None:
-    assert report.PREDICTIONS == outputs.PREDICTIONS
-    assert report.SUMMARY == outputs.SUMMARY
-    assert report.PREDICTIONS_HEADER == outputs.PREDICTIONS_HEADER
-    assert report.SUMMARY_HEADER == outputs.SUMMARY_HEADER
 
 
 def test_report_of_real_outputs(tmp_path: Path) -> None:
@@ -80,10 +74,8 @@ def test_report_of_real_outputs(tmp_path: Path) -> None:
 
 def test_chunk_spans_follow_the_chunking(tmp_path: Path) -> None:
     write_outputs(tmp_path, [record(0, 0.9, length=1000)])
-    entries = report._scan_summary(
-        tmp_path / report.SUMMARY, 1, report.ReportSummary(tmp_path, tmp_path, tmp_path), None
-    )
-    details = report._chunk_details(tmp_path / report.PREDICTIONS, entries, 300)
+    entries = scan_summary(tmp_path / SUMMARY, 1, ReportSummary(tmp_path, tmp_path, tmp_path), None)
+    details = chunk_details(tmp_path / PREDICTIONS, entries, 300)
     spans = [(c.start, c.end, c.is_virus) for c in details["rec0"]]
     assert spans == [(0, 300, True), (249, 549, False), (498, 798, False), (747, 1000, False)]
 
@@ -93,11 +85,11 @@ def _write_synthetic(out: Path, n: int) -> None:
     rng = np.random.default_rng(1)
     p = rng.random(n).astype(np.float32)
     with (
-        (out / outputs.PREDICTIONS).open("w") as pred,
-        (out / outputs.SUMMARY).open("w") as summ,
+        (out / PREDICTIONS).open("w") as pred,
+        (out / SUMMARY).open("w") as summ,
     ):
-        pred.write(outputs.PREDICTIONS_HEADER)
-        summ.write(outputs.SUMMARY_HEADER)
+        pred.write(PREDICTIONS_HEADER)
+        summ.write(SUMMARY_HEADER)
         for i in range(n):
             s, o = str(p[i]), str(np.float32(1 - p[i]))
             call = "virus" if p[i] >= 0.5 else "others"
@@ -121,7 +113,7 @@ def test_bounded_state_on_200k_records(tmp_path: Path) -> None:
 
 def test_disagreeing_files_are_refused(tmp_path: Path) -> None:
     write_outputs(tmp_path, [record(0, 0.9), record(1, 0.8)])
-    pred = tmp_path / outputs.PREDICTIONS
+    pred = tmp_path / PREDICTIONS
     pred.write_text("".join(pred.read_text().splitlines(keepends=True)[:3]))
     with pytest.raises(ReportError, match="disagree"):
         write_report(tmp_path, top=2)

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from virnuc.pipeline.outputs import RecordResult, fsync_path
+from virnuc.pipeline.durable import fsync_path
+from virnuc.pipeline.outputs import RecordResult
 
 FORMAT_VERSION = 1
 SUFFIX = ".npz"

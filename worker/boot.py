@@ -2,29 +2,19 @@
 
 Importing torch and transformers takes seconds; a daemon killed meanwhile must not
 leave a half-started worker (or a warm standby) behind. So this module, which imports
-only the standard library, sets PR_SET_PDEATHSIG first, checks the parent is still
-the daemon that spawned it, and only then imports and runs `virnuc.worker.serve`.
+only the standard library and `virnuc.worker.exits` (a leaf of the standard library
+alone), sets PR_SET_PDEATHSIG first, checks the parent is still the daemon that
+spawned it, and only then imports and runs `virnuc.worker.serve`.
 
     python -m virnuc.worker.boot [worker options]   (same options as virnuc.worker.serve)
-
-It owns the facts about dying with the daemon (the prctl, the orphan exit code).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import sys
 
-_PR_SET_PDEATHSIG = 1
-EXIT_ORPHANED = 4  # the daemon is gone
-
-
-def arm_parent_death() -> None:
-    """Ask the kernel to SIGKILL this process when the thread that forked it exits."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+from virnuc.worker.exits import EXIT_ORPHANED, arm_parent_death
 
 
 def die_with_parent(argv: list[str]) -> bool:

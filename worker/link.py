@@ -31,12 +31,9 @@ from virnuc.protocol import (
 )
 from virnuc.protocol.constants import WORKER_CURVE_ENV
 from virnuc.protocol.worker import WorkerMessageBase
-from virnuc.worker.boot import EXIT_ORPHANED
+from virnuc.worker.exits import EXIT_FATAL, EXIT_ORPHANED
 
 Log = Any  # a structlog BoundLogger
-
-EXIT_OK = 0
-EXIT_FATAL = 3  # device unavailable, bad VIRNUC_FAULT, a bug: the supervisor backs off
 
 CLOSE_TIMEOUT_S = 5.0  # how long a graceful exit waits for acks to leave
 

@@ -18,7 +18,7 @@ import signal
 
 import torch
 
-from virnuc.worker.boot import arm_parent_death
+from virnuc.worker.exits import arm_parent_death
 from virnuc.worker.link import Flags
 
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")

@@ -10,12 +10,15 @@ up (`virnuc.worker.process_setup`), starts the threads, takes the inbox in order
 keeps the models warm. One unit's computation is `virnuc.worker.unit_run`, fed its
 input records by `virnuc.worker.unit_feed`.
 
-Three threads, one job each:
+Four threads, one job each:
 
 * the **main thread computes**: it takes `assign`s from the inbox in order, loads the
   models when a unit needs others than those loaded, and runs each unit (`UnitRun`):
   the `Predictor` over its records, the finished records cut into parts (every
   `checkpoint_every` records, every `--checkpoint-seconds`, and at the end of the unit);
+* while a unit runs, the **prefetch thread** (`pipeline.prefetch`) cuts the next block
+  of frames (records read, frames translated, DNA tokenized) while the main thread
+  scores the current one;
 * the **I/O thread** (`IoLink`) owns the DEALER socket — zmq sockets are not
   thread-safe, so nothing else touches it. It says `hello`, heartbeats every interval
   (also while the main thread computes), sends what the other threads queue, and
@@ -41,8 +44,9 @@ sends `leaving` after its last acks, so the daemon neither backs off nor blames 
 it still held. A Slurm pilot has no parent to watch: `--daemon-timeout` makes it exit
 (code 4) when virnucd has been silent that long.
 
-Exit codes: 0 after a stop; 3 (`EXIT_FATAL`, after an `error` with fatal=true) when the
-device is unusable or `VIRNUC_FAULT` is malformed; 4 when the daemon is gone.
+Exit codes (`virnuc.worker.exits`): 0 after a stop; 3 (`EXIT_FATAL`, after an `error`
+with fatal=true) when the device is unusable or `VIRNUC_FAULT` is malformed; 4
+(`EXIT_ORPHANED`) when the daemon is gone.
 
 The protocol never uses stdout; logs are structlog lines on stderr. If the daemon
 dies the worker dies too (PR_SET_PDEATHSIG, and the I/O thread watches the parent
@@ -77,8 +81,8 @@ from virnuc.protocol import (
     WireModelSpec,
     WorkerError,
 )
-from virnuc.worker.boot import EXIT_ORPHANED
-from virnuc.worker.link import EXIT_FATAL, EXIT_OK, Flags, IoLink, Log
+from virnuc.worker.exits import EXIT_FATAL, EXIT_OK, EXIT_ORPHANED
+from virnuc.worker.link import Flags, IoLink, Log
 from virnuc.worker.part_writer import PartWriter
 from virnuc.worker.process_setup import (
     DeviceUnavailable,

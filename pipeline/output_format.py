@@ -1,0 +1,25 @@
+"""The output files' names, headers and class labels: the one owner of each.
+
+The writer (`outputs.py`), the classifier, the report and virnucd all take them from
+here. This module imports nothing, so virnucd and `virnucctl report` can name the
+outputs without importing torch or h5py.
+"""
+
+from __future__ import annotations
+
+LABELS = ("others", "virus")  # the classifier's class 0, class 1
+NO_FRAMES = "no_frames"  # the call of a record without a scored frame
+
+PREDICTIONS = "prediction_results.txt"
+HIGHEST_SCORE = "prediction_results_highestscore.csv"
+SUMMARY = "sequence_summary.tsv"
+EMBEDDINGS = "embeddings.h5"
+OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS)
+
+PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
+HIGHEST_SCORE_HEADER = "Modified_ID\tIs_Virus\n"
+SUMMARY_HEADER = (
+    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource\n"
+)
+# Written before the `source` column was added; `virnucctl report` still reads it.
+SUMMARY_HEADER_V1 = SUMMARY_HEADER.replace("\tsource", "")
