@@ -14,11 +14,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from harness import Daemon
 
 from virnuc.daemon.progress.connection import close_emptying_wal, open_connection
 from virnuc.daemon.progress.log import ProgressLogError
 from virnuc.daemon.progress.wal_check import check_wal, checksum
+
+from tests.support.harness import Daemon
 
 TRANSACTIONS = 8
 ROW = 3000  # bytes: about one page per row, so each transaction writes a few frames

@@ -17,7 +17,7 @@ from virnuc.pipeline.outputs import EMBEDDINGS, OUTPUT_NAMES, PREDICTIONS, PREDI
 from virnuc.pipeline.report import PLOT, REPORT
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, running_daemon
+from tests.support.harness import Daemon, running_daemon
 
 pytestmark = pytest.mark.e2e
 

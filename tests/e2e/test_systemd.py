@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, wait_for
+from tests.support.harness import Daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 

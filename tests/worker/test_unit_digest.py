@@ -25,7 +25,7 @@ from virnuc.worker.unit_digest import UnitChanged
 from virnuc.worker.unit_feed import RecordFeed
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import running_daemon, wait_for, write_as_fastq
+from tests.support.harness import running_daemon, wait_for, write_as_fastq
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
 MODELS = WireModelSpec(esm="/m/esm.pt", dnabert="/m/bert", classifier="/m/c.pth", chunk_length=300)

@@ -23,7 +23,7 @@ from virnuc.client.cli import main as virnucctl
 from virnuc.daemon import access
 from virnuc.daemon.main import StateDirBusy, claim_state_dir
 
-from tests.harness import Daemon, RawClient, free_port, wait_for
+from tests.support.harness import Daemon, RawClient, free_port, wait_for
 
 SOCKETS = ("control.sock", "events.sock", "workers.sock")
 REFUSED_WAIT = 1.5  # how long an unknown client waits for the answer it must not get

@@ -22,7 +22,7 @@ import pytest
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import (
+from tests.support.harness import (
     Daemon,
     assert_same_outputs,
     wait_for,

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from disks import cap_pages
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
@@ -40,6 +39,8 @@ from virnuc.protocol import (
     UnitDone,
     WorkerError,
 )
+
+from tests.support.disks import cap_pages
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
 OTHER_SPEC = dataclasses.replace(SPEC, classifier="/m/other.pth")

@@ -28,7 +28,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.harness import Daemon, running_daemon, wait_for
+from tests.support.harness import Daemon, running_daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 

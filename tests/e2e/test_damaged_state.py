@@ -8,10 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from harness import Daemon
-
 from virnuc.daemon.progress.log import NewJob, ProgressLog
 from virnuc.pipeline.spec import ModelSpec
+
+from tests.support.harness import Daemon
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
 

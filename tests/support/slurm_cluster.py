@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from tests.harness import wait_for
+from tests.support.harness import wait_for
 
 __all__ = [
     "needs_slurm",

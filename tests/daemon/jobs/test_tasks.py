@@ -23,13 +23,14 @@ from typing import Any, cast
 
 import pytest
 import structlog
-from disks import fill, tmpfs
 
 from virnuc.daemon.jobs import tasks as job_tasks
 from virnuc.daemon.progress.log import JobRow, ProgressLog
 from virnuc.daemon.scheduler_messages import AssemblyFinished, OutOfSpace
 from virnuc.disk_space import free_bytes
 from virnuc.faults import Faults
+
+from tests.support.disks import fill, tmpfs
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from disks import cap_pages
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +31,8 @@ from virnuc.daemon.progress.log import (
     UnitPlan,
 )
 from virnuc.pipeline.spec import ModelSpec
+
+from tests.support.disks import cap_pages
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300, "demo")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm_cluster import needs_slurm, scancel_all, squeue_jobs, wait_for
+from tests.support.slurm_cluster import needs_slurm, scancel_all, squeue_jobs, wait_for
 
 pytestmark = needs_slurm
 

@@ -28,7 +28,7 @@ from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.protocol import ErrorCode
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, running_daemon
+from tests.support.harness import Daemon, running_daemon
 
 pytestmark = pytest.mark.e2e
 

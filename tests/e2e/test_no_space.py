@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from disks import fill, tmpfs
 
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, assert_same_outputs, wait_for
+from tests.support.disks import fill, tmpfs
+from tests.support.harness import Daemon, assert_same_outputs, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
