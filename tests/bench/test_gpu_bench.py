@@ -20,7 +20,7 @@ from virnuc.pipeline.predict import DEFAULT_BLOCK_FRAMES
 from bench import bench_pipeline, gpu_bench
 from bench.synthetic import write_fasta
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUNS = ("original_fp32", "ours_fp32", "ours_tf32", "ours_bf16")
 GOALS = (
     "esm_bf16_tokens_per_s",

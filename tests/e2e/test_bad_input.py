@@ -30,8 +30,6 @@ from virnuc.protocol import ErrorCode
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import Daemon, running_daemon
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory, demo_cache: Path) -> Iterator[Daemon]:

@@ -31,8 +31,6 @@ from tests.support.harness import (
     write_fasta_part,
 )
 
-pytestmark = pytest.mark.e2e
-
 # Fast restarts: the tests kill workers on purpose, so backoff would only slow them down.
 FAST = "restart_backoff_max = 0.5\nheartbeat_timeout = 20\nstop_grace = 20\nblock_frames = 64\n"
 

@@ -24,9 +24,7 @@ from tests.support.harness import (
     write_fasta_part,
 )
 
-pytestmark = pytest.mark.e2e
-
-EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 PREDICTIONS = "prediction_results.txt"
 
 

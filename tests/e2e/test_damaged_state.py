@@ -11,6 +11,7 @@ from typing import Any
 from virnuc.daemon.progress.log import NewJob, ProgressLog
 from virnuc.pipeline.spec import ModelSpec
 
+from tests.daemon.progress.test_wal_check import frames, overwrite
 from tests.support.harness import Daemon
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
@@ -82,3 +83,41 @@ def test_a_damaged_database_stops_virnucd_with_exit_3_naming_the_file(
     unusable = run_to_exit(state, demo_cache, 3, "daemon.progress_log_unusable")
     assert f"{state / 'virnuc.db'} is damaged" in unusable["error"]
     assert "move it aside" in unusable["error"]
+
+
+def test_a_damaged_wal_after_a_sigkill_stops_virnucd_with_exit_3(
+    tmp_path: Path, demo_cache: Path
+) -> None:
+    state = tmp_path / "state"
+    daemon = Daemon(state, demo_cache, "--workers", "1")
+    try:
+        daemon.start()
+        daemon.workers_ready(1)
+        job = daemon.client.result(
+            "submit",
+            input=str(Path("examples/example.fasta").resolve()),
+            output=str(tmp_path / "out"),
+            profile="demo",
+        )["job_id"]
+        daemon.client.wait_state(job, ("done",))
+        daemon.kill9()  # the WAL keeps its frames: nothing checkpointed them
+    finally:
+        daemon.close()
+    wal = state / "virnuc.db-wal"
+    assert wal.stat().st_size > 0
+    commits = [offset for offset, db_size in frames(wal) if db_size]
+    assert len(commits) >= 4, "too few transactions in the WAL to damage one in the middle"
+    overwrite(wal, commits[len(commits) // 2] + 24 + 100, b"\xa5" * 64)
+
+    daemon.log_path.unlink()  # the restart's log only: the first run did log "ready"
+    restarted = Daemon(state, demo_cache)
+    try:
+        assert restarted.spawn().wait(120) == 3, restarted.log_tail()  # EXIT_STATE_DIR
+        events = restarted.log_events()
+        assert not [e for e in events if e.get("event") == "daemon.ready"], restarted.log_tail()
+        unusable = [e for e in events if e.get("event") == "daemon.progress_log_unusable"]
+        assert unusable, restarted.log_tail()
+        assert f"{wal} is damaged" in unusable[0]["error"]
+        assert "committed transactions" in unusable[0]["error"]
+    finally:
+        restarted.close()

@@ -30,9 +30,7 @@ import zmq
 
 from tests.support.harness import Daemon, running_daemon, wait_for
 
-pytestmark = pytest.mark.e2e
-
-EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 LIMIT = 4 * 1024 * 1024  # max_message_size: larger payloads get `too_large`
 HARD_LIMIT = LIMIT * 5 // 4  # ZeroMQ drops (and disconnects) a peer sending more than this
 CODES = {

@@ -19,7 +19,7 @@ from bench.synthetic import random_lengths, write_fasta
 from tests.support.disks import fill, tmpfs
 from tests.support.harness import Daemon, assert_same_outputs, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)
 
 MiB = 1 << 20
 SETTINGS = (

@@ -19,8 +19,6 @@ from virnuc.pipeline.report import PLOT, REPORT
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import Daemon, running_daemon
 
-pytestmark = pytest.mark.e2e
-
 THEIRS = "someone else's results\n"
 
 

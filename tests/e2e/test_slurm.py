@@ -21,10 +21,10 @@ from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import Daemon, RawClient, assert_same_outputs, free_port, wait_for
 from tests.support.slurm_cluster import needs_slurm, squeue_jobs
 
-pytestmark = [pytest.mark.e2e, needs_slurm]
+pytestmark = needs_slurm
 
 PILOT = PILOT_JOB_NAME
-EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 
 
 def slurm_daemon(root: Path, demo_cache: Path, **settings: object) -> Daemon:

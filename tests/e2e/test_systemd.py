@@ -20,9 +20,7 @@ import pytest
 
 from tests.support.harness import Daemon, wait_for
 
-pytestmark = pytest.mark.e2e
-
-UNIT = Path(__file__).parents[1] / "systemd" / "virnucd.service"
+UNIT = Path(__file__).parents[2] / "systemd" / "virnucd.service"
 WATCHDOG_USEC = 1_000_000
 
 

@@ -50,8 +50,7 @@ from virnuc.protocol import (
 
 from bench.synthetic import random_lengths, write_fasta
 
-pytestmark = pytest.mark.e2e
-EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 START_S = 60.0  # a cold worker imports torch, transformers and esm
 STEP_S = 20.0  # anything else the worker is asked to do
 

@@ -1,10 +1,8 @@
-"""The engine end to end in-process: the original's per-frame method, blocks, outputs, CLI."""
+"""The engine end to end in-process: the original's per-frame method, blocks, outputs
+(tests/e2e/test_cli_predict.py runs `virnucctl predict`)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "example.fasta"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 
 
 def original_scores(models, records: list[FastaRecord]) -> tuple[list[str], np.ndarray]:
@@ -85,19 +83,6 @@ def test_predict_file_writes_one_summary_row_per_record(demo_models, tmp_path: P
     summary = (tmp_path / SUMMARY).read_text().splitlines()
     assert [row.split("\t")[0] for row in summary[1:]] == [f"contig_{i:05d}" for i in range(1, 21)]
     assert len((tmp_path / PREDICTIONS).read_text().splitlines()) == done.frames_done + 1
-
-
-def test_cli_predict_with_the_demo_profile(demo_cache: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "VIRNUC_CACHE_DIR": str(demo_cache)}
-    cmd = [sys.executable, "-m", "virnuc.client.cli", "predict", str(EXAMPLE), "--profile", "demo"]
-    run = subprocess.run([*cmd, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert "meaningless" in run.stderr
-    assert str(tmp_path) in run.stdout
-    assert (tmp_path / PREDICTIONS).exists()
-    again = subprocess.run([*cmd, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
-    assert again.returncode == 4
-    assert "--force" in again.stderr
 
 
 @pytest.mark.parametrize("block_frames", [1, 7, 2048])

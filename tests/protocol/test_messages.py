@@ -951,7 +951,7 @@ def dealer(daemon: FakeDaemon) -> Iterator[zmq.Socket[bytes]]:
 def test_documented_client_example_runs(
     daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    doc = (Path(__file__).parent.parent / "docs" / "protocol.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     example = doc.split("## Client example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert len(example.strip().splitlines()) <= 20
     monkeypatch.setenv("VIRNUC_STATE_DIR", str(Path(daemon.endpoint[len("ipc://") :]).parent))

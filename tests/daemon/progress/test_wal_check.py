@@ -19,8 +19,6 @@ from virnuc.daemon.progress.connection import close_emptying_wal, open_connectio
 from virnuc.daemon.progress.log import ProgressLogError
 from virnuc.daemon.progress.wal_check import check_wal, checksum
 
-from tests.support.harness import Daemon
-
 TRANSACTIONS = 8
 ROW = 3000  # bytes: about one page per row, so each transaction writes a few frames
 
@@ -220,45 +218,3 @@ def test_a_clean_close_leaves_an_empty_wal_even_with_a_reader_open(tmp_path: Pat
     close_emptying_wal(conn)
     reader.close()
     assert wal_of(database).stat().st_size == 0
-
-
-# --- end to end ---------------------------------------------------------------------------
-
-
-@pytest.mark.e2e
-def test_a_damaged_wal_after_a_sigkill_stops_virnucd_with_exit_3(
-    tmp_path: Path, demo_cache: Path
-) -> None:
-    state = tmp_path / "state"
-    daemon = Daemon(state, demo_cache, "--workers", "1")
-    try:
-        daemon.start()
-        daemon.workers_ready(1)
-        job = daemon.client.result(
-            "submit",
-            input=str(Path("examples/example.fasta").resolve()),
-            output=str(tmp_path / "out"),
-            profile="demo",
-        )["job_id"]
-        daemon.client.wait_state(job, ("done",))
-        daemon.kill9()  # the WAL keeps its frames: nothing checkpointed them
-    finally:
-        daemon.close()
-    wal = state / "virnuc.db-wal"
-    assert wal.stat().st_size > 0
-    commits = [offset for offset, db_size in frames(wal) if db_size]
-    assert len(commits) >= 4, "too few transactions in the WAL to damage one in the middle"
-    overwrite(wal, commits[len(commits) // 2] + 24 + 100, b"\xa5" * 64)
-
-    daemon.log_path.unlink()  # the restart's log only: the first run did log "ready"
-    restarted = Daemon(state, demo_cache)
-    try:
-        assert restarted.spawn().wait(120) == 3, restarted.log_tail()  # EXIT_STATE_DIR
-        events = restarted.log_events()
-        assert not [e for e in events if e.get("event") == "daemon.ready"], restarted.log_tail()
-        unusable = [e for e in events if e.get("event") == "daemon.progress_log_unusable"]
-        assert unusable, restarted.log_tail()
-        assert f"{wal} is damaged" in unusable[0]["error"]
-        assert "committed transactions" in unusable[0]["error"]
-    finally:
-        restarted.close()
