@@ -19,13 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
-import zmq
 
-from virnuc.daemon.jobs import submission
 from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
-from virnuc.protocol import ErrorCode
 
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import Daemon, running_daemon
@@ -261,24 +257,6 @@ def test_bad_input_is_named_and_the_daemon_lives_on(
     assert_still_answers(daemon)
 
 
-def test_unreadable_input_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """At unit level: tests run as root, and root reads a file whatever its mode, so
-    a real unreadable file cannot be made here. `check_input` asks `os.access`."""
-    fasta = valid_fasta(tmp_path / "secret.fa")
-    real_access = submission.os.access
-
-    def access(path: object, mode: int) -> bool:
-        return False if Path(str(path)) == fasta else real_access(path, mode)
-
-    monkeypatch.setattr(submission.os, "access", access)
-    with pytest.raises(submission.SubmitRefused) as refused:
-        submission.check_input(fasta)
-    assert refused.value.code == ErrorCode.INVALID_INPUT
-    assert str(fasta) in refused.value.message
-    assert "permission denied" in refused.value.message
-    assert "make it readable" in refused.value.message
-
-
 # --- valid variants: Windows line endings, lowercase ------------------------------------
 
 
@@ -330,36 +308,6 @@ def test_output_holding_results_is_a_conflict_unless_forced(daemon: Daemon, tmp_
     (out / PREDICTIONS).write_text("stale\n")
     assert run_job(daemon, fasta, out, force=True) == first
     assert_still_answers(daemon)
-
-
-def test_two_submits_into_one_output_at_once_get_one_job_and_one_conflict(
-    daemon: Daemon, tmp_path: Path
-) -> None:
-    """Sent together on one DEALER, so both are checked while neither job exists yet."""
-    fasta = valid_fasta(tmp_path / "in.fa")
-    out = tmp_path / "out"
-    sock = daemon.client.context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.client.endpoint)
-    try:
-        for n in range(2):
-            args = {"input": str(fasta), "output": str(out), "profile": "demo"}
-            request = {"v": 1, "id": f"s{n}", "op": "submit", "args": args}
-            sock.send_multipart([b"", msgpack.packb(request)])
-        replies = []
-        for _ in range(2):
-            assert sock.poll(10_000), "no reply to a submit"
-            replies.append(msgpack.unpackb(sock.recv_multipart()[-1]))
-    finally:
-        sock.close()
-    accepted = [r for r in replies if r["ok"]]
-    refused = [r for r in replies if not r["ok"]]
-    assert len(accepted) == 1, replies
-    assert len(refused) == 1, replies
-    assert refused[0]["error"]["code"] == "conflict", refused
-    assert "another unfinished job writes there" in refused[0]["error"]["message"]
-    job = accepted[0]["result"]["job_id"]
-    assert daemon.client.wait_state(job, ("done", "failed", "killed"))["state"] == "done"
 
 
 def test_an_id_repeated_in_another_input_fails_the_job_naming_both_files(

@@ -395,6 +395,7 @@ async def test_of_two_submits_into_one_output_directory_only_the_first_is_create
     with pytest.raises(SubmitRefused) as refused:
         await asyncio.wait_for(replies[1], DEADLINE)
     assert refused.value.code == ErrorCode.CONFLICT
+    assert "another unfinished job writes there" in refused.value.message
     assert first.job_id == "j0"
     assert await setup.progress.count_jobs() == 1
 
