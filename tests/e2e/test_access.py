@@ -21,7 +21,8 @@ from zmq.auth import load_certificate
 
 from virnuc.client.cli import main as virnucctl
 
-from tests.support.harness import Daemon, RawClient, free_port, wait_for
+from tests.support.harness import Daemon, RawClient, free_port
+from tests.support.poll import wait_for
 
 SOCKETS = ("control.sock", "events.sock", "workers.sock")
 REFUSED_WAIT = 1.5  # how long an unknown client waits for the answer it must not get

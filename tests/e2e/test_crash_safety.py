@@ -25,11 +25,11 @@ from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import (
     Daemon,
     assert_same_outputs,
-    wait_for,
     worker_pids_alive,
     write_as_fastq,
     write_fasta_part,
 )
+from tests.support.poll import wait_for
 
 # Fast restarts: the tests kill workers on purpose, so backoff would only slow them down.
 FAST = "restart_backoff_max = 0.5\nheartbeat_timeout = 20\nstop_grace = 20\nblock_frames = 64\n"

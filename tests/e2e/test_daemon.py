@@ -16,10 +16,10 @@ from tests.support.harness import (
     assert_same_outputs,
     read_table,
     running_daemon,
-    wait_for,
     write_as_fastq,
     write_fasta_part,
 )
+from tests.support.poll import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 PREDICTIONS = "prediction_results.txt"

@@ -28,7 +28,8 @@ import msgpack
 import pytest
 import zmq
 
-from tests.support.harness import Daemon, running_daemon, wait_for
+from tests.support.harness import Daemon, running_daemon
+from tests.support.poll import wait_for
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 LIMIT = 4 * 1024 * 1024  # max_message_size: larger payloads get `too_large`

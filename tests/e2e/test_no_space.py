@@ -17,7 +17,8 @@ from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.disks import fill, tmpfs
-from tests.support.harness import Daemon, assert_same_outputs, wait_for
+from tests.support.harness import Daemon, assert_same_outputs
+from tests.support.poll import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 

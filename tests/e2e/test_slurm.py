@@ -18,7 +18,8 @@ from virnuc.daemon.slots.slurm import PILOT_JOB_NAME
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.support.harness import Daemon, RawClient, assert_same_outputs, free_port, wait_for
+from tests.support.harness import Daemon, RawClient, assert_same_outputs, free_port
+from tests.support.poll import wait_for
 from tests.support.slurm_cluster import needs_slurm, squeue_jobs
 
 pytestmark = needs_slurm

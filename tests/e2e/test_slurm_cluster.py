@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.slurm_cluster import needs_slurm, scancel_all, squeue_jobs, wait_for
+from tests.support.poll import wait_for
+from tests.support.slurm_cluster import needs_slurm, scancel_all, squeue_jobs
 
 pytestmark = needs_slurm
 

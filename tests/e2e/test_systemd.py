@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.harness import Daemon, wait_for
+from tests.support.harness import Daemon
+from tests.support.poll import wait_for
 
 UNIT = Path(__file__).parents[2] / "systemd" / "virnucd.service"
 WATCHDOG_USEC = 1_000_000

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.support.harness import running_daemon, wait_for
+from tests.support.harness import running_daemon
+from tests.support.poll import wait_for
 from tests.worker.test_unit_digest import rewrite
 
 

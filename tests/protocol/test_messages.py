@@ -1,45 +1,24 @@
-"""The wire protocol: codec, control envelope, ops, events, daemon<->worker messages.
+"""The wire protocol's messages: the control envelope, ops and replies, daemon<->worker
+messages (tests/protocol/: test_codec.py, test_events.py, test_transport.py, the rest).
 
 No sockets here: everything the daemon and clients exchange is built, encoded,
 decoded and validated in memory, including every way a peer can get it wrong.
 """
 
 import contextlib
-import threading
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
-import zmq
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import virnuc.protocol as p
 from virnuc.protocol import codec
-from virnuc.protocol.constants import MAX_DEPTH
-from virnuc.protocol.events import JobEventKind
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+from tests.protocol.samples import FAST, STATUS, WORKER, wire_values
 
 # --- strategies ------------------------------------------------------------------------
 
-wire_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(allow_nan=False),
-    st.text(),
-)
-wire_values = st.recursive(
-    wire_scalars,
-    lambda kids: (
-        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
-    ),
-    max_leaves=20,
-)
 ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
 abs_paths = st.builds(
     lambda s: "/" + s, st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=20)
@@ -83,116 +62,6 @@ def wire_request(op: Any = "ping", args: Any = None, **envelope: Any) -> dict[st
     message = {"v": 1, "id": "r1", "op": op, "args": {} if args is None else args}
     message.update(envelope)
     return message
-
-
-# --- codec ---------------------------------------------------------------------------
-
-
-@FAST
-@given(wire_values)
-def test_codec_round_trips_wire_values(value: Any) -> None:
-    assert codec.decode(codec.encode(value)) == value
-
-
-@FAST
-@given(st.binary(max_size=64))
-def test_decode_of_random_bytes_raises_only_decode_error(data: bytes) -> None:
-    with contextlib.suppress(p.DecodeError):
-        codec.decode(data)
-
-
-@FAST
-@given(st.binary(max_size=64))
-def test_decode_request_of_random_bytes_raises_only_protocol_error(data: bytes) -> None:
-    with pytest.raises(p.ProtocolError):
-        p.decode_request(data)
-
-
-def test_every_truncation_of_a_message_is_a_decode_error() -> None:
-    data = p.Request.new(p.SubmitArgs(input="/in.fa", output="/out")).encode()
-    for end in range(len(data)):
-        with pytest.raises(p.DecodeError):
-            codec.decode(data[:end])
-
-
-BAD_PAYLOADS = {
-    "empty": b"",
-    "reserved byte": b"\xc1",
-    "trailing data": msgpack.packb({"a": 1}) + b"\xc0",
-    "invalid utf-8": b"\xa2\xff\xfe",
-    "ext type": msgpack.packb(msgpack.ExtType(5, b"ab")),
-    "empty ext type": msgpack.packb(msgpack.ExtType(5, b"")),
-    "timestamp": msgpack.packb(msgpack.Timestamp(1, 0)),
-    "bytes value": msgpack.packb({"a": b"x"}, use_bin_type=True),
-    "bytes key": msgpack.packb({b"a": 1}, use_bin_type=True),
-    "int key": msgpack.packb({1: 1}),
-    "nested int key": msgpack.packb({"a": [{2: 1}]}),
-    "duplicate keys": b"\x82\xa1a\x01\xa1a\x02",
-    "too deep": b"\x91" * (MAX_DEPTH + 1) + b"\xc0",
-    "beyond msgpack's stack": b"\x91" * 5000 + b"\xc0",
-    "huge array header": b"\xdd\xff\xff\xff\xff",
-}
-
-
-@pytest.mark.parametrize("payload", BAD_PAYLOADS.values(), ids=BAD_PAYLOADS.keys())
-def test_bad_payloads_are_decode_errors(payload: bytes) -> None:
-    with pytest.raises(p.DecodeError) as info:
-        codec.decode(payload)
-    assert info.value.code is p.ErrorCode.BAD_REQUEST
-
-
-def test_nesting_up_to_the_limit_is_accepted() -> None:
-    assert codec.decode(b"\x91" * MAX_DEPTH + b"\xc0") is not None
-    with pytest.raises(p.DecodeError, match="nested deeper"):
-        codec.decode(b"\x91" * (MAX_DEPTH + 1) + b"\xc0")
-
-
-def test_oversize_payload_is_too_large() -> None:
-    data = codec.encode({"blob": "x" * 100})
-    with pytest.raises(p.DecodeError) as info:
-        codec.decode(data, max_size=len(data) - 1)
-    assert info.value.code is p.ErrorCode.TOO_LARGE
-    assert codec.decode(data, max_size=len(data)) == {"blob": "x" * 100}
-
-
-def test_decode_map_rejects_other_top_level_values() -> None:
-    with pytest.raises(p.DecodeError, match="must be a map, got list"):
-        codec.decode_map(codec.encode([1, 2]))
-
-
-def test_decode_rejects_non_bytes() -> None:
-    with pytest.raises(p.DecodeError, match="expected bytes, got str"):
-        codec.decode("{}")  # type: ignore[arg-type]  # the wrong type is the point
-
-
-def test_decode_error_keeps_msgpack_cause() -> None:
-    with pytest.raises(p.DecodeError) as info:
-        codec.decode(b"\xc0\xc0")
-    assert isinstance(info.value.__cause__, ValueError)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [{"a": b"x"}, {1: "a"}, object(), 2**70, msgpack.ExtType(1, b""), [b""]],
-    ids=["bytes value", "int key", "object", "huge int", "ext", "bytes in list"],
-)
-def test_encode_refuses_what_decode_would_refuse(value: Any) -> None:
-    with pytest.raises(p.EncodeError) as info:
-        codec.encode(value)
-    assert info.value.code is p.ErrorCode.INTERNAL
-
-
-def test_encode_reports_oversize_as_too_large() -> None:
-    with pytest.raises(p.EncodeError) as info:
-        codec.encode({"jobs": ["x" * 100]}, max_size=50)
-    assert info.value.code is p.ErrorCode.TOO_LARGE
-
-
-def test_encode_turns_enums_and_tuples_into_plain_values() -> None:
-    assert codec.decode(codec.encode({"s": p.JobState.DONE, "t": (1, 2)})) == {
-        "s": "done",
-        "t": [1, 2],
-    }
 
 
 # --- requests -------------------------------------------------------------------------
@@ -525,22 +394,6 @@ def test_decode_request_of_oversize_payload_is_too_large() -> None:
 
 # --- replies ----------------------------------------------------------------------------
 
-STATUS: p.JobStatus = {
-    "job_id": "j1",
-    "state": p.JobState.RUNNING,
-    "records_total": 10,
-    "records_done": 4,
-    "frames_done": 17,
-    "restarts": 1,
-}
-WORKER: p.WorkerInfo = {
-    "id": "w0",
-    "pid": 4242,
-    "device": "cuda:0",
-    "state": p.WorkerState.BUSY,
-    "job_id": "j1",
-    "unit": 3,
-}
 EXAMPLE_RESULTS: list[tuple[p.Op, dict[str, Any]]] = [
     (p.Op.PING, {}),
     (p.Op.SUBMIT, {"job_id": "j1"}),
@@ -611,79 +464,6 @@ def test_malformed_replies_are_protocol_errors(reply: dict[str, Any], text: str)
 
 def test_job_state_terminal() -> None:
     assert {s for s in p.JobState if s.is_terminal} == {"done", "failed", "killed"}
-
-
-# --- events ----------------------------------------------------------------------------
-
-
-def test_job_events_round_trip() -> None:
-    kinds: list[tuple[JobEventKind, p.EventType]] = [
-        ("progress", p.EventType.JOB_PROGRESS),
-        ("state", p.EventType.JOB_STATE),
-    ]
-    for kind, event_type in kinds:
-        frames = p.job_event(kind, STATUS)
-        assert frames[0] == f"job.j1.{kind}".encode()
-        event = p.decode_event(frames)
-        assert (event.topic, event.type, event.body["v"]) == (f"job.j1.{kind}", event_type, 1)
-        assert p.event_job_status(event) == STATUS
-
-
-def test_worker_and_daemon_events_round_trip() -> None:
-    event = p.decode_event(p.worker_event(WORKER, models_loaded=True))
-    assert (event.topic, event.type) == ("worker.w0.state", p.EventType.WORKER_STATE)
-    assert p.event_worker_info(event) == {**WORKER, "models_loaded": True}
-    event = p.decode_event(p.daemon_event("stopping"))
-    assert (event.topic, event.body["state"]) == (p.DAEMON_TOPIC, "stopping")
-    with pytest.raises(ValueError, match="does not carry a JobStatus"):
-        p.event_job_status(event)
-
-
-def test_topic_helpers() -> None:
-    assert p.job_topic("j1") == "job.j1."
-    assert p.job_topic("j1", "state") == "job.j1.state"
-    assert p.worker_topic() == "worker."
-    assert p.worker_topic("w0") == "worker.w0.state"
-    for bad in ("", "a.b"):
-        with pytest.raises(ValueError, match="cannot be used in an event topic"):
-            p.job_topic(bad)
-
-
-def test_encode_event_adds_version_and_needs_type() -> None:
-    frames = p.encode_event("custom.topic", {"type": "job.state", "x": 1})
-    assert codec.decode(frames[1]) == {"type": "job.state", "x": 1, "v": 1}
-    with pytest.raises(ValueError, match="needs a str 'type'"):
-        p.encode_event("t", {"x": 1})
-
-
-BAD_EVENTS: dict[str, tuple[list[bytes], p.ErrorCode, str]] = {
-    "one frame": ([b"job.j1.state"], p.ErrorCode.BAD_REQUEST, "2 frames, got 1"),
-    "bad topic": ([b"\xff", codec.encode({})], p.ErrorCode.BAD_REQUEST, "not UTF-8"),
-    "bad body": ([b"t", b"\xc1"], p.ErrorCode.BAD_REQUEST, "not a valid msgpack"),
-    "list body": ([b"t", codec.encode([])], p.ErrorCode.BAD_REQUEST, "must be a map"),
-    "no version": (
-        [b"t", codec.encode({"type": "job.state"})],
-        p.ErrorCode.UNSUPPORTED_VERSION,
-        "event version None",
-    ),
-    "version 2": (
-        [b"t", codec.encode({"type": "job.state", "v": 2})],
-        p.ErrorCode.UNSUPPORTED_VERSION,
-        "event version 2",
-    ),
-    "unknown type": (
-        [b"t", codec.encode({"type": "job.exploded", "v": 1})],
-        p.ErrorCode.BAD_REQUEST,
-        "unknown event type 'job.exploded'",
-    ),
-}
-
-
-@pytest.mark.parametrize(("frames", "code", "text"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
-def test_bad_events(frames: list[bytes], code: p.ErrorCode, text: str) -> None:
-    with pytest.raises(p.ProtocolError, match=text) as info:
-        p.decode_event(frames)
-    assert info.value.code is code
 
 
 # --- daemon <-> worker -------------------------------------------------------------------
@@ -849,134 +629,6 @@ def test_bad_worker_messages(message: Any, code: p.ErrorCode, text: str) -> None
 def test_parse_worker_message_raises_only_protocol_errors(message: dict[str, Any]) -> None:
     with contextlib.suppress(p.ProtocolError):
         p.parse_worker_message(message)
-
-
-# --- transport and facade ---------------------------------------------------------------
-
-
-def test_split_and_reply_frames() -> None:
-    routing, payload = p.split_request_frames([b"peer", b"", b"data"])
-    assert (routing, payload) == ([b"peer"], b"data")
-    assert p.reply_frames(routing, b"answer") == [b"peer", b"", b"answer"]
-    assert p.split_request_frames([b"hop", b"peer", b"", b"x"]) == ([b"hop", b"peer"], b"x")
-
-
-@pytest.mark.parametrize(
-    "frames",
-    [[], [b"peer"], [b"peer", b"data"], [b"peer", b""], [b"peer", b"", b"a", b"b"], [b"", b"x"]],
-)
-def test_unroutable_frames_are_decode_errors(frames: list[bytes]) -> None:
-    with pytest.raises(p.DecodeError):
-        p.split_request_frames(frames)
-
-
-def test_facade_exports_exist() -> None:
-    missing = [name for name in p.__all__ if not hasattr(p, name)]
-    assert missing == []
-    assert (p.PROTOCOL_VERSION, p.MAX_MESSAGE_SIZE) == (1, 4 * 1024 * 1024)
-
-
-# --- real sockets: the frame layout and the documented client example -------------------
-
-
-class FakeDaemon:
-    """A ROUTER on ``ipc://{state_dir}/control.sock`` answering with the protocol helpers.
-
-    ``submit`` returns job "j1"; ``status`` says running once, then done. Anything
-    malformed is answered or dropped exactly as docs/protocol.md says, and the loop
-    keeps serving. Runs in a thread; ``stop()`` joins it and closes everything.
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.endpoint = f"ipc://{state_dir}/control.sock"
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.bind(self.endpoint)
-        self.dropped = 0
-        self.status_calls = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.running:
-            if self.sock.poll(20):
-                self._handle(self.sock.recv_multipart())
-
-    def _handle(self, frames: list[bytes]) -> None:
-        try:
-            routing, payload = p.split_request_frames(frames)
-        except p.DecodeError:
-            self.dropped += 1
-            return
-        try:
-            request = p.decode_request(payload)
-            reply = p.ok_reply(request.id, self._result(request.args))
-        except p.ProtocolError as e:
-            reply = p.error_reply(e.request_id, e.code, e.message)
-        self.sock.send_multipart(p.reply_frames(routing, p.encode(reply)))
-
-    def _result(self, args: p.OpArgs) -> dict[str, Any]:
-        if isinstance(args, p.SubmitArgs):
-            return {"job_id": "j1"}
-        if isinstance(args, p.StatusArgs):
-            self.status_calls += 1
-            state = p.JobState.RUNNING if self.status_calls == 1 else p.JobState.DONE
-            return {**STATUS, "state": state}
-        return {}
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(timeout=5)
-        self.sock.close(linger=0)
-        self.ctx.term()
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[FakeDaemon]:
-    fake = FakeDaemon(tmp_path)
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def dealer(daemon: FakeDaemon) -> Iterator[zmq.Socket[bytes]]:
-    sock = daemon.ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.RCVTIMEO, 5000)
-    sock.connect(daemon.endpoint)
-    yield sock
-    sock.close(linger=0)
-
-
-def test_documented_client_example_runs(
-    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
-    example = doc.split("## Client example", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    assert len(example.strip().splitlines()) <= 20
-    monkeypatch.setenv("VIRNUC_STATE_DIR", str(Path(daemon.endpoint[len("ipc://") :]).parent))
-    monkeypatch.setattr(time, "sleep", lambda _seconds: None)
-    namespace: dict[str, Any] = {}
-    try:
-        exec(compile(example, "docs/protocol.md", "exec"), namespace)
-    finally:
-        namespace["sock"].close(linger=0)
-    assert capsys.readouterr().out.splitlines() == ["4/10 records", "j1 done "]
-
-
-def test_dealer_with_delimiter_gets_replies_and_bad_frames_are_dropped(
-    daemon: FakeDaemon, dealer: zmq.Socket[bytes]
-) -> None:
-    dealer.send_multipart([b"no delimiter"])  # unanswerable: dropped, daemon keeps going
-    dealer.send_multipart([b"", b"\xc1"])  # answerable garbage: bad_request with id ""
-    dealer.send_multipart([b"", p.Request.new(p.PingArgs(), "r2").encode()])
-    empty, first = dealer.recv_multipart()
-    assert empty == b""
-    with pytest.raises(p.RemoteError) as info:
-        p.decode_reply(first).unwrap()
-    assert (info.value.code, info.value.request_id) == (p.ErrorCode.BAD_REQUEST, "")
-    assert p.decode_reply(dealer.recv_multipart()[1]) == p.Reply(v=1, id="r2", ok=True, result={})
-    assert daemon.dropped == 1
 
 
 def test_the_wire_and_the_pipeline_know_the_same_precisions() -> None:

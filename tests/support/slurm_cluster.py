@@ -14,14 +14,13 @@ import subprocess
 
 import pytest
 
-from tests.support.harness import wait_for
+from tests.support.poll import wait_for
 
 __all__ = [
     "needs_slurm",
     "scancel_all",
     "slurm_available",
     "squeue_jobs",
-    "wait_for",
 ]
 
 SEP = "|"

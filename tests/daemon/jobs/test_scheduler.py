@@ -41,6 +41,7 @@ from virnuc.protocol import (
 )
 
 from tests.support.disks import cap_pages
+from tests.support.poll import until
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
 OTHER_SPEC = dataclasses.replace(SPEC, classifier="/m/other.pth")
@@ -101,22 +102,6 @@ class Setup:
     input: Path
     offsets: list[int]  # byte offset of each record, then the file size
     tmp: Path
-
-
-async def until(probe: Callable[[], Any], what: str) -> Any:
-    """Poll an in-process condition until it holds, or fail after the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not (value := await _value(probe)):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return value
-
-
-async def _value(probe: Callable[[], Any]) -> Any:
-    value = probe()
-    return await value if asyncio.iscoroutine(value) else value
 
 
 def write_input(path: Path, records: int = RECORDS) -> list[int]:

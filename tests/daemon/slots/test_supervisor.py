@@ -43,6 +43,8 @@ from virnuc.protocol import (
     WorkerState,
 )
 
+from tests.support.poll import until
+
 pytestmark = pytest.mark.asyncio
 
 DEADLINE = 10.0
@@ -350,14 +352,6 @@ async def say_hello(slot: Slot, index: int) -> None:
     process = slot.processes[index]
     slot.supervisor.deliver(Hello(worker_id="w0", pid=process.pid, device="cpu", versions={}))
     await until(lambda: slot.supervisor.state == WorkerState.IDLE, "the slot to be idle")
-
-
-async def until(probe: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not probe():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_worker_that_dies_reports_the_unit_it_held_though_the_slot_respawns_at_once(
