@@ -22,6 +22,7 @@ import pytest
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
+from tests.support import seeds
 from tests.support.harness import (
     Daemon,
     assert_same_outputs,
@@ -205,10 +206,9 @@ def chaos_inputs(tmp_path: Path, fasta: Path, seed: int) -> list[Path]:
 
 def chaos_seeds() -> list[int]:
     """Two seeds in the suite (the odd one with three input files, see `chaos_inputs`);
-    VIRNUC_CHAOS_SEED=N runs that one alone (a reproducer)."""
-    if seed := os.environ.get("VIRNUC_CHAOS_SEED"):
-        return [int(seed)]
-    return [20261128, 4217]
+    VIRNUC_TEST_SEED=N runs that one alone (a reproducer)."""
+    chosen = seeds.override()
+    return [20261128, 4217] if chosen is None else [chosen]
 
 
 HEALTHY_RUN_S = 2.0  # `healthy_run`: a kill of a worker older than this is respawned at once
@@ -446,7 +446,7 @@ def test_chaos_kills_stops_and_pauses_of_workers_and_daemon(
             action, victims = choice
             if chaos.act(action, rng.choice(victims) if victims else None):
                 plan.remove(action)
-        print(summary())  # shown with -s; VIRNUC_CHAOS_SEED=N reruns that seed alone
+        print(summary())  # shown with -s; VIRNUC_TEST_SEED=N reruns that seed alone
         assert status["state"] == "done", summary()
         # Every kind of disruption struck at least once (a fast run may end before the
         # plan's repeats: the job does not wait for its chaos).
