@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.slurm_cluster import require_slurm
+
 HERE = Path(__file__).parent
 
 
@@ -16,3 +18,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A Slurm that runs jobs, for the tests marked `needs_slurm`: else skipped, or
+    failed where VIRNUC_REQUIRE_SLURM=1 (tests/support/slurm_cluster.py)."""
+    require_slurm()

@@ -9,6 +9,7 @@ Finished jobs leave squeue after MinJobAge (10 s); KillWait is 5 s.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import subprocess
 
@@ -18,6 +19,7 @@ from tests.support.poll import wait_for
 
 __all__ = [
     "needs_slurm",
+    "require_slurm",
     "scancel_all",
     "slurm_available",
     "squeue_jobs",
@@ -50,9 +52,24 @@ def slurm_available() -> str | None:
     return None
 
 
-needs_slurm = pytest.mark.skipif(
-    slurm_available() is not None, reason=f"needs Slurm: {slurm_available()}"
-)
+REQUIRE_ENV = "VIRNUC_REQUIRE_SLURM"
+
+
+def require_slurm() -> None:
+    """Skip the test, saying why, when Slurm cannot run jobs here; where the cluster must
+    be up (`VIRNUC_REQUIRE_SLURM=1`: CI, after .ci/slurm-setup.sh), fail it instead, so a
+    cluster that did not start cannot pass as tests skipped."""
+    reason = slurm_available()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{REQUIRE_ENV}=1, but Slurm cannot run jobs here: {reason}", pytrace=False)
+    pytest.skip(f"needs Slurm: {reason}")
+
+
+#: For a module's `pytestmark`: its tests get the session fixture `slurm_cluster`
+#: (tests/e2e/conftest.py), which runs `require_slurm` before any other fixture.
+needs_slurm = pytest.mark.usefixtures("slurm_cluster")
 
 
 def squeue_jobs(name_prefix: str | None = None) -> list[dict[str, str]]:
