@@ -48,7 +48,7 @@ from typing import Any
 
 from .frames import chunk_starts
 
-# As pipeline/outputs.py (tests/test_report.py checks they agree).
+# As pipeline/outputs.py (tests/pipeline/test_report.py checks they agree).
 PREDICTIONS = "prediction_results.txt"
 SUMMARY = "sequence_summary.tsv"
 PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"

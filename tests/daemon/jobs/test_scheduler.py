@@ -596,7 +596,7 @@ async def test_an_input_changed_before_assembly_publishes_nothing(one_worker) ->
 
 class Disk:
     """The state disk's free space as the scheduler sees it (statvfs is faked: the
-    real full disk is in tests/test_no_space.py, which needs root)."""
+    real full disk is in tests/e2e/test_no_space.py, which needs root)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, free: int) -> None:
         self.free = free

@@ -1,5 +1,5 @@
 """The report a job writes beside its outputs: never over a file it did not write
-(tests/test_report.py tests the report itself)."""
+(tests/pipeline/test_report.py tests the report itself)."""
 
 from __future__ import annotations
 

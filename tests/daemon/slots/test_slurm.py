@@ -3,7 +3,7 @@
 The fakes are shell scripts: sbatch and scancel write their arguments to a log and
 answer as Slurm does; squeue prints whatever the test put in its state file. So the
 launcher's own decisions (waves, states, timeouts, cancels) are tested without a
-cluster; tests/test_slurm.py runs the same code against a real one.
+cluster; tests/e2e/test_slurm.py runs the same code against a real one.
 """
 
 from __future__ import annotations
