@@ -4,6 +4,7 @@ and printed under a failure."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,16 @@ settings.register_profile("virnuc", derandomize=seeds.override() is None)
 settings.load_profile("virnuc")
 if seeds.override() is not None:
     hypothesis.core.global_force_seed = seeds.override()
+
+
+def pytest_runtest_setup() -> None:
+    """One torch thread in the test process. The tests' tensors are tiny, and on a
+    machine whose cores are busy, torch's spinning worker threads make them several
+    times slower (test_predict.py: 11 s with one thread, 62 s with two on 2 busy cores).
+    Workers are other processes and keep their own threads (OMP_NUM_THREADS)."""
+    torch = sys.modules.get("torch")  # never imported here: client-only runs stay light
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def pytest_report_header() -> str:
