@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP      := $(VENV)/.installed
 TYPECHECK  := build/typecheck
 
-.PHONY: venv demo test lint format bench bench-slurm bench-wheels clean
+.PHONY: venv demo test test-fast lint format bench bench-slurm bench-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest
+
+# The quick loop while editing: ruff, then every test but the end-to-end ones (tests/e2e/,
+# real virnucd and workers) and the few marked slow. `make test` runs them all, and mypy.
+test-fast: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -m "not e2e and not slow"
 
 format: venv
 	$(BIN)/ruff check --fix .

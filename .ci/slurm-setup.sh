@@ -2,7 +2,8 @@
 # A real single-node Slurm (munged + slurmctld + slurmd, no systemd) for the Slurm-backend
 # tests. Idempotent: safe to run again with the daemons already up; a changed slurm.conf
 # restarts them. Needs root; as any other user it says why and exits 0, and the tests that
-# need Slurm then skip (tests/slurm_cluster.py says why).
+# need Slurm then skip (tests/support/slurm_cluster.py says why; they fail instead where
+# VIRNUC_REQUIRE_SLURM=1, as .ci/run sets).
 #
 # The node is NodeName=localhost (slurmd -N localhost) with two fake GPUs: gres.conf points
 # at two /dev/null-like device nodes, so --gres=gpu:1 sets CUDA_VISIBLE_DEVICES without a GPU.

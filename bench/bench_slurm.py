@@ -39,8 +39,9 @@ from virnuc.pipeline.models import ensure_demo_models
 from virnuc.pipeline.spec import demo_spec
 
 from .synthetic import random_lengths, write_fasta
-from tests.harness import Daemon, free_port
-from tests.slurm_cluster import slurm_available, squeue_jobs, wait_for
+from tests.support.harness import Daemon, free_port
+from tests.support.poll import wait_for
+from tests.support.slurm_cluster import slurm_available, squeue_jobs
 
 PILOT = PILOT_JOB_NAME
 HELLO_GOAL_S = 5.0

@@ -29,7 +29,7 @@ wall time), and the issue's goals as ratios (value / goal; nothing is asserted).
 
 ``--budget-seconds`` (default 420) bounds the whole run: a short warm-up estimates each
 run's cost per frame, and the workload is sized to fit. ``--smoke`` runs the same code
-at tiny shapes on CPU in well under a minute (tests/test_gpu_bench.py).
+at tiny shapes on CPU in well under a minute (tests/bench/test_gpu_bench.py).
 
 Dependencies: torch, transformers (with tokenizers, safetensors, huggingface_hub) and
 numpy must be installed; fair-esm and einops are installed on first use, offline, from
@@ -190,7 +190,7 @@ from bench.synthetic import coding_sequence  # noqa: E402
 
 BLOCK_FRAMES = 2048
 """Frames per block, ``predict.DEFAULT_BLOCK_FRAMES`` (predict imports the FASTA and
-output modules, so it is not imported here; tests/test_gpu_bench.py checks the value)."""
+output modules, so it is not imported here; tests/bench/test_gpu_bench.py checks the value)."""
 ORIGINAL_TOKS_PER_BATCH = 2048  # fair-esm's extract script default, as VirNucPro runs it
 GOALS = {"esm_bf16_tokens_per_s": 70_000.0, "speedup": 10.0, "cosine": 0.999, "labels": 0.999}
 

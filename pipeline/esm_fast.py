@@ -14,7 +14,7 @@ copied, no new checkpoint format), with two changes:
 
 Everything else (embedding, token-dropout rescaling, zeroed padding, layer norms, FFN,
 ``emb_layer_norm_after``) is fair-esm's, module for module. In float32 the result equals
-fair-esm's final representation to ~1e-6 (tests/test_esm_fast.py).
+fair-esm's final representation to ~1e-6 (tests/pipeline/test_esm_fast.py).
 
 :class:`EsmBatchTokenizer` gives exactly ``BatchConverter``'s tokens, truncation
 included, from a 256-entry lookup table over the proteins' bytes.

@@ -1,0 +1,74 @@
+"""Who may talk to virnucd, without a daemon: a private state dir and sockets, and the
+keys `virnucctl keys generate` writes (tests/e2e/test_access.py asks a real virnucd)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import zmq
+from zmq.auth import load_certificate
+
+from virnuc.client.cli import main as virnucctl
+from virnuc.daemon import access
+from virnuc.daemon.main import StateDirBusy, claim_state_dir
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_an_existing_state_dir_is_made_private(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o777)
+    os.chmod(state_dir, 0o777)
+    lock = claim_state_dir(state_dir)
+    lock.close()
+    assert mode(state_dir) == 0o700
+
+
+def test_with_a_group_the_state_dir_is_0750_and_sockets_0660(tmp_path: Path) -> None:
+    gid = os.getgid()
+    state_dir = tmp_path / "state"
+    access.prepare_state_dir(state_dir, gid)
+    assert (mode(state_dir), state_dir.stat().st_gid) == (0o750, gid)
+    context = zmq.Context()
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        access.Listener(gid).bind(sock, f"ipc://{state_dir}/control.sock")
+        control = state_dir / "control.sock"
+        assert (mode(control), control.stat().st_gid) == (0o660, gid)
+    finally:
+        sock.close()
+        context.term()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a dir to another user")
+def test_a_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    os.chown(state_dir, 65534, 65534)
+    with pytest.raises(StateDirBusy, match="belongs to"):
+        claim_state_dir(state_dir)
+    assert mode(state_dir) == 0o700  # refused, not "fixed"
+
+
+def test_keys_generate_writes_a_pair_with_a_private_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys"
+    assert virnucctl(["keys", "generate", "--dir", str(keys)]) == 0
+    public, secret = keys / "client.key", keys / "client.key_secret"
+    assert mode(secret) == 0o600
+    assert mode(keys) == 0o700
+    assert load_certificate(public) == (load_certificate(secret)[0], None)
+    out = capsys.readouterr().out
+    assert str(public) in out
+    assert "curve_allow_dir" in out
+    before = secret.read_bytes()
+    assert virnucctl(["keys", "generate", "--dir", str(keys)]) != 0  # never overwrites
+    assert "already exist" in capsys.readouterr().err
+    assert secret.read_bytes() == before

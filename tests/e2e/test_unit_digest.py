@@ -1,0 +1,64 @@
+"""Unit digests through a real virnucd: a unit whose bytes changed since planning (even
+with the file's size and modification time kept) fails its job with "input changed since
+submission", publishing nothing (tests/worker/test_unit_digest.py: the feed, in process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.synthetic import random_lengths, write_fasta
+from tests.support.harness import running_daemon
+from tests.support.poll import wait_for
+from tests.worker.test_unit_digest import rewrite
+
+
+@pytest.fixture
+def stopped_worker(tmp_path: Path, demo_cache: Path) -> Iterator[tuple[Any, int]]:
+    """A virnucd with one worker, SIGSTOPped (continued at the end, whatever happens)."""
+    with running_daemon(tmp_path / "state", demo_cache, workers=1) as daemon:
+        pid = daemon.workers_ready(1)[0]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield daemon, pid
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def test_an_input_rewritten_in_place_with_size_and_mtime_kept_fails_the_job(
+    stopped_worker: tuple[Any, int], tmp_path: Path
+) -> None:
+    """The job is planned while its only worker is stopped; then its input is rewritten
+    in place (same size, modification time put back: the fingerprint sees nothing)
+    and the worker continues: it reads other bytes than were planned."""
+    daemon, pid = stopped_worker
+    path = tmp_path / "in.fa"
+    write_fasta(path, random_lengths(40, seed=5), seed=5)
+    out = tmp_path / "out"
+    reply = daemon.client.call(
+        "submit", input=str(path), output=str(out), profile="demo", checkpoint_every=3
+    )
+    assert reply["ok"], reply["error"]
+    job = reply["result"]["job_id"]
+    wait_for(
+        lambda: daemon.client.result("status", job_id=job)["records_total"] == 40,
+        30,
+        "the job to be planned",
+    )
+    rewrite(path, len(path.read_bytes().rstrip()) - 1)  # in the last unit, whatever its size
+    os.kill(pid, signal.SIGCONT)
+
+    status = daemon.client.wait_state(job, ("done", "failed"), timeout=120)
+
+    assert status["state"] == "failed", status
+    assert "input changed since submission" in status["error"], status
+    assert not out.exists() or not any(out.iterdir())
+    wait_for(lambda: not (daemon.state_dir / "jobs" / job).exists(), 10, "the parts to go")

@@ -1,0 +1,638 @@
+"""The wire protocol's messages: the control envelope, ops and replies, daemon<->worker
+messages (tests/protocol/: test_codec.py, test_events.py, test_transport.py, the rest).
+
+No sockets here: everything the daemon and clients exchange is built, encoded,
+decoded and validated in memory, including every way a peer can get it wrong.
+"""
+
+import contextlib
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import virnuc.protocol as p
+from virnuc.protocol import codec
+
+from tests.protocol.samples import FAST, STATUS, WORKER, wire_values
+
+# --- strategies ------------------------------------------------------------------------
+
+ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+abs_paths = st.builds(
+    lambda s: "/" + s, st.text(st.characters(codec="utf-8", exclude_characters="\0"), max_size=20)
+)
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
+counts = st.integers(0, 2**40)
+positive = st.integers(1, 2**40)
+
+
+def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+submit_args = st.builds(
+    p.SubmitArgs,
+    input=abs_paths,
+    output=abs_paths,
+    profile=optional(names),
+    esm=optional(names),
+    dnabert=optional(names),
+    classifier=optional(abs_paths),
+    chunk_length=st.sampled_from([None, 300, 500]),
+    save_embeddings=st.booleans(),
+    checkpoint_every=optional(positive),
+    force=st.booleans(),
+)
+any_args = st.one_of(
+    st.just(p.PingArgs()),
+    submit_args,
+    st.builds(p.StatusArgs, job_id=names),
+    st.builds(p.ListArgs, offset=counts, limit=optional(positive)),
+    st.builds(p.KillArgs, job_id=names),
+    st.just(p.WorkersArgs()),
+    st.just(p.ShutdownArgs()),
+)
+requests = st.builds(p.Request, id=ids, args=any_args)
+
+
+def wire_request(op: Any = "ping", args: Any = None, **envelope: Any) -> dict[str, Any]:
+    """A request map that is valid unless the caller overrides a part of it."""
+    message = {"v": 1, "id": "r1", "op": op, "args": {} if args is None else args}
+    message.update(envelope)
+    return message
+
+
+# --- requests -------------------------------------------------------------------------
+
+EXAMPLE_ARGS = [
+    p.PingArgs(),
+    p.SubmitArgs(input="/data/in.fa", output="/data/out"),
+    p.SubmitArgs(
+        input="/data/in.fa",
+        output="/data/out",
+        profile="demo",
+        esm="esm2_t36_3B_UR50D",
+        dnabert="/models/dnabert-s",
+        classifier="/models/300_model.pth",
+        chunk_length=300,
+        save_embeddings=True,
+        checkpoint_every=1000,
+        force=True,
+    ),
+    p.StatusArgs(job_id="j1"),
+    p.ListArgs(),
+    p.ListArgs(offset=10, limit=5),
+    p.KillArgs(job_id="j1"),
+    p.WorkersArgs(),
+    p.ShutdownArgs(),
+]
+
+
+@pytest.mark.parametrize("args", EXAMPLE_ARGS, ids=lambda a: type(a).__name__)
+def test_request_round_trip(args: p.OpArgs) -> None:
+    request = p.Request.new(args)
+    wire = codec.decode(request.encode())
+    assert (wire["v"], wire["id"], wire["op"]) == (1, request.id, args.OP.value)
+    assert p.decode_request(request.encode()) == request
+
+
+@FAST
+@given(requests)
+def test_valid_requests_round_trip(request: p.Request) -> None:
+    assert p.decode_request(request.encode()) == request
+
+
+def test_optional_args_may_be_nil_or_absent() -> None:
+    args = {"input": "/in.fa", "output": "/out", "profile": None, "force": None}
+    request = p.parse_request(wire_request("submit", args))
+    assert request.args == p.SubmitArgs(input="/in.fa", output="/out")
+
+
+def test_to_wire_omits_unset_optional_args() -> None:
+    wire = p.SubmitArgs(input="/in.fa", output="/out").to_wire()
+    assert wire == {"input": "/in.fa", "output": "/out", "save_embeddings": False, "force": False}
+
+
+BAD_REQUESTS: list[tuple[str, Any, p.ErrorCode, str, str]] = [
+    ("not a map", ["ping"], p.ErrorCode.BAD_REQUEST, "request must be a map, got list", ""),
+    (
+        "no version",
+        {"id": "r1", "op": "ping", "args": {}},
+        p.ErrorCode.BAD_REQUEST,
+        "field 'v' is missing",
+        "r1",
+    ),
+    (
+        "version 2",
+        wire_request(v=2),
+        p.ErrorCode.UNSUPPORTED_VERSION,
+        "protocol version 2 is not supported (this daemon speaks 1)",
+        "r1",
+    ),
+    (
+        "version str",
+        wire_request(v="1"),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'v' must be an int, got str",
+        "r1",
+    ),
+    (
+        "version bool",
+        wire_request(v=True),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'v' must be an int, got bool",
+        "r1",
+    ),
+    (
+        "no id",
+        {"v": 1, "op": "ping", "args": {}},
+        p.ErrorCode.BAD_REQUEST,
+        "field 'id' is missing",
+        "",
+    ),
+    (
+        "int id",
+        wire_request(id=7),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'id' must be a str, got int",
+        "",
+    ),
+    (
+        "empty id",
+        wire_request(id=""),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'id' must be 1 to 128 characters, got 0",
+        "",
+    ),
+    (
+        "long id",
+        wire_request(id="x" * 129),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'id' must be 1 to 128 characters, got 129",
+        "",
+    ),
+    (
+        "no op",
+        {"v": 1, "id": "r1", "args": {}},
+        p.ErrorCode.BAD_REQUEST,
+        "field 'op' is missing",
+        "r1",
+    ),
+    (
+        "no args",
+        {"v": 1, "id": "r1", "op": "ping"},
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args' is missing",
+        "r1",
+    ),
+    (
+        "extra envelope key",
+        wire_request(deadline=5),
+        p.ErrorCode.BAD_REQUEST,
+        "unknown field in request: 'deadline'",
+        "r1",
+    ),
+    (
+        "op not str",
+        wire_request(op=["ping"]),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'op' must be a str, got list",
+        "r1",
+    ),
+    (
+        "unknown op",
+        wire_request(op="reboot"),
+        p.ErrorCode.UNKNOWN_OP,
+        "unknown op 'reboot' (known: ping, submit, status, list, kill, workers, shutdown)",
+        "r1",
+    ),
+    (
+        "args list",
+        wire_request(args=[]),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args' must be a map, got list",
+        "r1",
+    ),
+    (
+        "args nil",
+        wire_request(args=None) | {"args": None},
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args' must be a map, got nil",
+        "r1",
+    ),
+    (
+        "ping extra",
+        wire_request(args={"x": 1}),
+        p.ErrorCode.BAD_REQUEST,
+        "unknown field in 'args': 'x'",
+        "r1",
+    ),
+    (
+        "submit extras",
+        wire_request("submit", {"input": "/a", "output": "/b", "gpu": 1, "b": 2}),
+        p.ErrorCode.BAD_REQUEST,
+        "unknown fields in 'args': 'b', 'gpu'",
+        "r1",
+    ),
+    (
+        "submit missing",
+        wire_request("submit", {"input": "/a"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.output' is missing",
+        "r1",
+    ),
+    (
+        "submit nil",
+        wire_request("submit", {"input": "/a", "output": None}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.output' is nil",
+        "r1",
+    ),
+    (
+        "relative input",
+        wire_request("submit", {"input": "in.fa", "output": "/b"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.input' must be an absolute path, got 'in.fa'",
+        "r1",
+    ),
+    (
+        "NUL in path",
+        wire_request("submit", {"input": "/a\0b", "output": "/b"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.input' must be an absolute path",
+        "r1",
+    ),
+    (
+        "path not str",
+        wire_request("submit", {"input": 5, "output": "/b"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.input' must be a str, got int",
+        "r1",
+    ),
+    (
+        "chunk length",
+        wire_request("submit", {"input": "/a", "output": "/b", "chunk_length": 400}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.chunk_length' must be 300 or 500, got 400",
+        "r1",
+    ),
+    (
+        "precision",
+        wire_request("submit", {"input": "/a", "output": "/b", "precision": "fp16"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.precision' must be 'fp32', 'tf32' or 'bf16', got 'fp16'",
+        "r1",
+    ),
+    (
+        "chunk length str",
+        wire_request("submit", {"input": "/a", "output": "/b", "chunk_length": "300"}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.chunk_length' must be 300 or 500, got '300'",
+        "r1",
+    ),
+    (
+        "bool as int",
+        wire_request("submit", {"input": "/a", "output": "/b", "checkpoint_every": True}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.checkpoint_every' must be an int, got bool",
+        "r1",
+    ),
+    (
+        "zero checkpoint",
+        wire_request("submit", {"input": "/a", "output": "/b", "checkpoint_every": 0}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.checkpoint_every' must be a positive int below 2**63, got 0",
+        "r1",
+    ),
+    (
+        "int as bool",
+        wire_request("submit", {"input": "/a", "output": "/b", "save_embeddings": 1}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.save_embeddings' must be a bool, got int",
+        "r1",
+    ),
+    (
+        "empty profile",
+        wire_request("submit", {"input": "/a", "output": "/b", "profile": ""}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.profile' must be a non-empty string, got ''",
+        "r1",
+    ),
+    (
+        "status no job",
+        wire_request("status"),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.job_id' is missing",
+        "r1",
+    ),
+    (
+        "kill int job",
+        wire_request("kill", {"job_id": 3}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.job_id' must be a str, got int",
+        "r1",
+    ),
+    (
+        "negative offset",
+        wire_request("list", {"offset": -1}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.offset' must be a non-negative int below 2**63, got -1",
+        "r1",
+    ),
+    (
+        "offset past SQLite's integers",
+        wire_request("list", {"offset": 2**63}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.offset' must be a non-negative int below 2**63, got 9223372036854775808",
+        "r1",
+    ),
+    (
+        "zero limit",
+        wire_request("list", {"limit": 0}),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'args.limit' must be a positive int below 2**63, got 0",
+        "r1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "text", "request_id"),
+    [case[1:] for case in BAD_REQUESTS],
+    ids=[case[0] for case in BAD_REQUESTS],
+)
+def test_parse_request_errors(message: Any, code: p.ErrorCode, text: str, request_id: str) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_request(message)
+    assert info.value.code is code
+    assert text in info.value.message
+    assert info.value.request_id == request_id
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["v", "id", "op", "args", "x"]), wire_values))
+def test_parse_request_raises_only_protocol_errors(message: dict[str, Any]) -> None:
+    try:
+        p.parse_request(message)
+    except p.ProtocolError as e:
+        error = e
+    else:
+        return
+    assert error.code in p.ErrorCode
+    assert error.request_id in ("", message.get("id"))
+
+
+def test_decode_request_of_oversize_payload_is_too_large() -> None:
+    data = p.Request.new(p.StatusArgs(job_id="j" * 200)).encode()
+    with pytest.raises(p.DecodeError) as info:
+        p.decode_request(data, max_size=100)
+    assert info.value.code is p.ErrorCode.TOO_LARGE
+    assert info.value.request_id == ""
+
+
+# --- replies ----------------------------------------------------------------------------
+
+EXAMPLE_RESULTS: list[tuple[p.Op, dict[str, Any]]] = [
+    (p.Op.PING, {}),
+    (p.Op.SUBMIT, {"job_id": "j1"}),
+    (p.Op.STATUS, dict(STATUS)),
+    (p.Op.STATUS, {**STATUS, "state": p.JobState.FAILED, "error": "unit 2 failed 3 times"}),
+    (p.Op.LIST, {"jobs": [dict(STATUS)], "total": 1}),
+    (p.Op.KILL, {"job_id": "j1", "state": p.JobState.KILLED}),
+    (p.Op.WORKERS, {"workers": [dict(WORKER), {**WORKER, "pid": None, "state": "restarting"}]}),
+    (p.Op.SHUTDOWN, {}),
+]
+
+
+@pytest.mark.parametrize(("op", "result"), EXAMPLE_RESULTS)
+def test_ok_reply_round_trip(op: p.Op, result: dict[str, Any]) -> None:
+    wire = p.ok_reply("r1", result)
+    assert set(wire) == {"v", "id", "ok", "result", "error"}
+    assert wire["error"] is None
+    reply = p.decode_reply(codec.encode(wire))
+    assert (reply.id, reply.ok) == ("r1", True)
+    assert p.parse_result(op, reply.unwrap()) == result
+    assert reply.to_wire() == codec.decode(codec.encode(wire))
+
+
+@pytest.mark.parametrize("code", list(p.ErrorCode))
+def test_error_reply_round_trip(code: p.ErrorCode) -> None:
+    wire = p.error_reply("r1", code, "explained")
+    assert wire["result"] is None
+    assert wire["error"] == {"code": code.value, "message": "explained"}
+    reply = p.decode_reply(codec.encode(wire))
+    with pytest.raises(p.RemoteError) as info:
+        reply.unwrap()
+    assert (info.value.code, info.value.message, info.value.request_id) == (code, "explained", "r1")
+
+
+def test_parse_result_keeps_unknown_fields_and_checks_known_ones() -> None:
+    assert p.parse_result(p.Op.SUBMIT, {"job_id": "j1", "eta": 5}) == {"job_id": "j1", "eta": 5}
+    with pytest.raises(p.ProtocolError, match=r"field 'result.jobs\[0\].state' must be"):
+        p.parse_result(p.Op.LIST, {"jobs": [{**STATUS, "state": "paused"}]})
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        ({"v": 1, "id": "r", "ok": True, "result": None, "error": None}, "must carry a result"),
+        (
+            {
+                "v": 1,
+                "id": "r",
+                "ok": False,
+                "result": {},
+                "error": {"code": "internal", "message": "m"},
+            },
+            "must carry a result",
+        ),
+        ({"v": 1, "id": "r", "ok": "yes", "result": {}}, "field 'ok' must be a bool"),
+        ({"v": 2, "id": "r", "ok": True, "result": {}}, "field 'v' must be 1"),
+        (
+            {"v": 1, "id": "r", "ok": False, "error": {"code": "oops", "message": "m"}},
+            "field 'error.code' must be 'bad_request'",
+        ),
+        ({"v": 1, "id": "r", "ok": True, "result": {}, "extra": 1}, "unknown field: 'extra'"),
+    ],
+)
+def test_malformed_replies_are_protocol_errors(reply: dict[str, Any], text: str) -> None:
+    with pytest.raises(p.ProtocolError, match=text):
+        p.parse_reply(reply)
+
+
+def test_job_state_terminal() -> None:
+    assert {s for s in p.JobState if s.is_terminal} == {"done", "failed", "killed"}
+
+
+# --- daemon <-> worker -------------------------------------------------------------------
+
+SHA = "0123456789abcdef" * 4
+MODELS = p.WireModelSpec(
+    esm="esm2_t36_3B_UR50D", dnabert="/m/dnabert", classifier="/m/500.pth", chunk_length=500
+)
+FROM_WORKER: list[p.FromWorker] = [
+    p.Hello(worker_id="w0", pid=123, device="cuda:0", versions={"virnuc": "0.1.0"}),
+    p.Hello(worker_id="w0", pid=123, device="cpu", versions={}, models={"esm": "x", "dims": 8}),
+    p.Heartbeat(worker_id="w0"),
+    p.Heartbeat(worker_id="w0", seq=9),
+    p.ModelsLoaded(worker_id="w0", models={"esm": "esm2_t36_3B_UR50D"}),
+    p.BatchDone(job_id="j1", unit_id=2, records_done=64, frames_done=300),
+    p.Checkpoint(
+        job_id="j1",
+        unit_id=2,
+        first_record=100,
+        record_count=50,
+        end_offset=9000,
+        path="/s/j1/parts/2-100.h5",
+        size=4096,
+        sha256=SHA,
+        frames=180,
+    ),
+    p.UnitDone(job_id="j1", unit_id=2),
+    p.WorkerError(message="CUDA out of memory", fatal=False, job_id="j1", unit_id=2),
+    p.WorkerError(message="cannot load ESM", fatal=True),
+]
+FROM_DAEMON: list[p.FromDaemon] = [
+    p.Assign(
+        job_id="j1",
+        unit_id=2,
+        input="/data/in.fa",
+        start_offset=8000,
+        start_record=100,
+        record_count=200,
+        models=MODELS,
+        save_embeddings=True,
+        checkpoint_every=50,
+        parts_dir="/s/j1/parts",
+    ),
+    p.Assign(
+        job_id="j2",
+        unit_id=0,
+        input="/data/in.fa",
+        start_offset=0,
+        start_record=0,
+        record_count=1,
+        models=p.WireModelSpec(
+            esm="/c/esm.pt",
+            dnabert="/c/bert",
+            classifier="/c/clf.pth",
+            chunk_length=300,
+            profile="demo",
+        ),
+        save_embeddings=False,
+        checkpoint_every=1,
+        parts_dir="/s/j2/parts",
+    ),
+    p.Cancel(job_id="j1"),
+    p.WorkerShutdown(),
+]
+
+
+@pytest.mark.parametrize("message", FROM_WORKER, ids=lambda m: m.TYPE)
+def test_worker_messages_round_trip(message: p.FromWorker) -> None:
+    data = message.encode()
+    wire = codec.decode(data)
+    assert (wire["type"], wire["v"]) == (message.TYPE, 1)
+    assert p.decode_from_worker(data) == message
+    assert p.parse_worker_message(wire) == message
+    with pytest.raises(p.ProtocolError, match="unexpected message type"):
+        p.decode_from_daemon(data)
+
+
+@pytest.mark.parametrize("message", FROM_DAEMON, ids=lambda m: m.TYPE)
+def test_daemon_messages_round_trip(message: p.FromDaemon) -> None:
+    data = message.encode()
+    assert p.decode_from_daemon(data) == message
+    with pytest.raises(p.ProtocolError, match="unexpected message type"):
+        p.decode_from_worker(data)
+
+
+def _wire(message: p.WorkerMessage, **changes: Any) -> dict[str, Any]:
+    wire = message.to_wire()
+    wire.update(changes)
+    return {k: v for k, v in wire.items() if v is not ...}
+
+
+CHECKPOINT = FROM_WORKER[6]
+BAD_WORKER_MESSAGES: dict[str, tuple[Any, p.ErrorCode, str]] = {
+    "not a map": ([1], p.ErrorCode.BAD_REQUEST, "message must be a map, got list"),
+    "no version": (_wire(CHECKPOINT, v=...), p.ErrorCode.UNSUPPORTED_VERSION, "version None"),
+    "version 2": (_wire(CHECKPOINT, v=2), p.ErrorCode.UNSUPPORTED_VERSION, "version 2"),
+    "no type": (_wire(CHECKPOINT, type=...), p.ErrorCode.BAD_REQUEST, "unexpected message type"),
+    "unknown type": (
+        _wire(CHECKPOINT, type="reboot"),
+        p.ErrorCode.BAD_REQUEST,
+        "unexpected message type 'reboot' (expected one of: assign, batch_done",
+    ),
+    "bad hash": (
+        _wire(CHECKPOINT, sha256=SHA.upper()),
+        p.ErrorCode.BAD_REQUEST,
+        "checkpoint message: field 'sha256' must be 64 lowercase hex digits",
+    ),
+    "relative path": (
+        _wire(CHECKPOINT, path="parts/x"),
+        p.ErrorCode.BAD_REQUEST,
+        "checkpoint message: field 'path' must be an absolute path",
+    ),
+    "missing field": (
+        _wire(CHECKPOINT, end_offset=...),
+        p.ErrorCode.BAD_REQUEST,
+        "checkpoint message: field 'end_offset' is missing",
+    ),
+    "extra field": (
+        _wire(CHECKPOINT, crc=1),
+        p.ErrorCode.BAD_REQUEST,
+        "checkpoint message: unknown field: 'crc'",
+    ),
+    "negative count": (
+        _wire(CHECKPOINT, frames=-1),
+        p.ErrorCode.BAD_REQUEST,
+        "field 'frames' must be a non-negative int",
+    ),
+    "nested model": (
+        _wire(FROM_DAEMON[0], models={**MODELS.to_wire(), "chunk_length": 1}),
+        p.ErrorCode.BAD_REQUEST,
+        "assign message: field 'models.chunk_length' must be 300 or 500, got 1",
+    ),
+    "nested extra": (
+        _wire(FROM_DAEMON[0], models={**MODELS.to_wire(), "x": 1}),
+        p.ErrorCode.BAD_REQUEST,
+        "assign message: unknown field in 'models': 'x'",
+    ),
+    "empty profile": (
+        _wire(FROM_DAEMON[0], models={**MODELS.to_wire(), "profile": ""}),
+        p.ErrorCode.BAD_REQUEST,
+        "assign message: field 'models.profile' must be a non-empty string",
+    ),
+    "version map": (
+        _wire(FROM_WORKER[0], versions={"torch": 2}),
+        p.ErrorCode.BAD_REQUEST,
+        "hello message: field 'versions.torch' must be a str, got int",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "text"), BAD_WORKER_MESSAGES.values(), ids=BAD_WORKER_MESSAGES.keys()
+)
+def test_bad_worker_messages(message: Any, code: p.ErrorCode, text: str) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_worker_message(message)
+    assert info.value.code is code
+    assert text in info.value.message
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["type", "v", "job_id", "unit_id", "x"]), wire_values))
+def test_parse_worker_message_raises_only_protocol_errors(message: dict[str, Any]) -> None:
+    with contextlib.suppress(p.ProtocolError):
+        p.parse_worker_message(message)
+
+
+def test_the_wire_and_the_pipeline_know_the_same_precisions() -> None:
+    from virnuc.pipeline.spec import PRECISIONS as PIPELINE_PRECISIONS
+    from virnuc.protocol.constants import PRECISIONS
+
+    assert PRECISIONS == PIPELINE_PRECISIONS
