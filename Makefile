@@ -33,10 +33,10 @@ test: lint
 	$(BIN)/pytest
 
 # The quick loop while editing: ruff, then every test but the end-to-end ones (tests/e2e/,
-# real virnucd and workers) and the few marked slow. `make test` runs them all, and mypy.
+# real virnucd and workers), spread over the cores. `make test` runs them all, and mypy.
 test-fast: venv
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not e2e and not slow"
+	$(BIN)/pytest -q -n auto -m "not e2e"
 
 format: venv
 	$(BIN)/ruff check --fix .
