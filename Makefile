@@ -46,6 +46,7 @@ bench: venv
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_daemon
 	$(BIN)/python -m bench.bench_recovery
+	$(BIN)/python -m bench.bench_startup
 
 bench-slurm: venv
 	$(BIN)/python -m bench.bench_slurm
