@@ -74,7 +74,7 @@ async def submit(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     # The checks touch the filesystem (a slow mount must not stall ping or the watchdog),
     # so they run in a thread; the scheduler, which creates the job, checks once more
     # that no other job took the output directory meanwhile.
-    busy = ctx.scheduler.busy_outputs()
+    busy = ctx.scheduler.book.busy_outputs()
     spec = await asyncio.to_thread(check_submission, args, ctx.config, busy)
     job = NewJob(
         job_id=secrets.token_hex(4),
@@ -99,7 +99,7 @@ async def status(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     row = await ctx.progress.get_job(args.job_id)
     if row is None:
         raise HandlerError(ErrorCode.NOT_FOUND, f"no job {args.job_id!r}")
-    return dict(ctx.scheduler.status_of(row))
+    return dict(ctx.scheduler.book.status_of(row))
 
 
 async def list_jobs(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
@@ -111,7 +111,7 @@ async def list_jobs(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     limit = min(args.limit or LIST_PAGE_MAX, LIST_PAGE_MAX)
     rows = await ctx.progress.list_jobs(offset=args.offset, limit=limit)
     total = await ctx.progress.count_jobs()
-    return {"jobs": [ctx.scheduler.status_of(row) for row in rows], "total": total}
+    return {"jobs": [ctx.scheduler.book.status_of(row) for row in rows], "total": total}
 
 
 async def kill(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:

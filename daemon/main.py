@@ -413,7 +413,7 @@ def status_line(supervisors: list[WorkerSupervisor], scheduler: Scheduler) -> st
         for s in supervisors
         if s.start_error is not None
     )
-    return f"{len(scheduler.jobs)} unfinished job(s); workers: {workers}{failing}"
+    return f"{len(scheduler.book)} unfinished job(s); workers: {workers}{failing}"
 
 
 def remove_sockets(state_dir: Path) -> None:

@@ -17,9 +17,9 @@ parts and assembly need nothing new at a file boundary.
 Re-planning after a daemon crash replays the same passes; the progress log accepts
 units it already holds unchanged, so planning is idempotent.
 
-The planner writes units, never the job's row: the scheduler records the input's
-fingerprint before planning starts and closes the plan with the totals `plan_job`
-returns (daemon/jobs/scheduler.py).
+The planner writes units, never the job's row: the scheduler's `JobBook` records the
+input's fingerprint before planning starts and closes the plan with the totals
+`plan_job` returns (daemon/jobs/book.py).
 """
 
 from __future__ import annotations

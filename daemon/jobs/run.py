@@ -22,7 +22,7 @@ PROGRESS_EVENT_INTERVAL = 0.5  # seconds between two `progress` events of a job
 
 @dataclass
 class JobRun:
-    """One unfinished job: its row (the one the scheduler's last write of it returned),
+    """One unfinished job: its row (as the `JobBook`'s last write of it returned),
     the units it has fetched but not handed out, and who computes what (never all
     units)."""
 

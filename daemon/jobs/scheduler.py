@@ -1,22 +1,24 @@
 """The scheduler: jobs -> work units -> idle workers, and every job state change.
 
-It is the only actor that changes a job's state, from its creation on; it asks a
-worker's supervisor to assign or cancel a unit and never talks to a worker itself
-(docs/architecture.md §2). Which unit goes next is its `UnitQueue`'s choice
-(daemon/jobs/unit_queue.py).
+It is the only actor that changes a job's state, from its creation on: it decides,
+and its `JobBook` (daemon/jobs/book.py) records. It asks a worker's supervisor to
+assign or cancel a unit and never talks to a worker itself (docs/architecture.md §2).
+Which unit goes next is its `UnitQueue`'s choice (daemon/jobs/unit_queue.py).
 
 Who writes which table of the progress log:
 
-* `jobs`: this scheduler alone (create_job, set_job_state, fingerprint_input,
-  finish_planning, record_part, add_restart, delete_parts). What others learn comes
-  here as values in messages: the planner's totals in `PlanFinished`, a supervisor's
-  verified part in `PartVerified`, the assembly's corrupt part in `AssemblyFinished`.
-  Each of these writes returns the job's row as committed, and that is `JobRun.row`:
-  the copy is replaced, never patched or re-read.
+* `jobs`: this scheduler's `JobBook` alone (create_job, set_job_state,
+  fingerprint_input, finish_planning, record_part, add_restart, delete_parts), from
+  this actor's task. What others learn comes here as values in messages: the
+  planner's totals in `PlanFinished`, a supervisor's verified part in `PartVerified`,
+  the assembly's corrupt part in `AssemblyFinished`. Each of these writes returns the
+  job's row as committed, and that is `JobRun.row`: the copy is replaced, never
+  patched or re-read.
 * `units`: the planner adds them (add_units); this scheduler and its `UnitQueue` set
   their state and count worker deaths; each part recorded clears its unit's failures,
-  and its last marks it done, in the part's own transaction.
-* `parts`: this scheduler (record_part, delete_parts); each part is one transaction.
+  and its last marks it done, in the part's own transaction; deleting parts makes
+  their unit pending.
+* `parts`: the `JobBook` (record_part, delete_parts); each part is one transaction.
 * `events`: the job writes above, and this scheduler's `log_event`.
 
 Progress shown to users = records recorded in SQLite + records computed since by
@@ -38,9 +40,7 @@ from virnuc.protocol import (
     Checkpoint,
     ErrorCode,
     JobState,
-    JobStatus,
     WorkerError,
-    job_event,
 )
 
 from .. import scheduler_messages as sm
@@ -48,9 +48,7 @@ from ..actor import Actor, Stopping
 from ..config import DaemonConfig
 from ..progress.log import (
     ConflictError,
-    JobRow,
     NewJob,
-    PartRecord,
     PartRejected,
     ProgressLog,
     UnitRow,
@@ -61,8 +59,9 @@ from ..slots.launcher import PilotDemand
 from ..slots.supervisor import WorkerSupervisor
 from . import files as job_files
 from . import tasks as job_tasks
-from .input_check import InputChanged, fingerprint_if_readable
-from .run import JobRun, job_status, kills_its_workers
+from .book import JobBook
+from .input_check import InputChanged
+from .run import JobRun, kills_its_workers
 from .space_wait import SpaceWaits
 from .submission import SubmitRefused, output_busy
 from .unit_queue import UnitQueue
@@ -97,32 +96,18 @@ class Scheduler(Actor[Any]):
         super().__init__(inbox_size=10_000)
         self.config = config
         self.progress = progress
-        self.events = events
         self.demand = demand
-        self.jobs: dict[str, JobRun] = {}  # insertion order = submission order
         self.accepting = True  # until `stop_accepting`: shutdown has begun
         self.space = SpaceWaits(
             config.space_retry,
             config.space_retry_max,
             lambda job_id: self.tell(sm.SpaceCheck(job_id)),
-            lambda job_id: self._publish_state(self.jobs[job_id]),
+            lambda job_id: self.book.publish_state(self.book[job_id]),
         )
-        self.queue = UnitQueue(config, progress, self.jobs, self.space)
+        self.book = JobBook(config, progress, events, self.space)
+        self.queue = UnitQueue(config, progress, self.book, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
         self.workers = {supervisor.worker_id: supervisor for supervisor in slots(self)}
-
-    # --- queries for the control server (same thread, read-only) -------------------
-
-    def status_of(self, row: JobRow) -> JobStatus:
-        run = self.jobs.get(row.job_id)
-        waiting = self.space.reason(row.job_id)
-        if run is not None and waiting is None:
-            waiting = self.progress.disk_full  # its next write may wait for space
-        return job_status(row, run, waiting)
-
-    def busy_outputs(self) -> set[str]:
-        """Output directories an unfinished job writes to."""
-        return {run.row.output for run in self.jobs.values()}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -139,8 +124,7 @@ class Scheduler(Actor[Any]):
         unfinished = await self.progress.unfinished_jobs()
         await job_files.sweep_job_dirs(self.config, self.progress, {r.job_id for r in unfinished})
         for row in unfinished:
-            run = JobRun(row, planned=row.units_total is not None)
-            self.jobs[row.job_id] = run
+            run = self.book.resume(row)
             if not run.planned:
                 await self._start_planning(run)
             elif row.state == JobState.ASSEMBLING:
@@ -151,11 +135,8 @@ class Scheduler(Actor[Any]):
             log.info("job.resumed", job_id=row.job_id, state=row.state)
 
     async def teardown(self) -> None:
-        for run in self.jobs.values():
-            run.stop_task()
         self.space.cancel_all()
-        tasks = [run.task for run in self.jobs.values() if run.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.book.stop_tasks()
 
     async def handle(self, message: Any) -> None:
         match message:
@@ -181,8 +162,8 @@ class Scheduler(Actor[Any]):
                 await self._unit_failed(worker_id, error)
             case sm.AssemblyFinished():
                 await self._assembly_finished(message)
-            case sm.OutOfSpace(job_id, path, needed) if job_id in self.jobs:
-                self.jobs[job_id].task = None  # assembly stopped: it sent this
+            case sm.OutOfSpace(job_id, path, needed) if job_id in self.book:
+                self.book[job_id].task = None  # assembly stopped: it sent this
                 await self.space.start(job_id, path, needed)
             case sm.SpaceCheck(job_id):
                 await self._space_check(job_id)
@@ -203,27 +184,20 @@ class Scheduler(Actor[Any]):
             refusal = "virnucd is shutting down; submit again after restart"
             reply.set_exception(SubmitRefused(ErrorCode.STOPPING, refusal))
             return
-        if job.output in self.busy_outputs():
+        if job.output in self.book.busy_outputs():
             reply.set_exception(output_busy(job.output))
             return
         try:
-            row = await self.progress.create_job(job)
+            run = await self.book.create(job)
         except Exception as exc:  # the handler answers it (e.g. a full state disk)
             reply.set_exception(exc)
             return
-        run = JobRun(row, planned=False)
-        self.jobs[row.job_id] = run
-        self._publish_state(run)
-        reply.set_result(row)
+        reply.set_result(run.row)
         await self._start_planning(run)
 
     async def _start_planning(self, run: JobRun) -> None:
-        """Record the input as it is now, for good (a replayed plan and every unit
-        compare it), then plan it in the background."""
-        if run.row.input_fingerprint is None:
-            taken = await asyncio.to_thread(fingerprint_if_readable, run.row.inputs)
-            if taken is not None:  # else planning fails, saying which file is missing
-                run.row = await self.progress.fingerprint_input(run.job_id, taken)
+        """Record the input as it is now, then plan it in the background."""
+        await self.book.fingerprint_input(run)
         work = job_tasks.planning(
             self.progress,
             run.row,
@@ -236,34 +210,18 @@ class Scheduler(Actor[Any]):
     async def _plan_finished(self, plan: sm.PlanFinished) -> None:
         """Close the plan with the planner's totals (the log checks them against the
         units it recorded), or fail the job with the planner's error."""
-        run = self.jobs.get(plan.job_id)
+        run = self.book.get(plan.job_id)
         if run is None:
             return
         run.task = None
         error, code = plan.error, plan.code
-        totals = (plan.records_total, plan.units_total)
         if error is None:
             try:
-                run.row = await self.progress.finish_planning(run.job_id, *totals)
+                await self.book.finish_planning(run, plan.records_total, plan.units_total)
             except ConflictError as exc:
                 error, code = f"invalid input: {exc}", ErrorCode.INVALID_INPUT
         if error is not None:
             await self._finish(run, JobState.FAILED, error, code)
-            return
-        run.planned = True
-
-    async def _set_state(
-        self,
-        run: JobRun,
-        state: JobState,
-        error: str | None = None,
-        code: ErrorCode | None = None,
-    ) -> None:
-        run.row = await self.progress.set_job_state(run.job_id, state, error, code)
-        self._publish_state(run)
-
-    def _publish_state(self, run: JobRun) -> None:
-        self.events.publish(job_event("state", self.status_of(run.row)))
 
     async def _finish(
         self,
@@ -272,19 +230,14 @@ class Scheduler(Actor[Any]):
         error: str | None = None,
         code: ErrorCode | None = None,
     ) -> None:
-        """Enter a terminal state: stop its units everywhere and drop its parts. `code`
-        says a failure is the user's to fix (`virnucctl wait` exits 4 for it)."""
-        run.stop_task()
-        self.space.cancel(run.job_id)
+        """Enter a terminal state: its units stop everywhere, then the book records it
+        and drops the job (see `JobBook.finish`)."""
         for unit_id in list(run.running):
             await self._release(run, unit_id, cancel=True)
-        await self._set_state(run, state, error, code)
-        self.jobs.pop(run.job_id, None)
-        await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(run.job_id))
-        log.info("job.finished", job_id=run.job_id, state=state, error=error)
+        await self.book.finish(run, state, error, code)
 
     async def _kill(self, job_id: str, reply: asyncio.Future[Any]) -> None:
-        run = self.jobs.get(job_id)
+        run = self.book.get(job_id)
         if run is None:
             row = await self.progress.get_job(job_id)
             exc: Exception = JobNotFound(job_id) if row is None else JobFinished(row.state)
@@ -326,7 +279,7 @@ class Scheduler(Actor[Any]):
             await self._finish(run, JobState.FAILED, str(exc), ErrorCode.INVALID_INPUT)
             return
         if run.row.state == JobState.QUEUED:
-            await self._set_state(run, JobState.RUNNING)
+            await self.book.set_state(run, JobState.RUNNING)
         await self.queue.hand_out(supervisor, run, unit)
 
     async def _release(
@@ -340,28 +293,23 @@ class Scheduler(Actor[Any]):
             return
         run.batch_done(batch.unit_id, batch.records_done, batch.frames_done)
         if run.progress_event_due():
-            self.events.publish(job_event("progress", self.status_of(run.row)))
+            self.book.publish_progress(run)
 
     async def _part_verified(self, worker_id: str, ack: Checkpoint) -> None:
-        """Record a verified part in one transaction (the part, the job's counters, the
-        unit done or not, its failures cleared); it counts whoever sent it, a retried
-        ack counts nothing. Its supervisor tells us a worker's messages in order and
-        this inbox is first in, first out: a `unit_done` is looked at only after the
-        parts sent before it are recorded."""
+        """Record a verified part; it counts whoever sent it. Its supervisor tells us a
+        worker's messages in order and this inbox is first in, first out: a
+        `unit_done` is looked at only after the parts sent before it are recorded."""
         try:
-            outcome = await self.progress.record_part(PartRecord.from_ack(ack))
+            recorded = await self.book.record_part(ack)
         except PartRejected as exc:
             await self._part_refused(worker_id, ack, f"{exc.reason}: {exc}")
             return
-        run = self.jobs.get(ack.job_id)
+        run = self.queue.holding(worker_id, ack.job_id, ack.unit_id)
         if run is None:
             return
-        run.row = outcome.job
-        if self.queue.holding(worker_id, ack.job_id, ack.unit_id) is None:
-            return
-        if outcome.recorded:
+        if recorded:
             run.part_recorded(ack.unit_id, ack.record_count, ack.frames)
-        self.events.publish(job_event("progress", self.status_of(run.row)))
+        self.book.publish_progress(run)
 
     async def _unit_finished(self, worker_id: str, job_id: str, unit_id: int) -> None:
         run = self.queue.holding(worker_id, job_id, unit_id)
@@ -381,7 +329,7 @@ class Scheduler(Actor[Any]):
 
     async def _assemble_if_complete(self, run: JobRun) -> None:
         if run.planned and not run.running and await self.progress.units_remaining(run.job_id) == 0:
-            await self._set_state(run, JobState.ASSEMBLING)
+            await self.book.set_state(run, JobState.ASSEMBLING)
             self._start_assembly(run)
 
     async def _part_refused(self, worker_id: str, ack: Checkpoint, problem: str) -> None:
@@ -391,7 +339,7 @@ class Scheduler(Actor[Any]):
         log.warning("part.rejected", worker=worker_id, reason=problem, **where)
         run = self.queue.holding(worker_id, job_id, unit_id)
         if run is None:
-            if job_id not in self.jobs:  # a late part of an ended job: leave no trace
+            if job_id not in self.book:  # a late part of an ended job: leave no trace
                 await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(job_id))
             return
         await self.progress.log_event("part.refused", problem, job_id=job_id, worker_id=worker_id)
@@ -418,7 +366,7 @@ class Scheduler(Actor[Any]):
         or fail the job when the unit keeps killing workers. A worker that left on
         purpose (`blameless`: preempted, or idle as the unit reached it) did the unit
         no harm."""
-        run = self.jobs.get(lost.job_id) if lost is not None else None
+        run = self.book.get(lost.job_id) if lost is not None else None
         if lost is None or run is None or run.running.get(lost.unit_id) != lost:
             return  # it held no unit, or the unit came back from it already
         unrecorded = run.live.get(lost.unit_id, (0, 0))[0]  # records to compute again
@@ -431,7 +379,7 @@ class Scheduler(Actor[Any]):
             log.info("unit.released", job_id=job_id, unit=unit_id, reason=reason)
             return
         failures = await self.progress.note_worker_death(job_id, unit_id)
-        run.row = await self.progress.add_restart(job_id, unrecorded)
+        await self.book.add_restart(run, unrecorded)
         await self.progress.log_event("worker.died", reason, job_id=job_id, worker_id=worker_id)
         if failures >= self.config.max_unit_failures:
             await self._finish(run, JobState.FAILED, kills_its_workers(lost, failures, reason))
@@ -447,15 +395,13 @@ class Scheduler(Actor[Any]):
     async def _assembly_finished(self, outcome: sm.AssemblyFinished) -> None:
         """The outputs are published (done), or the job failed, or a part found corrupt
         is forgotten with the rest of its unit, which is computed again."""
-        run = self.jobs.get(outcome.job_id)
+        run = self.book.get(outcome.job_id)
         if run is None:
             return
         run.task = None
         if outcome.corrupt is not None:
-            unit_id, first_record = outcome.corrupt
-            removed, run.row = await self.progress.delete_parts(run.job_id, unit_id, first_record)
-            await asyncio.to_thread(job_files.unlink_all, [part.path for part in removed])
-            await self._set_state(run, JobState.RUNNING)
+            await self.book.delete_parts(run, *outcome.corrupt)
+            await self.book.set_state(run, JobState.RUNNING)
             run.pending.clear()
             return
         if outcome.error is not None:
@@ -466,7 +412,7 @@ class Scheduler(Actor[Any]):
     async def _space_check(self, job_id: str) -> None:
         """Go on with a job that waited for space, if there is room now: its assembly
         starts again here, its units are handed out by the dispatch after this message."""
-        run = self.jobs.get(job_id)
+        run = self.book.get(job_id)
         if run is None or not await self.space.check(job_id):
             return
         if run.row.state == JobState.ASSEMBLING:

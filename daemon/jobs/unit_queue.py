@@ -27,6 +27,7 @@ from ..config import DaemonConfig
 from ..progress.log import ProgressLog, UnitRow
 from ..scheduler_messages import Assignment
 from . import files as job_files
+from .book import JobBook
 from .input_check import check_unchanged
 from .run import JobRun, assign_message
 from .space_wait import SpaceWaits
@@ -51,12 +52,12 @@ class UnitQueue:
         self,
         config: DaemonConfig,
         progress: ProgressLog,
-        jobs: dict[str, JobRun],
+        book: JobBook,
         space: SpaceWaits,
     ) -> None:
         self.config = config
         self.progress = progress
-        self.jobs = jobs  # the scheduler's: insertion order = submission order
+        self.book = book  # the scheduler's unfinished jobs, read here, written there
         self.space = space
 
     def runnable(self) -> list[JobRun]:
@@ -64,7 +65,7 @@ class UnitQueue:
         waiting for disk space)."""
         return [
             run
-            for run in self.jobs.values()
+            for run in self.book.runs()
             if run.planned and run.task is None and run.job_id not in self.space
         ]
 
@@ -149,7 +150,7 @@ class UnitQueue:
 
     def holding(self, worker_id: str, job_id: str | None, unit_id: int | None) -> JobRun | None:
         """The job of a worker's message, if it is about a unit this worker holds."""
-        run = self.jobs.get(job_id) if job_id is not None else None
+        run = self.book.get(job_id)
         held = run.running.get(unit_id) if run is not None and unit_id is not None else None
         if held is None or held.worker_id != worker_id:
             return None  # late news about a unit the worker no longer holds

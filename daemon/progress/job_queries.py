@@ -3,7 +3,7 @@
 Every method runs on the thread that owns the connection (the `ProgressLog` facade
 queues it there); a write method is exactly one transaction (`connection.transaction`).
 A write that changes a job row returns the row as SQLite then holds it, so its caller
-(the scheduler, the row's only writer) never mirrors the arithmetic.
+(the scheduler's `JobBook`, the row's only writer) never mirrors the arithmetic.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ in WAL mode never waits for a write's fsync. The asyncio side calls
 `run_in_executor`; the event loop never waits on the disk. The one writing thread
 serialises all writes in call order, so there are no write conflicts to retry.
 
-Who writes: a job's row is written only by the scheduler (daemon/jobs/scheduler.py);
-a write that changes it returns the row as committed, which is the scheduler's copy.
+Who writes: a job's row is written only by the scheduler's `JobBook`
+(daemon/jobs/book.py); a write that changes it returns the row as committed, which
+is the book's copy.
 
 Durability: WAL journal with `synchronous=FULL` (a commit is on disk when the call
 returns), foreign keys on, and every write method is exactly one transaction

@@ -13,7 +13,7 @@ from virnuc.protocol import Op, PingArgs, Request, SubmitArgs
 
 
 def context(accepting: bool = True) -> handlers.DaemonContext:
-    scheduler = SimpleNamespace(accepting=accepting, jobs={}, workers={})
+    scheduler = SimpleNamespace(accepting=accepting, workers={})
     return handlers.DaemonContext(DaemonConfig(), None, scheduler, lambda reason: None)  # type: ignore[arg-type]
 
 

@@ -678,7 +678,7 @@ async def test_a_task_cancelled_while_its_first_part_is_read_leaves_no_partial_f
     task = asyncio.create_task(assemble(log, job.row, cancel, Appended()))
     try:
         assert await asyncio.to_thread(entered.wait, 10)
-        cancel.set()  # as Scheduler._finish: the event, then the task
+        cancel.set()  # as JobRun.stop_task: the event, then the task
         task.cancel()
         release.set()  # the part's check ends after the cancel
         with pytest.raises(asyncio.CancelledError):

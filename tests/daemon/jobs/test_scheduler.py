@@ -370,7 +370,7 @@ async def test_news_from_a_worker_that_does_not_hold_the_unit_is_ignored(one_wor
     await setup.scheduler.tell(sm.WorkerDown("w9", "killed", None))
     await settled(setup)
     assert worker.assignment is not None  # w0 still holds unit 0
-    assert setup.scheduler.jobs[row.job_id].running[0].worker_id == "w0"
+    assert setup.scheduler.book[row.job_id].running[0].worker_id == "w0"
     await compute_unit(setup, worker, assign)
     assigns = await serve(setup, worker, row.job_id)
     assert [a.unit_id for a in assigns] == [1, 2, 3]
@@ -441,8 +441,8 @@ async def test_the_scheduler_records_the_planners_totals_and_keeps_the_row_it_wr
 ) -> None:
     setup, _ = one_worker
     row = await submit(setup)
-    await until(lambda: setup.scheduler.jobs[row.job_id].planned, "planning")
-    in_memory = setup.scheduler.jobs[row.job_id].row
+    await until(lambda: setup.scheduler.book[row.job_id].planned, "planning")
+    in_memory = setup.scheduler.book[row.job_id].row
     assert (in_memory.records_total, in_memory.units_total) == (RECORDS, 4)
     assert in_memory.input_fingerprint is not None  # taken before planning began
     assert in_memory == await job(setup, row.job_id)
@@ -494,8 +494,8 @@ async def test_a_retried_ack_is_accepted_and_counted_once(one_worker) -> None:
     assert worker.assignment is not None  # not refused: the unit stays with its worker
     recorded = await job(setup, row.job_id)
     assert (recorded.records_done, recorded.frames_done) == (1, 1)
-    assert setup.scheduler.jobs[row.job_id].row == recorded
-    status = setup.scheduler.status_of(recorded)
+    assert setup.scheduler.book[row.job_id].row == recorded
+    status = setup.scheduler.book.status_of(recorded)
     assert status["records_done"] == 1
     assert len(await setup.progress.parts_of_unit(row.job_id, 0)) == 1
 
@@ -550,7 +550,7 @@ async def test_a_unit_whose_assign_cannot_be_sent_is_not_lost(one_worker) -> Non
     setup, worker = one_worker
     worker.reachable = False
     row = await submit(setup)
-    await until(lambda: setup.scheduler.jobs[row.job_id].planned, "planning")
+    await until(lambda: setup.scheduler.book[row.job_id].planned, "planning")
     assert worker.idle
     worker.reachable = True
     await setup.scheduler.tell(sm.WorkerUp("w0"))
@@ -566,7 +566,7 @@ async def test_an_idle_worker_takes_the_job_whose_models_it_has_loaded(tmp_path:
         older = await submit(setup, "a", SPEC)
         newer = await submit(setup, "b", OTHER_SPEC)
         for run_id in (older.job_id, newer.job_id):
-            await until(lambda r=run_id: setup.scheduler.jobs[r].planned, "planning")
+            await until(lambda r=run_id: setup.scheduler.book[r].planned, "planning")
         worker.up = True
         await setup.scheduler.tell(sm.WorkerUp("w0"))
         assign = await next_assign(worker)
@@ -618,7 +618,7 @@ async def test_a_restarted_scheduler_resumes_unfinished_jobs_and_drops_unrecorde
         resumed = await next_assign(worker)
         assert (resumed.unit_id, resumed.start_record) == (0, 1)
         assert (stray.exists(), Path(ack.path).exists()) == (False, True)  # noqa: ASYNC240
-        assert setup.scheduler.jobs[row.job_id].row.records_done == 1
+        assert setup.scheduler.book[row.job_id].row.records_done == 1
     finally:
         await close(setup)
 
@@ -632,18 +632,18 @@ async def test_status_adds_unrecorded_progress_and_a_death_counts_it_as_recomput
     batch = BatchDone(job_id=row.job_id, unit_id=0, records_done=2, frames_done=2)
     await setup.scheduler.tell(sm.Progress("w0", batch))
     await settled(setup)
-    status = setup.scheduler.status_of(await job(setup, row.job_id))
+    status = setup.scheduler.book.status_of(await job(setup, row.job_id))
     assert (status["records_done"], status["frames_done"]) == (2, 2)
     await record_part(setup, worker, assign, 1)  # 1 of the 2 computed records is durable
     await settled(setup)
-    status = setup.scheduler.status_of(await job(setup, row.job_id))
+    status = setup.scheduler.book.status_of(await job(setup, row.job_id))
     assert (status["records_done"], status["frames_done"]) == (2, 2)
     await setup.scheduler.tell(sm.WorkerDown("w0", "killed", died(worker)))
     await settled(setup)
     after = await job(setup, row.job_id)
-    status = setup.scheduler.status_of(after)
+    status = setup.scheduler.book.status_of(after)
     assert (status["records_done"], status["restarts"], status["records_recomputed"]) == (1, 1, 1)
-    in_memory = setup.scheduler.jobs[row.job_id].row  # kept up without re-reading
+    in_memory = setup.scheduler.book[row.job_id].row  # kept up without re-reading
     assert dataclasses.replace(in_memory, updated_at=0) == dataclasses.replace(after, updated_at=0)
 
 
@@ -744,7 +744,7 @@ class Disk:
 async def no_assign_while_waiting(setup: Setup, worker: FakeSupervisor, job_id: str) -> str:
     """The job shows why it waits, and its unit is not handed out meanwhile (it is
     looked at again every 10 ms here, so 0.2 s is many tries)."""
-    status = setup.scheduler.status_of(await job(setup, job_id))
+    status = setup.scheduler.book.status_of(await job(setup, job_id))
     assert "waiting" in status, status
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(worker.sent.get(), 0.2)
@@ -818,17 +818,17 @@ async def test_planning_on_a_full_state_disk_waits_in_sight_and_finishes_once_th
         await setup.progress._call_once(cap_pages, setup.progress, None)
         row = await submit(setup)
         waiting = await until(
-            lambda: setup.scheduler.status_of(row).get("waiting"), "planning to wait for space"
+            lambda: setup.scheduler.book.status_of(row).get("waiting"), "planning to wait for space"
         )
         assert waiting.startswith(f"no space on {setup.config.state_dir}"), waiting
         assert (await job(setup, row.job_id)).units_total is None
         await setup.progress._call_once(cap_pages, setup.progress, 1_000_000)
         planned = await until(
-            lambda: setup.scheduler.jobs[row.job_id].planned, "planning to finish"
+            lambda: setup.scheduler.book[row.job_id].planned, "planning to finish"
         )
         assert planned
         row = await job(setup, row.job_id)
         assert (row.state, row.records_total, row.units_total) == (JobState.QUEUED, 2000, 2000)
-        assert "waiting" not in setup.scheduler.status_of(row)
+        assert "waiting" not in setup.scheduler.book.status_of(row)
     finally:
         await close(setup)
