@@ -55,11 +55,11 @@ START_S = 60.0  # a cold worker imports torch, transformers and esm
 STEP_S = 20.0  # anything else the worker is asked to do
 
 
-# --- the fake daemon -----------------------------------------------------------------------
+# --- the daemon's end --------------------------------------------------------------------------
 
 
 @dataclass
-class FakeDaemon:
+class HubSocket:
     """The daemon's side of the worker socket, with a log of everything received."""
 
     sock: zmq.Socket[bytes]
@@ -117,7 +117,7 @@ class FakeDaemon:
 
 
 @contextlib.contextmanager
-def fake_daemon() -> Iterator[FakeDaemon]:
+def fake_daemon() -> Iterator[HubSocket]:
     """A ROUTER bound in a short temp dir (ipc paths are limited to ~100 bytes)."""
     where = tempfile.mkdtemp(prefix="vw", dir="/tmp")
     context = zmq.Context()
@@ -127,7 +127,7 @@ def fake_daemon() -> Iterator[FakeDaemon]:
     endpoint = f"ipc://{where}/workers.sock"
     sock.bind(endpoint)
     try:
-        yield FakeDaemon(sock, endpoint)
+        yield HubSocket(sock, endpoint)
     finally:
         sock.close()
         context.term()
@@ -167,7 +167,7 @@ class Spawner:
 
 
 @pytest.fixture
-def daemon() -> Iterator[FakeDaemon]:
+def daemon() -> Iterator[HubSocket]:
     with fake_daemon() as d:
         yield d
 
@@ -183,7 +183,7 @@ def spawn(demo_cache: Path, tmp_path: Path) -> Iterator[Spawner]:
 class WarmWorker:
     """One worker process shared by the tests that leave it idle and healthy."""
 
-    daemon: FakeDaemon
+    daemon: HubSocket
     proc: subprocess.Popen[bytes]
     hello: Hello
 
@@ -478,7 +478,7 @@ def test_a_unit_whose_bytes_changed_since_planning_is_not_finished(
 
 
 def test_sigterm_mid_unit_writes_an_emergency_part_and_exits_0(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
+    daemon: HubSocket, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
 ) -> None:
     records = list(read_records(long_input))
     proc = spawn(daemon.endpoint)
@@ -509,7 +509,7 @@ def test_sigterm_mid_unit_writes_an_emergency_part_and_exits_0(
     ],
 )
 def test_fault_points_kill_at_the_right_moment(
-    daemon: FakeDaemon,
+    daemon: HubSocket,
     spawn,
     demo_cache: Path,
     tmp_path: Path,
@@ -538,7 +538,7 @@ def test_fault_points_kill_at_the_right_moment(
 
 
 def test_mid_unit_fault_and_time_based_checkpoints(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
+    daemon: HubSocket, spawn, demo_cache: Path, tmp_path: Path, long_input: Path
 ) -> None:
     """Killed at its 40th block: parts were cut every 0.05 s meanwhile, not every
     `checkpoint_every` (1000) records, and progress was reported on the way."""
@@ -559,7 +559,7 @@ def test_mid_unit_fault_and_time_based_checkpoints(
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(
-    daemon: FakeDaemon, spawn, demo_cache: Path, tmp_path: Path, example_records, reference
+    daemon: HubSocket, spawn, demo_cache: Path, tmp_path: Path, example_records, reference
 ) -> None:
     """Kill with a part renamed but unacked; a new w0 (ROUTER_HANDOVER) resumes after
     the last ack, rewrites that part, and the acked parts equal the uninterrupted run."""
@@ -581,7 +581,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(
     assert_same_results(part_results(acks), reference)
 
 
-def test_dies_with_its_parent(daemon: FakeDaemon, demo_cache: Path) -> None:
+def test_dies_with_its_parent(daemon: HubSocket, demo_cache: Path) -> None:
     """PR_SET_PDEATHSIG: SIGKILL the process that started the worker; the worker goes."""
     launcher = (
         "import os, subprocess, sys\n"
@@ -621,7 +621,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(os.getpid() == 1, reason="pid 1 must not be our own pid")
-def test_exits_at_once_when_started_for_another_parent(daemon: FakeDaemon, spawn) -> None:
+def test_exits_at_once_when_started_for_another_parent(daemon: HubSocket, spawn) -> None:
     """The daemon died between fork and prctl: the worker must not live on."""
     orphan = spawn(daemon.endpoint, "--parent-pid", "1")
     assert wait_exit(orphan, START_S) == 4
@@ -629,7 +629,7 @@ def test_exits_at_once_when_started_for_another_parent(daemon: FakeDaemon, spawn
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_a_missing_gpu_is_fatal_not_a_silent_cpu_fallback(daemon: FakeDaemon, spawn) -> None:
+def test_a_missing_gpu_is_fatal_not_a_silent_cpu_fallback(daemon: HubSocket, spawn) -> None:
     proc = spawn(daemon.endpoint, "--device", "cuda:1")
     error = daemon.expect(WorkerError, START_S)  # and no hello first: it is not ready
     assert error.fatal is True
@@ -641,7 +641,7 @@ def test_a_missing_gpu_is_fatal_not_a_silent_cpu_fallback(daemon: FakeDaemon, sp
 
 
 def test_a_pilot_with_no_unit_for_idle_exit_says_leaving_and_exits_0(
-    daemon: FakeDaemon, spawn
+    daemon: HubSocket, spawn
 ) -> None:
     proc = spawn(daemon.endpoint, "--idle-exit", "1", "--daemon-timeout", "60")
     daemon.expect(Hello, START_S)
@@ -650,7 +650,7 @@ def test_a_pilot_with_no_unit_for_idle_exit_says_leaving_and_exits_0(
     assert wait_exit(proc) == 0
 
 
-def test_a_pilot_whose_daemon_falls_silent_exits_by_itself(daemon: FakeDaemon, spawn) -> None:
+def test_a_pilot_whose_daemon_falls_silent_exits_by_itself(daemon: HubSocket, spawn) -> None:
     proc = spawn(daemon.endpoint, "--daemon-timeout", "2")
     hello = daemon.expect(Hello, START_S)
     deadline = time.monotonic() + 1.5
@@ -661,7 +661,7 @@ def test_a_pilot_whose_daemon_falls_silent_exits_by_itself(daemon: FakeDaemon, s
     assert wait_exit(proc) == 4  # then silence: gone after --daemon-timeout
 
 
-def test_an_array_task_takes_its_slots_id(daemon: FakeDaemon, demo_cache: Path) -> None:
+def test_an_array_task_takes_its_slots_id(daemon: HubSocket, demo_cache: Path) -> None:
     command = worker_command(daemon.endpoint, "unused")
     at = command.index("--worker-id")
     command[at : at + 2] = ["--array-worker-ids", "s3,s5"]

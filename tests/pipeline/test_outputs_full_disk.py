@@ -62,44 +62,6 @@ print(json.dumps(failure))
 """
 
 
-DISK_BYTES = 1 << 20
-
-
-#: Writes records into argv[1] until the disk is full ("write": text and HDF5 files
-#: fill it) or onto a disk already full ("commit": everything is still in the buffers,
-#: so the flush in commit() fails, and the one in closing would fail again).
-CHILD = r"""
-import gc, json, sys
-import numpy as np
-from virnuc.pipeline.outputs import RecordResult, ResultWriter
-
-out, case = sys.argv[1], sys.argv[2]
-n, dims = 64, (64, 64)
-record = RecordResult(
-    "r", 600, 2, [f"r_chunk_{i}F1" for i in range(n)],
-    np.full((n, 2), 0.5, np.float32), np.ones((n, dims[0]), np.float32),
-    np.ones((n, dims[1]), np.float32),
-)
-try:
-    if case == "write":
-        with ResultWriter(out, embedding_dims=dims) as writer:
-            for _ in range(1000):
-                writer.write(record)
-            writer.commit()
-    else:
-        with ResultWriter(out) as writer:
-            writer.write(record)
-            writer.commit()
-except OSError as exc:
-    failure = {"errno": exc.errno, "message": str(exc)}
-else:
-    sys.exit("the disk never filled")
-del writer
-gc.collect()  # HDF5 objects left open by a failed close are freed here
-print(json.dumps(failure))
-"""
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     with tmpfs(tmp_path / "disk", DISK_BYTES) as disk:

@@ -14,6 +14,8 @@ import pytest_asyncio
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.slots.launcher import LocalLauncher, LocalProcess
 
+from tests.support.poll import until
+
 pytestmark = pytest.mark.asyncio
 
 DEADLINE = 10.0
@@ -79,14 +81,6 @@ async def launcher(
     monkeypatch.setattr(made, "_spawn", spawned)
     yield made, spawned
     await made.close()
-
-
-async def until(probe: Any, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not probe():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_spare_is_spawned_once_the_worker_is_old_enough_and_replaces_it(
