@@ -52,7 +52,6 @@ import importlib.util
 import json
 import platform
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -293,32 +292,29 @@ def build_dnabert(
 ) -> tuple[Any, dict[str, Any]]:
     """DNABERT-S's MosaicBERT at ``shapes``, random weights, moved to ``device``.
 
-    The published model's class is remote code run from its model directory; here a
-    directory holding only ``pipeline/dnabert_s_code/*.py`` and a config.json (no
-    weights) is made, and ``dnabert_embedder.remote_model_class`` imports the class
-    from it as ``AutoModel.from_pretrained(..., trust_remote_code=True)`` does (triton
-    hidden, so both methods run the PyTorch attention the original ran). The model is
-    built with the stock ``BertConfig`` read from there, as our loader passes it, and
-    gets the loader's bf16 attention-bias fix. Without the vendored code a stock
+    The class is the one our loader builds for the published model:
+    ``dnabert_embedder.dnabert_s_model_class`` imports it from the vendored
+    ``pipeline/dnabert_s_code`` (triton hidden, so both methods run the PyTorch attention
+    the original ran). A config.json is written to a scratch directory and read back as
+    the stock ``BertConfig`` our loader passes, and the model gets the loader's bf16
+    attention-bias fix. Without the vendored code a stock
     ``transformers.BertModel`` stands in, flagged ``stand_in`` in the JSON.
     """
     code = REPO / "pipeline" / "dnabert_s_code"
     config_dict = dnabert_s_config(shapes, len(tokenizer), int(tokenizer.pad_token_id))
     model_class: Any = None
     stand_in = None
-    remote = getattr(dnabert_module, "remote_model_class", None)
+    vendored = getattr(dnabert_module, "dnabert_s_model_class", None)
     if not (code / "bert_layers.py").is_file():
         stand_in = f"{code} missing"
-    elif remote is None:
-        stand_in = "pipeline.dnabert_embedder has no remote_model_class"
+    elif vendored is None:
+        stand_in = "pipeline.dnabert_embedder has no dnabert_s_model_class"
     else:
-        folder = workdir / "dnabert-s-code"
+        folder = workdir / "dnabert-s-config"
         folder.mkdir(parents=True, exist_ok=True)
-        for source in code.glob("*.py"):
-            shutil.copyfile(source, folder / source.name)
         (folder / "config.json").write_text(json.dumps(config_dict, indent=2) + "\n")
         try:
-            model_class = remote(folder)
+            model_class = vendored()
             config = transformers.BertConfig.from_pretrained(str(folder))
         except Exception as e:  # report it and measure the stand-in rather than nothing
             stand_in = f"importing the vendored code failed: {type(e).__name__}: {e}"
@@ -335,7 +331,7 @@ def build_dnabert(
     cast_bias = getattr(dnabert_module, "_cast_attention_bias", None)
     hooks = cast_bias(model) if cast_bias is not None else None
     info = {
-        "code": "pipeline/dnabert_s_code (DNABERT-S's MosaicBERT, vendored), as remote code"
+        "code": "pipeline/dnabert_s_code (DNABERT-S's MosaicBERT, vendored)"
         if stand_in is None
         else "transformers.BertModel (STAND-IN, not DNABERT-S's architecture)",
         "stand_in": stand_in is not None,

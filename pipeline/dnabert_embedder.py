@@ -8,13 +8,30 @@ every token the tokenizer produced, ``[CLS]`` and ``[SEP]`` included. We tokeniz
 same way, pad on the right, pass an attention mask, and average over the non-padding
 positions only, which gives the same number per sequence.
 
-DNABERT-S's own code (bert_layers.py, loaded from the model directory) cannot run in
-bfloat16 as published: `_cast_attention_bias` fixes that from outside, on the loaded
-model, so it applies to whichever copy of that code the model came with.
+No code from a model directory or hub repository ever runs: it supplies config.json,
+tokenizer files and weights only (safetensors, or a pytorch_model.bin read with
+``torch.load(weights_only=True)``, which refuses a pickle that would run code). Which
+class to build is decided from config.json alone:
+
+* ``auto_map["AutoModel"]`` names ``bert_layers.BertModel`` (the published DNABERT-S,
+  and `tiny_models.build_tiny_bert`'s directories): our vendored copy of that code,
+  ``virnuc.pipeline.dnabert_s_code.bert_layers.BertModel``, pinned to its source commit.
+  The ``bert_layers.py`` a directory ships beside its weights is never imported.
+* no ``auto_map``: an architecture transformers implements itself (a plain BERT),
+  through ``AutoModel`` with ``trust_remote_code=False``.
+* any other ``auto_map``: refused (`ModelCodeRefused`): it asks for code we do not have.
+
+The tokenizer is ``AutoTokenizer`` with ``trust_remote_code=False`` (DNABERT-S's is a
+stock fast tokenizer).
+
+DNABERT-S's code cannot run in bfloat16 as published: `_cast_attention_bias` fixes that
+from outside, on the loaded model, leaving the vendored files byte-identical.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -26,7 +43,6 @@ import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoModel, AutoTokenizer
-from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.bert.configuration_bert import BertConfig
 
 from virnuc.pipeline.batching import (
@@ -42,6 +58,9 @@ DEFAULT_DNABERT_MODEL = "zhihan1996/DNABERT-S"
 # budget follows its free memory (batching.device_token_budget).
 CPU_MAX_TOKENS = 4096
 
+# The vendored DNABERT-S code, and the auto_map entry that selects it.
+_DNABERT_S_CODE = "virnuc.pipeline.dnabert_s_code"
+DNABERT_S_AUTO_MODEL = "bert_layers.BertModel"
 # The module-level name DNABERT-S's bert_layers.py binds its Triton kernel to (None when
 # `from .flash_attn_triton import ...` failed); its attention checks it on every call.
 _TRITON_KERNEL_ATTR = "flash_attn_qkvpacked_func"
@@ -49,6 +68,10 @@ _TRITON_KERNEL_ATTR = "flash_attn_qkvpacked_func"
 # max_seqlen_in_batch, indices, attn_mask, bias) adds `bias` to the attention scores.
 _REMOTE_ATTENTION_CLASS = "BertUnpadSelfAttention"
 _BIAS_ARG = 5
+
+
+class ModelCodeRefused(ValueError):
+    """A model directory whose config.json asks for custom code virnuc does not have."""
 
 
 class DnabertEmbedder:
@@ -108,7 +131,7 @@ class DnabertEmbedder:
 
     @property
     def model(self) -> Any:
-        """The loaded model (DNABERT-S's remote class or a stock BertModel), in eval mode."""
+        """The loaded model (vendored DNABERT-S or a stock transformers one), in eval mode."""
         return self._model
 
     @property
@@ -154,7 +177,7 @@ class DnabertEmbedder:
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = 1
         input_ids, mask = to_device(input_ids, self._device), to_device(mask, self._device)
-        # DNABERT-S's remote BertModel returns a tuple, a stock BertModel a
+        # DNABERT-S's BertModel returns a tuple, a stock BertModel a
         # BaseModelOutput; both hold the last hidden state at [0].
         hidden = self._model(input_ids=input_ids, attention_mask=mask)[0].float()
         keep = mask.bool().unsqueeze(-1)
@@ -198,57 +221,73 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 
 def _load_pretrained(directory: Path, allow_triton: bool) -> tuple[Any, Any]:
-    """Load tokenizer and model with the DNABERT maintainers' workaround.
-
-    With transformers > 4.29, ``AutoModel.from_pretrained(id, trust_remote_code=True)``
-    on DNABERT-S fails with "The model class you are passing has a `config_class`
-    attribute that is not consistent with the config class you passed"; passing
-    ``config=`` a stock ``BertConfig`` read from the same place avoids it
-    (MAGICS-LAB/DNABERT_2 issue 92).
-    """
+    """Tokenizer and model from ``directory``'s data files; none of its code runs."""
     where = str(directory)
-    with _auto_model_registry_restored():
-        if allow_triton:
-            tokenizer, model = _from_pretrained(where)
+    config = _read_config(directory)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
+        if config.get("auto_map"):
+            model = _dnabert_s_from_pretrained(where, config, allow_triton)
         else:
-            with _triton_hidden():
-                tokenizer, model = _from_pretrained(where)
-            _disable_triton_kernel(model)
+            model = AutoModel.from_pretrained(where, trust_remote_code=False, weights_only=True)
+    except OSError as e:  # also transformers' error for a pickle weights_only refuses
+        raise FileNotFoundError(f"cannot load a DNABERT model from {where}: {e}") from e
     return model, tokenizer
 
 
-def remote_model_class(directory: str | os.PathLike[str]) -> type:
-    """The class ``auto_map["AutoModel"]`` of a local model directory names, imported as
-    ``AutoModel.from_pretrained(..., trust_remote_code=True)`` imports it (triton hidden,
-    no global registration). The tiny-model builder instantiates it to write weights.
-    """
-    where = str(directory)
-    reference = BertConfig.from_pretrained(where).auto_map["AutoModel"]
-    with _triton_hidden():
-        model_class: type = get_class_from_dynamic_module(reference, where)
-    _disable_triton_kernel(model_class)
-    return model_class
-
-
-def _from_pretrained(where: str) -> tuple[Any, Any]:
+def _read_config(directory: Path) -> dict[str, Any]:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=True)
-        config = BertConfig.from_pretrained(where)
-        model = AutoModel.from_pretrained(where, trust_remote_code=True, config=config)
-    except OSError as e:
-        raise FileNotFoundError(f"cannot load a DNABERT model from {where}: {e}") from e
-    return tokenizer, model
+        config: dict[str, Any] = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"cannot load a DNABERT model from {directory}: {e}") from e
+    return config
+
+
+def _dnabert_s_from_pretrained(where: str, config: dict[str, Any], allow_triton: bool) -> Any:
+    """The vendored DNABERT-S class with the directory's weights, if config.json's
+    ``auto_map`` names that architecture; any other custom code is refused.
+
+    A stock ``BertConfig`` is passed, as DNABERT's maintainers load it (the config class
+    of bert_layers.py's models is transformers' own BertConfig; MAGICS-LAB/DNABERT_2
+    issue 92): config.json's extra keys, such as ``alibi_starting_size``, ride along.
+    """
+    reference = str(config["auto_map"].get("AutoModel", ""))
+    # A hub snapshot's auto_map may read "owner/name--bert_layers.BertModel".
+    if reference.rpartition("--")[2] != DNABERT_S_AUTO_MODEL:
+        raise ModelCodeRefused(
+            f"{where}/config.json asks for custom model code (auto_map AutoModel = "
+            f"{reference or 'none'}); virnuc runs no code from model files, and knows "
+            f"only DNABERT-S's ({DNABERT_S_AUTO_MODEL}, vendored) and the architectures "
+            "transformers implements (config.json without auto_map)"
+        )
+    model_class: Any = dnabert_s_model_class(allow_triton)
+    bert_config = BertConfig.from_pretrained(where)
+    return model_class.from_pretrained(where, config=bert_config, weights_only=True)
+
+
+def dnabert_s_model_class(allow_triton: bool = False) -> type:
+    """DNABERT-S's ``BertModel`` from the vendored code (``pipeline/dnabert_s_code``).
+
+    Imported once per process with triton hidden; ``allow_triton`` then binds or clears
+    its Triton kernel, for every instance of the class (the last load decides). The
+    tiny-model builder instantiates it to write weights.
+    """
+    with _triton_hidden():
+        module = importlib.import_module(f"{_DNABERT_S_CODE}.bert_layers")
+    _select_triton_kernel(module, allow_triton)
+    model_class: type = module.BertModel
+    return model_class
 
 
 @contextmanager
 def _triton_hidden() -> Iterator[None]:
-    """Make ``import triton`` fail while the remote code is imported, then undo that.
+    """Make ``import triton`` fail while DNABERT-S's code is imported, then undo that.
 
     DNABERT-S's bert_layers.py does ``try: from .flash_attn_triton import ...`` and
     switches every attention call to that Triton kernel when the import succeeds; the
     kernel breaks on some GPUs (and with newer triton). A ``None`` entry in
     ``sys.modules`` makes any ``import triton`` raise ImportError, which sends the
-    remote code down its own fallback, the plain PyTorch attention the original used.
+    code down its own fallback, the plain PyTorch attention the original used.
     """
     names = [n for n in sys.modules if n == "triton" or n.startswith("triton.")]
     saved = {n: sys.modules[n] for n in names}
@@ -262,17 +301,20 @@ def _triton_hidden() -> Iterator[None]:
         sys.modules.update(saved)
 
 
-def _disable_triton_kernel(model: Any) -> None:  # a model, or its class
-    """Clear the remote module's kernel if an earlier load already bound it.
+def _select_triton_kernel(module: Any, allow_triton: bool) -> None:
+    """Bind bert_layers.py's kernel global to the Triton kernel or to None.
 
-    Transformers imports remote code once per process: when the same model was loaded
-    before with triton importable, the module keeps the kernel it bound then, and
-    hiding triton now changes nothing. Its attention reads the global at call time, so
-    setting it to None selects the PyTorch path for every instance of that class.
+    Its attention reads the global at call time, so this selects the attention of every
+    instance. The kernel module is imported only when triton is allowed and importable.
     """
-    module = sys.modules.get((model if isinstance(model, type) else type(model)).__module__)
-    if module is not None and getattr(module, _TRITON_KERNEL_ATTR, None) is not None:
-        setattr(module, _TRITON_KERNEL_ATTR, None)
+    kernel = None
+    if allow_triton:
+        try:
+            kernels = importlib.import_module(f"{_DNABERT_S_CODE}.flash_attn_triton")
+            kernel = kernels.flash_attn_qkvpacked_func
+        except ImportError:
+            pass  # no triton: the PyTorch attention, as without allow_triton
+    setattr(module, _TRITON_KERNEL_ATTR, kernel)
 
 
 def _cast_attention_bias(model: Any) -> int:
@@ -285,11 +327,10 @@ def _cast_attention_bias(model: Any) -> int:
     "expected ... same dtype". A forward pre-hook on each attention module hands it the
     bias in the dtype of its activations instead; in float32 it changes nothing.
 
-    It works on the loaded instance, found by class name, not on a file: the published
-    model runs its own bert_layers.py from the Hugging Face cache, and that copy gets the
-    same fix. Every layer receives the same bias tensor in one forward, so it is cast
-    once per forward and dropped when the forward ends. Stock BERT models have no such
-    module and are left alone.
+    It works on the loaded instance, found by class name, so the vendored file stays
+    byte-identical to DNABERT-S's. Every layer receives the same bias tensor in one
+    forward, so it is cast once per forward and dropped when the forward ends. Stock
+    BERT models have no such module and are left alone.
     """
     caster = _BiasCaster()
     hooked = 0
@@ -328,22 +369,3 @@ class _BiasCaster:
     def forget(self, *_: Any) -> None:
         """Drop the cached bias (a forward hook, run even when the forward raised)."""
         self._source = self._cast = None
-
-
-@contextmanager
-def _auto_model_registry_restored() -> Iterator[None]:
-    """Undo the global registration transformers makes when it loads remote code.
-
-    ``AutoModel.from_pretrained`` with remote code calls ``AutoModel.register(
-    type(config), remote_class)``; with ``config=`` a stock ``BertConfig`` that maps
-    *every* stock BertConfig to DNABERT-S's class for the rest of the process, so a
-    later, unrelated BERT load would get DNABERT-S's code.
-    """
-    extra = getattr(AutoModel._model_mapping, "_extra_content", None)
-    saved = dict(extra) if isinstance(extra, dict) else None
-    try:
-        yield
-    finally:
-        if extra is not None and saved is not None:
-            extra.clear()
-            extra.update(saved)

@@ -22,11 +22,12 @@ from esm.model.esm2 import ESM2
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, PreTrainedTokenizerFast
 
-from .dnabert_embedder import remote_model_class
+from .dnabert_embedder import dnabert_s_model_class
 
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # DNABERT-S's architecture code, vendored unchanged (see its README.md). Every file a
-# model directory of the published zhihan1996/DNABERT-S holds next to its weights.
+# model directory of the published zhihan1996/DNABERT-S holds next to its weights: the
+# builder copies them there too, though the loader never runs a directory's code.
 DNABERT_S_CODE = Path(__file__).with_name("dnabert_s_code")
 DNABERT_S_CODE_FILES = (
     "bert_layers.py",
@@ -97,9 +98,10 @@ def build_tiny_bert(
     The directory is laid out as the published ``zhihan1996/DNABERT-S``: ``config.json``
     whose ``auto_map`` names ``configuration_bert.BertConfig`` and
     ``bert_layers.BertModel``, those code files (DNABERT-S's own, from
-    ``dnabert_s_code/``), ``pytorch_model.bin``, and the tokenizer files. It loads with
-    ``trust_remote_code`` exactly as the published model does, so its quirks (ALiBi,
-    unpadded attention, a float32 attention bias, a tuple output) are the real ones.
+    ``dnabert_s_code/``), ``pytorch_model.bin``, and the tokenizer files. It loads
+    through the same path as the published model (the vendored class, chosen by
+    ``auto_map``), so its quirks (ALiBi, unpadded attention, a float32 attention bias,
+    a tuple output) are the real ones.
     The tokenizer mirrors DNABERT-S's: BPE over DNA with ``[CLS] ... [SEP]`` around
     every sequence, so the "mean over all tokens, specials included" rule is exercised.
     """
@@ -117,7 +119,7 @@ def build_tiny_bert(
         pad_token_id=tokenizer.token_to_id("[PAD]"),
     )
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    model_class = remote_model_class(out)
+    model_class = dnabert_s_model_class()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_class(BertConfig.from_pretrained(str(out)))

@@ -1,8 +1,9 @@
-"""DNABERT embeddings: loading (local, hub cache, remote code), and fidelity to the original.
+"""DNABERT embeddings: loading (local, hub cache, no code from model files), and
+fidelity to the original.
 
 The tiny model (`build_tiny_bert`) is DNABERT-S's own architecture: its bert_layers.py,
-loaded as remote code. bf16 is checked against fp32 on it, because that code's float32
-attention bias is what breaks bf16.
+vendored, chosen by the directory's auto_map. bf16 is checked against fp32 on it,
+because that code's float32 attention bias is what breaks bf16.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from virnuc.pipeline import dnabert_embedder
 from virnuc.pipeline.dnabert_embedder import DnabertEmbedder
@@ -41,8 +43,9 @@ def original_embedding(tokenizer: Any, model: Any, sequence: str) -> np.ndarray:
 
 
 def unpatched(directory: Path) -> tuple[Any, Any]:
-    """Model and tokenizer as DNABERT's maintainers load them (remote code, ``config=``
-    workaround; triton hidden), float32, without any fix of ours."""
+    """Model and tokenizer as our loader builds them (DNABERT-S's code, ``config=`` a
+    stock BertConfig as DNABERT's maintainers pass it; triton hidden), float32, without
+    the bias cast."""
     model, tokenizer = dnabert_embedder._load_pretrained(directory, allow_triton=False)
     return model.eval(), tokenizer
 
@@ -86,8 +89,7 @@ def test_the_tiny_model_is_dnabert_s_own_architecture(
 ) -> None:
     model_class = type(embedder.model)
     assert model_class.__name__ == "BertModel"
-    assert model_class.__module__.startswith("transformers_modules.")
-    assert model_class.__module__.endswith(".bert_layers")
+    assert model_class.__module__ == "virnuc.pipeline.dnabert_s_code.bert_layers"
     assert not isinstance(embedder.model, BertModel)  # not transformers' own BERT
     assert hasattr(embedder.model.encoder, "alibi")
     config = json.loads((tiny_bert_dir / "config.json").read_text())
@@ -249,22 +251,103 @@ def test_a_stock_bert_still_loads_and_matches_the_original(stock_bert_dir: Path)
     assert np.abs(loaded.embed(sequences) - expected).max() <= 1e-5
 
 
-# bert_layers.py binds a Triton kernel when `from .flash_attn_triton import ...` works.
-# The tests swap DNABERT-S's kernel file for one that only imports triton, so a fake
-# triton module can stand for an installed one.
-REMOTE_KERNEL = """
-import triton  # type: ignore (reportMissingImports)
+def test_the_vendored_class_computes_what_the_directorys_own_code_computes(
+    tiny_bert_dir: Path,
+) -> None:
+    # What loading used to do: import the directory's bert_layers.py as transformers'
+    # remote code. Done here on our own, pristine tiny model only, as the reference.
+    remote_class = get_class_from_dynamic_module("bert_layers.BertModel", str(tiny_bert_dir))
+    assert remote_class.__module__.startswith("transformers_modules.")
+    config = BertConfig.from_pretrained(str(tiny_bert_dir))
+    remote = remote_class.from_pretrained(str(tiny_bert_dir), config=config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    sequences = mixed_sequences(41)
+    expected = np.stack([original_embedding(tokenizer, remote, s) for s in sequences])
+    loaded = DnabertEmbedder.load(str(tiny_bert_dir), max_tokens=300)
+    assert np.abs(loaded.embed(sequences) - expected).max() <= 1e-5
 
 
-def flash_attn_qkvpacked_func(*args, **kwargs):
-    raise RuntimeError("the Triton kernel was used")
+# Code a hostile model directory ships: importing it leaves a marker file.
+HOSTILE_CODE = """
+from pathlib import Path
+Path({marker!r}).write_text("ran")
+raise RuntimeError("a model directory's code ran")
 """
 
 
-def make_remote_code_model(tiny_dir: Path, target: Path) -> Path:
-    shutil.copytree(tiny_dir, target)
-    (target / "flash_attn_triton.py").write_text(REMOTE_KERNEL)
-    return target
+def test_a_model_directorys_own_code_never_runs(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    # Saved exactly as the published model is (auto_map + code files), but its code
+    # altered: it must load without running any of it, and embed as before.
+    hostile = tmp_path / "hostile"
+    shutil.copytree(tiny_bert_dir, hostile)
+    marker = tmp_path / "marker"
+    for name in DNABERT_S_CODE_FILES:
+        (hostile / name).write_text(HOSTILE_CODE.format(marker=str(marker)))
+    loaded = DnabertEmbedder.load(str(hostile), max_tokens=300)
+    sequences = mixed_sequences(5)
+    embedded = loaded.embed(sequences)
+    assert not marker.exists()
+    assert type(loaded.model).__module__ == "virnuc.pipeline.dnabert_s_code.bert_layers"
+    assert not any("hostile" in str(getattr(m, "__file__", "")) for m in list(sys.modules.values()))
+    expected = reference_embeddings(tiny_bert_dir, sequences)
+    assert np.abs(embedded - expected).max() <= 1e-5
+
+
+class _Payload:
+    """A pickle that runs code when it is loaded (what weights_only must refuse)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "ran"))
+
+
+@pytest.mark.parametrize("stock", [False, True], ids=["dnabert-s", "stock-bert"])
+def test_pickled_weights_that_run_code_are_refused(
+    tiny_bert_dir: Path, stock_bert_dir: Path, tmp_path: Path, stock: bool
+) -> None:
+    model_dir = tmp_path / "pickled"
+    shutil.copytree(stock_bert_dir if stock else tiny_bert_dir, model_dir)
+    for weights in ("model.safetensors", "pytorch_model.bin"):
+        (model_dir / weights).unlink(missing_ok=True)
+    marker = tmp_path / "marker"
+    torch.save(
+        {"embeddings.word_embeddings.weight": _Payload(marker)}, model_dir / "pytorch_model.bin"
+    )
+    with pytest.raises(FileNotFoundError, match="cannot load a DNABERT model"):
+        DnabertEmbedder.load(str(model_dir))
+    assert not marker.exists()
+    torch.load(model_dir / "pytorch_model.bin", weights_only=False)  # the payload is live
+    assert marker.exists()
+
+
+def test_custom_code_other_than_dnabert_s_is_refused(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "custom"
+    shutil.copytree(tiny_bert_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "my_layers.MyModel"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(dnabert_embedder.ModelCodeRefused, match=r"my_layers\.MyModel"):
+        DnabertEmbedder.load(str(model_dir))
+
+
+def test_a_hub_style_auto_map_selects_the_vendored_class(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "hub_style"
+    shutil.copytree(tiny_bert_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "zhihan1996/DNABERT-S--bert_layers.BertModel"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    loaded = DnabertEmbedder.load(str(model_dir))
+    assert type(loaded.model).__module__ == "virnuc.pipeline.dnabert_s_code.bert_layers"
+
+
+# bert_layers.py binds a Triton kernel when `from .flash_attn_triton import ...` works.
+# A fake triton module stands for an installed one, and a fake kernel module for the
+# vendored flash_attn_triton.py (whose real kernels need a real triton).
+VENDORED = "virnuc.pipeline.dnabert_s_code"
 
 
 @pytest.fixture
@@ -275,27 +358,38 @@ def fake_triton(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     return module
 
 
+@pytest.fixture
+def fake_kernel(monkeypatch: pytest.MonkeyPatch, fake_triton: types.ModuleType) -> Any:
+    """The Triton kernel module as it imports where triton works."""
+    module = types.ModuleType(f"{VENDORED}.flash_attn_triton")
+
+    def flash_attn_qkvpacked_func(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the Triton kernel was used")
+
+    module.flash_attn_qkvpacked_func = flash_attn_qkvpacked_func  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return flash_attn_qkvpacked_func
+
+
 def kernel_of(embedder: DnabertEmbedder) -> Any:
     module = sys.modules[type(embedder.model).__module__]
     return module.flash_attn_qkvpacked_func
 
 
-def test_remote_code_loads_without_triton_and_matches_the_original(
-    tiny_bert_dir: Path, tmp_path: Path, fake_triton: types.ModuleType
+def test_dnabert_s_loads_without_triton_and_matches_the_original(
+    tiny_bert_dir: Path, fake_triton: types.ModuleType
 ) -> None:
-    remote_dir = make_remote_code_model(tiny_bert_dir, tmp_path / "remote_no_triton")
-    loaded = DnabertEmbedder.load(str(remote_dir), max_tokens=300)
+    loaded = DnabertEmbedder.load(str(tiny_bert_dir), max_tokens=300)
     assert type(loaded.model).__name__ == "BertModel"
     assert kernel_of(loaded) is None
-    package = type(loaded.model).__module__.rpartition(".")[0]
-    assert f"{package}.flash_attn_triton" not in sys.modules  # the import itself failed
+    assert f"{VENDORED}.flash_attn_triton" not in sys.modules  # never imported
     assert sys.modules["triton"] is fake_triton  # restored after loading
     sequences = mixed_sequences(5)
     expected = reference_embeddings(tiny_bert_dir, sequences)
     assert np.abs(loaded.embed(sequences) - expected).max() <= 1e-5
 
 
-def test_remote_code_load_leaves_the_auto_registry_alone(
+def test_dnabert_s_load_leaves_the_auto_registry_alone(
     tiny_bert_dir: Path, stock_bert_dir: Path
 ) -> None:
     DnabertEmbedder.load(str(tiny_bert_dir))
@@ -303,11 +397,10 @@ def test_remote_code_load_leaves_the_auto_registry_alone(
 
 
 def test_allow_triton_keeps_the_kernel_and_a_later_load_drops_it(
-    tiny_bert_dir: Path, tmp_path: Path, fake_triton: types.ModuleType
+    tiny_bert_dir: Path, fake_kernel: Any
 ) -> None:
-    remote_dir = make_remote_code_model(tiny_bert_dir, tmp_path / "remote_with_triton")
-    with_triton = DnabertEmbedder.load(str(remote_dir), allow_triton=True)
-    assert kernel_of(with_triton) is not None
-    # The remote module is cached with its kernel bound; loading again must unbind it.
-    without = DnabertEmbedder.load(str(remote_dir))
+    with_triton = DnabertEmbedder.load(str(tiny_bert_dir), allow_triton=True)
+    assert kernel_of(with_triton) is fake_kernel
+    # The module is imported once per process; loading again must unbind the kernel.
+    without = DnabertEmbedder.load(str(tiny_bert_dir))
     assert kernel_of(without) is None
