@@ -75,6 +75,10 @@ class DaemonConfig:
     # Paths in requests must resolve (symlinks followed) under one of these.
     input_roots: tuple[str, ...] = ("/",)
     output_roots: tuple[str, ...] = ("/",)
+    # ... and so must the model files and directories a request names (--esm FILE,
+    # --dnabert DIR, --classifier FILE). "/" (the default) allows any: set it on a shared
+    # daemon. Hub ids, fair-esm names and the demo profile's own models are not paths.
+    model_roots: tuple[str, ...] = ("/",)
     # Members of this group may use the sockets too: state dir 0750, sockets 0660.
     group: str | None = None
     # CURVE (encryption + client keys) on the control and events sockets; required
@@ -219,7 +223,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
     for name in paths:
         if values.get(name) is not None:
             values[name] = Path(values[name]).expanduser()
-    for roots in ("input_roots", "output_roots"):
+    for roots in ("input_roots", "output_roots", "model_roots"):
         if roots in values:
             values[roots] = tuple(str(Path(r).resolve()) for r in values[roots])
     config = replace(DaemonConfig(), **values)

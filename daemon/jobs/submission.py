@@ -9,6 +9,7 @@ file, line and reason if something is found later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,9 @@ from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
 from virnuc.protocol import ErrorCode, SubmitArgs
 
 from ..config import DaemonConfig
+
+# "name" or "owner/name" on the Hugging Face hub (what the DNABERT loader downloads).
+_HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 
 
 class SubmitRefused(Exception):
@@ -76,14 +80,16 @@ def _os_reason(exc: OSError | RuntimeError) -> str:
     return f"{exc}; fix or remove the symlink"  # pathlib's "Symlink loop from ..."
 
 
-def check_allowed(what: str, path: Path, roots: tuple[str, ...]) -> None:
-    """The path, with `..` and symlinks resolved, must lie under an allowed root."""
+def check_allowed(what: str, path: Path, roots: tuple[str, ...], kind: str = "") -> None:
+    """The path, with `..` and symlinks resolved, must lie under an allowed root (of
+    the `{kind}_roots` setting; `kind` defaults to `what`)."""
+    kind = kind or what
     real = path.resolve()
     if not any(real.is_relative_to(root) for root in roots):
         raise SubmitRefused(
             ErrorCode.FORBIDDEN,
-            f"{what} {path} resolves to {real}, outside the allowed {what} roots "
-            f"({', '.join(roots)}); see input_roots/output_roots in the virnucd config",
+            f"{what} {path} resolves to {real}, outside the allowed {kind} roots "
+            f"({', '.join(roots)}); see {kind}_roots in the virnucd config",
         )
 
 
@@ -205,13 +211,37 @@ def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT, f"classifier {args.classifier}: {_os_reason(exc)}"
         ) from exc
-    if spec.profile is None:
+    if spec.profile is None:  # the demo profile's models are the daemon's own
+        _check_model_roots(spec, config.model_roots)
         _check_model_path("classifier", spec.classifier, want_dir=False)
         if spec.esm.endswith(".pt"):
             _check_model_path("ESM-2 checkpoint", spec.esm, want_dir=False)
         if spec.dnabert.startswith(("/", ".")):
             _check_model_path("DNABERT-S directory", spec.dnabert, want_dir=True)
     return spec
+
+
+def _check_model_roots(spec: ModelSpec, roots: tuple[str, ...]) -> None:
+    """Every model file or directory the spec names lies under `model_roots`; `~` is
+    expanded as the loaders expand it."""
+    paths = [("classifier", spec.classifier)]
+    if spec.esm.endswith(".pt"):  # a file, as the ESM loader decides; else a known name
+        # fair-esm reads the contact-regression file beside it, so that one counts too.
+        regression = spec.esm.removesuffix(".pt") + "-contact-regression.pt"
+        paths += [("ESM-2 checkpoint", spec.esm), ("ESM-2 checkpoint", regression)]
+    with _os_refusals("DNABERT-S directory", Path(spec.dnabert)):
+        if _is_dnabert_path(spec.dnabert):  # else a hub id, whose files are data only
+            paths.append(("DNABERT-S directory", spec.dnabert))
+    for what, value in paths:
+        with _os_refusals(what, Path(value)):
+            check_allowed(what, Path(value).expanduser(), roots, kind="model")
+
+
+def _is_dnabert_path(value: str) -> bool:
+    """Whether the DNABERT loader reads `value` as a directory, not a hub id: it looks
+    like a path, is not shaped like a hub id, or exists (the loader tries that first)."""
+    looks_like_path = value.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(value)
+    return looks_like_path or Path(value).expanduser().exists()
 
 
 def _check_model_path(what: str, value: str, *, want_dir: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,18 @@ def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_pa
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, text)
+
+
+def test_model_roots_default_to_no_limit_and_are_resolved(tmp_path: Path) -> None:
+    assert load(tmp_path, "").model_roots == ("/",)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    config = load(tmp_path, f'model_roots = ["{tmp_path / "link"}"]\n')
+    assert config.model_roots == (str(tmp_path / "real"),)
+
+
+def test_the_shared_daemon_example_limits_model_roots() -> None:
+    example = Path(__file__).parents[2] / "systemd" / "virnucd.toml"
+    roots = tomllib.loads(example.read_text())["model_roots"]
+    assert roots
+    assert "/" not in roots
