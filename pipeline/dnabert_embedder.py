@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 from huggingface_hub import snapshot_download
+from safetensors.torch import load_file as load_safetensors
 from transformers import AutoModel, AutoTokenizer
 from transformers.models.bert.configuration_bert import BertConfig
 
@@ -226,13 +228,37 @@ def _load_pretrained(directory: Path, allow_triton: bool) -> tuple[Any, Any]:
     config = _read_config(directory)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False)
+        weights = _read_weights(directory)
         if config.get("auto_map"):
-            model = _dnabert_s_from_pretrained(where, config, allow_triton)
+            model = _dnabert_s_from_pretrained(where, config, weights, allow_triton)
         else:
-            model = AutoModel.from_pretrained(where, trust_remote_code=False, weights_only=True)
-    except OSError as e:  # also transformers' error for a pickle weights_only refuses
+            model = AutoModel.from_pretrained(where, trust_remote_code=False, state_dict=weights)
+    except OSError as e:
         raise FileNotFoundError(f"cannot load a DNABERT model from {where}: {e}") from e
     return model, tokenizer
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The directory's one weights file, read as tensors only (whatever the installed
+    transformers would do): safetensors, else pytorch_model.bin via
+    ``torch.load(weights_only=True)``, which refuses a pickle that would run code."""
+    safetensors_file, pickle_file = directory / "model.safetensors", directory / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        weights: dict[str, torch.Tensor] = load_safetensors(str(safetensors_file))
+        return weights
+    if not pickle_file.is_file():
+        raise FileNotFoundError(
+            f"no model.safetensors or pytorch_model.bin in {directory} (checkpoints split "
+            "into shards are not supported)"
+        )
+    try:
+        weights = torch.load(pickle_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelCodeRefused(
+            f"{pickle_file} holds more than tensors, which could run code when loaded; "
+            f"refused ({e})"
+        ) from e
+    return weights
 
 
 def _read_config(directory: Path) -> dict[str, Any]:
@@ -243,7 +269,9 @@ def _read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
-def _dnabert_s_from_pretrained(where: str, config: dict[str, Any], allow_triton: bool) -> Any:
+def _dnabert_s_from_pretrained(
+    where: str, config: dict[str, Any], weights: dict[str, torch.Tensor], allow_triton: bool
+) -> Any:
     """The vendored DNABERT-S class with the directory's weights, if config.json's
     ``auto_map`` names that architecture; any other custom code is refused.
 
@@ -262,7 +290,7 @@ def _dnabert_s_from_pretrained(where: str, config: dict[str, Any], allow_triton:
         )
     model_class: Any = dnabert_s_model_class(allow_triton)
     bert_config = BertConfig.from_pretrained(where)
-    return model_class.from_pretrained(where, config=bert_config, weights_only=True)
+    return model_class.from_pretrained(where, config=bert_config, state_dict=weights)
 
 
 def dnabert_s_model_class(allow_triton: bool = False) -> type:

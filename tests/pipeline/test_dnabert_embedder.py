@@ -315,7 +315,7 @@ def test_pickled_weights_that_run_code_are_refused(
     torch.save(
         {"embeddings.word_embeddings.weight": _Payload(marker)}, model_dir / "pytorch_model.bin"
     )
-    with pytest.raises(FileNotFoundError, match="cannot load a DNABERT model"):
+    with pytest.raises(dnabert_embedder.ModelCodeRefused, match="holds more than tensors"):
         DnabertEmbedder.load(str(model_dir))
     assert not marker.exists()
     torch.load(model_dir / "pytorch_model.bin", weights_only=False)  # the payload is live
@@ -404,3 +404,11 @@ def test_allow_triton_keeps_the_kernel_and_a_later_load_drops_it(
     # The module is imported once per process; loading again must unbind the kernel.
     without = DnabertEmbedder.load(str(tiny_bert_dir))
     assert kernel_of(without) is None
+
+
+def test_a_directory_without_one_weights_file_is_named(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    model_dir = tmp_path / "no_weights"
+    shutil.copytree(tiny_bert_dir, model_dir)
+    (model_dir / "pytorch_model.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors or pytorch_model\.bin"):
+        DnabertEmbedder.load(str(model_dir))
