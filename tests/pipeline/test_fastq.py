@@ -13,28 +13,14 @@ from virnuc.input_digest import digest_of_range
 from virnuc.pipeline.fasta import FastaError
 from virnuc.pipeline.inputs import (
     detect_format,
-    read_job_records,
     read_records,
     record_starts,
     scan_input,
-    scan_inputs,
 )
 
-# Quality lines that begin with '@' and '+' (legal Phred+33 characters): only the line
-# layout tells them from headers and '+' lines. A blank line between two records.
-FASTQ = (
-    b"@r1 first read\nACGTACGTAA\n+\n@IIIIIIIII\n"
-    b"@r2\nacgtn\n+r2\n+++++\n"
-    b"\n"
-    b"@r3 x\nGGGCCCAAATTT\n+\nIIIIIIIIIIII\n"
-)
+from tests.support.inputs import FASTQ, write
+
 SAME_AS_FASTA = b">r1 first read\nACGTACGTAA\n>r2\nacgtn\n>r3 x\nGGGCCCAAATTT\n"
-
-
-def write(tmp_path: Path, data: bytes, name: str = "reads.fq") -> Path:
-    path = tmp_path / name
-    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
-    return path
 
 
 @pytest.mark.parametrize("name", ["reads.fq", "reads.fq.gz", "reads.txt"])
@@ -133,31 +119,3 @@ def test_a_truncated_fastq_gz_stream_names_the_line_it_breaks_at(tmp_path: Path)
         scan_input(path)
     assert raised.value.line is not None
     assert raised.value.line > 1
-
-
-def test_ids_must_be_unique_across_files_and_the_error_names_both(tmp_path: Path) -> None:
-    fasta = write(tmp_path, b">a\nACGT\n>shared x\nACGT\n", "one.fa")
-    fastq = write(tmp_path, b"@b\nAC\n+\nII\n@shared\nAC\n+\nII\n", "two.fq.gz")
-
-    with pytest.raises(FastaError) as raised:
-        scan_inputs([fasta, fastq])
-
-    message = str(raised.value)
-    assert message.startswith(f"{fastq}, line 5: duplicate record id 'shared' ")
-    assert f"(first in {fasta}, line 3)" in message
-    assert "in the job's inputs" in message
-
-
-def test_a_job_reads_its_files_in_order_with_indices_across_them(tmp_path: Path) -> None:
-    fasta = write(tmp_path, b">a\nACGT\n>b\nACGT\n", "one.fa")
-    fastq = write(tmp_path, FASTQ, "two.fq")
-
-    assert [s.records for s in scan_inputs([fasta, fastq])] == [2, 3]
-    got = [(src, r.index, r.id) for src, r in read_job_records([str(fasta), str(fastq)])]
-    assert got == [
-        (str(fasta), 0, "a"),
-        (str(fasta), 1, "b"),
-        (str(fastq), 2, "r1"),
-        (str(fastq), 3, "r2"),
-        (str(fastq), 4, "r3"),
-    ]

@@ -9,32 +9,14 @@ import numpy as np
 import pytest
 
 from virnuc.client.cli import EXIT_INVALID_INPUT, EXIT_OK, main
-from virnuc.pipeline.frames import FRAME_NAMES, chunk_starts
 from virnuc.pipeline.output_format import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, SUMMARY_HEADER
-from virnuc.pipeline.outputs import RecordResult, ResultWriter
+from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.report import PLOT, REPORT, ReportError, write_report
-from virnuc.pipeline.report_scan import BINS, ReportSummary, chunk_details, scan_summary
+from virnuc.pipeline.report_scan import BINS
+
+from tests.support.report_outputs import record, write_outputs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def record(i: int, p_max: float, length: int = 1000, chunk_length: int = 300) -> RecordResult:
-    """Record `rec{i}`: two frames per chunk; chunk 1 reaches P(virus) `p_max`."""
-    chunks = len(chunk_starts(length, chunk_length))
-    ids, p_virus = [], []
-    for k in range(chunks):
-        for frame in FRAME_NAMES[:2]:
-            ids.append(f"rec{i}_chunk_{k + 1}{frame}")
-            p_virus.append(p_max if k == 0 else p_max / 3)
-    pv = np.array(p_virus, dtype=np.float32)
-    return RecordResult(f"rec{i}", length, chunks, ids, np.stack([1 - pv, pv], axis=1))
-
-
-def write_outputs(out: Path, results: list[RecordResult]) -> None:
-    with ResultWriter(out) as writer:
-        for r in results:
-            writer.write(r)
-        writer.commit()
 
 
 def test_report_of_real_outputs(tmp_path: Path) -> None:
@@ -70,14 +52,6 @@ def test_report_of_real_outputs(tmp_path: Path) -> None:
     assert "3.2 s" in page
     assert "not recorded" in page  # inputs, models
     assert not list(tmp_path.glob(".*.partial"))
-
-
-def test_chunk_spans_follow_the_chunking(tmp_path: Path) -> None:
-    write_outputs(tmp_path, [record(0, 0.9, length=1000)])
-    entries = scan_summary(tmp_path / SUMMARY, 1, ReportSummary(tmp_path, tmp_path, tmp_path), None)
-    details = chunk_details(tmp_path / PREDICTIONS, entries, 300)
-    spans = [(c.start, c.end, c.is_virus) for c in details["rec0"]]
-    assert spans == [(0, 300, True), (249, 549, False), (498, 798, False), (747, 1000, False)]
 
 
 def _write_synthetic(out: Path, n: int) -> None:
