@@ -1,23 +1,19 @@
-"""Who may talk to virnucd, without a daemon: a private state dir and sockets, and the
-keys `virnucctl keys generate` writes (tests/e2e/test_access.py asks a real virnucd)."""
+"""Who may talk to virnucd, without a daemon: a private state dir and sockets (the keys
+`virnucctl keys generate` writes: tests/client/test_keys.py; tests/e2e/test_access.py
+asks a real virnucd)."""
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest
 import zmq
-from zmq.auth import load_certificate
 
-from virnuc.client.cli import main as virnucctl
 from virnuc.daemon import access
 from virnuc.daemon.main import StateDirBusy, claim_state_dir
 
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
+from tests.support.file_modes import mode
 
 
 def test_an_existing_state_dir_is_made_private(tmp_path: Path) -> None:
@@ -54,21 +50,3 @@ def test_a_state_dir_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateDirBusy, match="belongs to"):
         claim_state_dir(state_dir)
     assert mode(state_dir) == 0o700  # refused, not "fixed"
-
-
-def test_keys_generate_writes_a_pair_with_a_private_secret(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    keys = tmp_path / "keys"
-    assert virnucctl(["keys", "generate", "--dir", str(keys)]) == 0
-    public, secret = keys / "client.key", keys / "client.key_secret"
-    assert mode(secret) == 0o600
-    assert mode(keys) == 0o700
-    assert load_certificate(public) == (load_certificate(secret)[0], None)
-    out = capsys.readouterr().out
-    assert str(public) in out
-    assert "curve_allow_dir" in out
-    before = secret.read_bytes()
-    assert virnucctl(["keys", "generate", "--dir", str(keys)]) != 0  # never overwrites
-    assert "already exist" in capsys.readouterr().err
-    assert secret.read_bytes() == before
