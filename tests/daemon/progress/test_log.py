@@ -1,4 +1,6 @@
-"""The progress log: schema migrations, the rules that keep parts exactly-once, and
+"""Also covers queries.py, job_queries.py, connection.py, schema.py, rows.py via the facade.
+
+The progress log: schema migrations, the rules that keep parts exactly-once, and
 that SQLite is only ever touched on the log's own thread."""
 
 from __future__ import annotations
