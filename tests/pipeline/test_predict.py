@@ -1,9 +1,7 @@
-"""The engine end to end in-process: the original's per-frame method, blocks, outputs
-(tests/e2e/test_cli_predict.py runs `virnucctl predict`)."""
+"""The engine in-process: the original's per-frame method, blocks, prefetching (a whole
+prediction to outputs: test_run.py; tests/e2e/test_cli_predict.py runs `virnucctl predict`)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +10,9 @@ import torch
 from virnuc.pipeline.classifier import classify
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.frames import record_frames
-from virnuc.pipeline.outputs import PREDICTIONS, SUMMARY
 from virnuc.pipeline.predict import Predictor
-from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 
 
 def original_scores(models, records: list[FastaRecord]) -> tuple[list[str], np.ndarray]:
@@ -75,14 +69,6 @@ def test_records_without_frames_keep_their_place(demo_models, records) -> None:
     assert len(short) == 1
     assert short[0].frame_ids == []
     assert short[0].chunks == 1
-
-
-def test_predict_file_writes_one_summary_row_per_record(demo_models, tmp_path: Path) -> None:
-    done = predict_file(demo_models, EXAMPLE, tmp_path)
-    assert done.records_done == done.records_total == 20
-    summary = (tmp_path / SUMMARY).read_text().splitlines()
-    assert [row.split("\t")[0] for row in summary[1:]] == [f"contig_{i:05d}" for i in range(1, 21)]
-    assert len((tmp_path / PREDICTIONS).read_text().splitlines()) == done.frames_done + 1
 
 
 @pytest.mark.parametrize("block_frames", [1, 7, 2048])
