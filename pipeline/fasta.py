@@ -9,6 +9,11 @@ Two passes over a file, both streaming:
 * `read_records` parses records with Biopython from any record start onward; the
   daemon uses the offsets from the scan to hand out contiguous ranges of records.
 
+RNA is read as DNA: every reader (`parse_fasta` here, `fastq.parse_fastq`) turns U
+into T and u into t, as `dna_letters` does, because frames translate A/C/G/T codons
+only; an RNA file gives exactly the outputs of the same sequences in DNA. The scan and
+the unit digests see the raw bytes, so offsets and digests are those of the file.
+
 Offsets are positions in the *decompressed* stream, so a `.gz` input is read from its
 start up to the offset (gzip cannot seek otherwise); plain files seek directly.
 """
@@ -31,8 +36,8 @@ from .input_error import FastaError as FastaError  # re-exported: its historical
 from .record_ids import check_unique_ids, id_hash
 
 GZIP_MAGIC = b"\x1f\x8b"
-# IUPAC nucleotide codes plus gap characters. Anything else (digits, protein-only
-# letters such as E, F, I, L, P, Q) means the file is not a DNA FASTA.
+# IUPAC nucleotide codes (U for RNA) plus gap characters. Anything else (digits,
+# protein-only letters such as E, F, I, L, P, Q) means the file is not nucleotides.
 _DNA_BYTES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-."
 
 
@@ -105,15 +110,28 @@ def read_records(
         return
     with open_binary(path) as raw:
         _seek(raw, offset)
-        lines = _TrackedLines(raw, offset)
         try:
-            for n, (title, sequence) in enumerate(SimpleFastaParser(lines)):
-                start, end = lines.span_of_oldest()
-                yield FastaRecord(record_id(title), sequence, first_index + n, start, end)
+            for n, record in enumerate(parse_fasta(raw, offset, first_index)):
+                yield record
                 if count is not None and n + 1 >= count:
                     return
         except (UnicodeDecodeError, EOFError, OSError, zlib.error) as exc:
             raise FastaError(path, f"unreadable FASTA ({exc})") from exc
+
+
+def parse_fasta(lines: Iterable[bytes], offset: int, first_index: int) -> Iterator[FastaRecord]:
+    """Records from raw `lines` that begin at a record start, byte `offset`, with RNA
+    letters read as DNA (`dna_letters`)."""
+    tracked = _TrackedLines(lines, offset)
+    for n, (title, sequence) in enumerate(SimpleFastaParser(tracked)):
+        start, end = tracked.span_of_oldest()
+        yield FastaRecord(record_id(title), dna_letters(sequence), first_index + n, start, end)
+
+
+def dna_letters(sequence: str) -> str:
+    """`sequence` with U read as T and u as t; the other letters, their case included,
+    are kept."""
+    return sequence.replace("U", "T").replace("u", "t")
 
 
 class _TrackedLines:
@@ -273,7 +291,9 @@ def _describe_bad_bytes(bad: bytes) -> str:
     if any(b > 127 or b < 32 for b in bad):
         return "non-text bytes: binary data, not FASTA"
     letters = "".join(sorted(set(bad.decode("ascii"))))
-    return f"characters that are not nucleotides: {letters!r} (protein FASTA? DNA is expected)"
+    return (
+        f"characters that are not nucleotides: {letters!r} (protein FASTA? DNA or RNA is expected)"
+    )
 
 
 def record_starts(path: str | os.PathLike[str]) -> Iterator[RecordStart]:

@@ -1,12 +1,13 @@
 """Streaming FASTQ input, beside the FASTA reader (`fasta.py`), with the same two passes.
 
 A read is a record: its id is the header's first word (after '@'), its sequence the
-read; qualities are checked for shape and then ignored (VirNucPro scores sequence
-only). Records are four lines each, `@header`, sequence, `+[header]`, qualities, as
-every current sequencer and tool writes them: wrapped (multi-line) FASTQ is refused,
-because a quality line may itself begin with '@' or '+' and only the line count tells
-a header from qualities. Blank lines between records are allowed (and belong to the
-record before them, so a record's bytes run to the next header, as in FASTA).
+read, with U read as T as in FASTA (`fasta.dna_letters`); qualities are checked for
+shape and then ignored (VirNucPro scores sequence only). Records are four lines each,
+`@header`, sequence, `+[header]`, qualities, as every current sequencer and tool
+writes them: wrapped (multi-line) FASTQ is refused, because a quality line may itself
+begin with '@' or '+' and only the line count tells a header from qualities. Blank
+lines between records are allowed (and belong to the record before them, so a record's
+bytes run to the next header, as in FASTA).
 
 * `scan_fastq` validates the whole file in one pass with O(1) memory per read (an
   8-byte id hash, for the unique-id check), naming the file and line of a problem.
@@ -30,6 +31,7 @@ from .fasta import (
     FastaScan,
     RecordStart,
     _unreadable,
+    dna_letters,
     open_binary,
     record_id,
 )
@@ -196,7 +198,7 @@ def _describe_bad_sequence(bad: bytes) -> str:
     if any(b > 127 or b < 32 for b in bad):
         return "non-text bytes: binary data, not FASTQ"
     letters = "".join(sorted(set(bad.decode("ascii"))))
-    return f"characters that are not nucleotides: {letters!r} (DNA reads are expected)"
+    return f"characters that are not nucleotides: {letters!r} (DNA or RNA reads are expected)"
 
 
 def parse_fastq(
@@ -239,7 +241,8 @@ def _record(
     if not header.startswith(b"@") or not plus.startswith(b"+"):
         raise FastqError(path, f"byte offset {start} is not the start of a FASTQ record")
     rid = record_id(header[1:].decode("ascii"))
-    return FastaRecord(rid, sequence.rstrip(b"\r\n").decode("ascii"), index, start, start)
+    bases = dna_letters(sequence.rstrip(b"\r\n").decode("ascii"))
+    return FastaRecord(rid, bases, index, start, start)
 
 
 def _with_end(record: FastaRecord, end: int) -> FastaRecord:

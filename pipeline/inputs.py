@@ -10,7 +10,8 @@ resume rule:
   all of them (naming both files of a repeated id);
 * `record_starts` / `job_record_starts` list where records start, with their ids;
 * `parse_records` turns lines from a record start into records with byte spans
-  (`read_records` opens a file for it).
+  (`read_records` opens a file for it). Both formats read RNA as DNA, U as T
+  (`fasta.dna_letters`), once, in these parsers.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
-
-from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from . import fasta, fastq
 from .fasta import GZIP_MAGIC, FastaError, FastaRecord, FastaScan, RecordStart, open_binary
@@ -104,14 +103,7 @@ def parse_records(
     knows its span [offset, end_offset), which runs to the next record's start."""
     if fmt == "fastq":
         return fastq.parse_fastq(lines, offset=offset, first_index=first_index, path=path)
-    return _parse_fasta(lines, offset, first_index)
-
-
-def _parse_fasta(lines: Iterable[bytes], offset: int, first_index: int) -> Iterator[FastaRecord]:
-    tracked = fasta._TrackedLines(lines, offset)
-    for n, (title, sequence) in enumerate(SimpleFastaParser(tracked)):
-        start, end = tracked.span_of_oldest()
-        yield FastaRecord(fasta.record_id(title), sequence, first_index + n, start, end)
+    return fasta.parse_fasta(lines, offset, first_index)
 
 
 def read_records(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from virnuc.pipeline import inputs
 from virnuc.pipeline.fasta import FastaError, RecordStart, read_records, scan_fasta
 
 GOOD = ">a first record\nACGT\nacgtn\n>b\nGGGG\n\n>c x\nTT\n"
@@ -25,6 +26,14 @@ def test_reads_ids_sequences_and_indexes(tmp_path: Path) -> None:
         ("b", "GGGG", 1),
         ("c", "TT", 2),
     ]
+
+
+def test_rna_letters_are_read_as_dna_keeping_their_case(tmp_path: Path) -> None:
+    rna = write(tmp_path, ">r one\nAUGU\naugunU\n>s\nUUuu\n", "rna.fa")
+    dna = [("r", "ATGTatgtnT"), ("s", "TTtt")]
+    assert scan_fasta(rna).bases == 14  # the validator accepts U and u as bases
+    assert [(r.id, r.sequence) for r in read_records(rna)] == dna
+    assert [(r.id, r.sequence) for r in inputs.read_records(rna)] == dna  # the job's reader
 
 
 def test_gzip_and_windows_line_endings_read_the_same(tmp_path: Path) -> None:

@@ -43,6 +43,17 @@ def test_reads_are_records_with_the_same_ids_and_sequences_as_the_fasta(
     assert [s.id for s in record_starts(fastq)] == ["r1", "r2", "r3"]
 
 
+def test_rna_reads_are_read_as_dna_keeping_their_case_and_their_byte_spans(
+    tmp_path: Path,
+) -> None:
+    rna_bytes = FASTQ.replace(b"T", b"U").replace(b"acgtn", b"acgun")
+    rna, dna = write(tmp_path, rna_bytes, "rna.fq"), write(tmp_path, FASTQ)
+
+    assert scan_input(rna).bases == scan_input(dna).bases  # the validator accepts U and u
+    assert list(read_records(rna)) == list(read_records(dna))  # ids, sequences, spans
+    assert [r.sequence for r in read_records(rna)] == ["ACGTACGTAA", "acgtn", "GGGCCCAAATTT"]
+
+
 def test_a_record_span_runs_to_the_next_header_and_reading_resumes_from_any_start(
     tmp_path: Path,
 ) -> None:

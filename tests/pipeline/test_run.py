@@ -7,6 +7,8 @@ from pathlib import Path
 from virnuc.pipeline.outputs import PREDICTIONS, SUMMARY
 from virnuc.pipeline.run import predict_file
 
+from tests.support.inputs import as_rna
+
 EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 
 
@@ -16,3 +18,23 @@ def test_predict_file_writes_one_summary_row_per_record(demo_models, tmp_path: P
     summary = (tmp_path / SUMMARY).read_text().splitlines()
     assert [row.split("\t")[0] for row in summary[1:]] == [f"contig_{i:05d}" for i in range(1, 21)]
     assert len((tmp_path / PREDICTIONS).read_text().splitlines()) == done.frames_done + 1
+
+
+def test_an_rna_fasta_gives_byte_for_byte_the_outputs_of_the_same_dna(
+    demo_models, tmp_path: Path
+) -> None:
+    dna = EXAMPLE.read_text()
+    rna = as_rna(dna)
+    assert {"U", "u"} <= set(rna)  # both cases are exercised
+    # one input path for both, so the summary's `source` column is the same
+    source = tmp_path / "input.fasta"
+    outputs = {}
+    for name, text in (("dna", dna), ("rna", rna)):
+        source.write_text(text)
+        predict_file(demo_models, source, tmp_path / name)
+        outputs[name] = {p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())}
+
+    assert outputs["rna"].keys() == outputs["dna"].keys()
+    assert {PREDICTIONS, SUMMARY} <= outputs["dna"].keys()
+    for name, data in outputs["dna"].items():
+        assert outputs["rna"][name] == data, name

@@ -23,6 +23,7 @@ from virnuc.worker.unit_digest import UnitChanged
 from virnuc.worker.unit_feed import RecordFeed
 
 from tests.support.harness import write_as_fastq
+from tests.support.inputs import as_rna
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "example.fasta"
 MODELS = WireModelSpec(esm="/m/esm.pt", dnabert="/m/bert", classifier="/m/c.pth", chunk_length=300)
@@ -114,6 +115,20 @@ def test_an_unchanged_unit_reads_through(
     assert changed is None
     assert feed.failure is None
     assert [r.index for r in got] == list(range(resume_at or 5, 10))
+
+
+def test_an_rna_unit_is_fed_as_its_dna_and_digested_as_the_bytes_it_is(tmp_path: Path) -> None:
+    dna = copy_example(tmp_path)
+    rna = tmp_path / "rna.fa"
+    rna.write_text(as_rna(EXAMPLE.read_text()))
+    rna_assign, dna_assign = unit_assign(rna, 1), unit_assign(dna, 1)
+    got, changed, _ = read_feed(rna_assign)
+    want, _, _ = read_feed(dna_assign)
+
+    assert changed is None  # the planner's digest and the worker's agree on the RNA bytes
+    assert rna_assign.digest != dna_assign.digest  # digests are of the raw bytes
+    assert len(got) == UNIT
+    assert got == want  # ids, DNA sequences, indexes, byte spans
 
 
 def test_a_unit_rewritten_with_the_same_length_fails_before_its_last_record(
