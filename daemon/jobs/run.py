@@ -90,6 +90,7 @@ class JobRun:
         return self.task is not None and self.row.state == JobState.ASSEMBLING
 
     def answer_kills(self, answer: dict[str, Any] | Exception) -> None:
+        """Answer every kill that waited, with a result or an exception."""
         for reply in self.kills:
             if reply.done():
                 continue

@@ -2,9 +2,10 @@
 (validate the input, record its units), assembly (verified parts -> outputs) and, once
 the job is done, its report.
 
-Planning and assembly return the message that tells the scheduler how they ended, or
-None when cancelled; neither changes the job's state itself (docs/architecture.md §2).
-A report never changes it either: it is made after `done` is recorded.
+Planning and assembly return the message that tells the scheduler how they ended
+(planning None when cancelled); neither changes the job's state itself
+(docs/architecture.md §2). A report never changes it either: it is made after `done`
+is recorded, and whatever happens to it the job stays done.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ async def assembly(
 
 class Reports:
     """The reports of done jobs being made, each its own task. The scheduler starts one
-    after it recorded `done`; at shutdown the unfinished ones are cancelled."""
+    after it recorded `done`; at shutdown the unfinished ones are cancelled (a thread
+    already drawing may still write its files, each one atomically)."""
 
     def __init__(self, progress: ProgressLog) -> None:
         self.progress = progress
