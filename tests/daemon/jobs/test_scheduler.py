@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+import structlog
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
@@ -940,5 +941,29 @@ async def test_a_report_that_fails_leaves_the_job_done_with_a_warning_event(
     await serve(setup, worker, row.job_id)
     expected = ("report.failed", "RuntimeError: the plot could not be drawn")
     await until(lambda: expected in events_of(setup, row.job_id), "the report.failed event")
+    assert (await job(setup, row.job_id)).state == JobState.DONE
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+
+
+async def test_a_shutdown_while_the_report_is_made_leaves_the_job_done(
+    one_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, worker = one_worker
+    reporting, go = threading.Event(), threading.Event()
+
+    def slow_report(out: Path, **info: Any) -> None:
+        reporting.set()
+        assert go.wait(DEADLINE)
+
+    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", slow_report)
+    row = await submit(setup)
+    await serve(setup, worker, row.job_id)
+    assert await asyncio.to_thread(reporting.wait, DEADLINE), "no report was started"
+    with structlog.testing.capture_logs() as logs:
+        await setup.scheduler.stop()  # does not wait for the report
+    go.set()
+    assert {"event": "report.interrupted", "job_id": row.job_id} in [
+        {k: e.get(k) for k in ("event", "job_id")} for e in logs
+    ]
     assert (await job(setup, row.job_id)).state == JobState.DONE
     assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
