@@ -104,7 +104,24 @@ class PlanFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputsPublished:
+    """The job's outputs are renamed into place: it is done (its report comes after)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblyStopped:
+    """The assembly saw the job's cancel (a kill) and stopped, publishing nothing."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AssemblyFinished:
+    """The assembly ended without publishing: the job failed (`error`), or a part was
+    found corrupt and its records are computed again."""
+
     job_id: str
     error: str | None = None
     corrupt: tuple[int, int] | None = None  # (unit, first record) to recompute from

@@ -16,6 +16,8 @@ Points (counted over the process's life, across units):
 * ``mid_unit`` — the n-th block of the process is computed (its ``batch_done``, if
   one was due, delivered).
 * ``mid_assembly`` — (virnucd itself) the n-th part has been appended to the outputs.
+* ``after_publish`` — (virnucd) the outputs are renamed into place; ``done`` is not
+  recorded yet.
 
 ``VIRNUC_FAULT_MARKER``, a path prefix, makes each point fire once over all processes:
 the process that fires creates ``PREFIX.POINT``, and no process fires that point while
@@ -34,7 +36,9 @@ from collections.abc import Callable, Mapping
 
 ENV = "VIRNUC_FAULT"
 MARKER_ENV = "VIRNUC_FAULT_MARKER"
-POINTS = frozenset({"before_rename", "after_rename", "after_ack", "mid_unit", "mid_assembly"})
+POINTS = frozenset(
+    {"before_rename", "after_rename", "after_ack", "mid_unit", "mid_assembly", "after_publish"}
+)
 
 
 class FaultSpecError(ValueError):

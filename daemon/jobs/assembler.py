@@ -9,6 +9,12 @@ after file), with every frame id belonging to its record. Each record's row in
 `PartNeedsRecompute`: the scheduler deletes it and what follows in its unit, and the
 records are computed again. Output files take their final names only at the end
 (`ResultWriter`), so an interrupted assembly leaves nothing that looks complete.
+
+Publishing is the job's commit point: a cancel (a kill) seen before it stops the
+assembly with nothing published; once the outputs are renamed into place the job is
+done, whatever comes after. A crash between the rename and `done` being recorded
+leaves the job assembling: on restart it is assembled again, and `ResultWriter`
+finds the same bytes in place and keeps them (docs/architecture.md §4).
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class _Assembly:
         return self.writer
 
     def finish(self) -> None:
+        if self.cancel.is_set():  # the last chance to stop: past here it publishes
+            raise AssemblyCancelled(self.job.job_id)
         total = self.job.records_total or 0
         if self.next_record != total:
             raise RuntimeError(f"parts cover {self.next_record} of {total} records")
@@ -126,6 +134,7 @@ class _Assembly:
             raise RuntimeError("no parts recorded")
         check_unchanged(self.job.inputs, self.job.input_fingerprint)
         self.writer.commit()
+        self.faults.hit("after_publish")
 
     def abort(self) -> None:
         if self.writer is not None:

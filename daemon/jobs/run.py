@@ -36,6 +36,8 @@ class JobRun:
     live: dict[int, tuple[int, int]] = field(default_factory=dict)
     recorded: dict[int, tuple[int, int]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None  # planning or assembly
+    # Kills that wait for the assembly to stop (killed) or publish (done): answered then.
+    kills: list[asyncio.Future[Any]] = field(default_factory=list)
     last_event: float = 0.0
 
     @property
@@ -82,6 +84,21 @@ class JobRun:
                 await tell(outcome)
 
         self.task = asyncio.create_task(report(), name=name)
+
+    def assembling(self) -> bool:
+        """Whether its assembly runs now (not waiting for space)."""
+        return self.task is not None and self.row.state == JobState.ASSEMBLING
+
+    def answer_kills(self, answer: dict[str, Any] | Exception) -> None:
+        """Answer every kill that waited, with a result or an exception."""
+        for reply in self.kills:
+            if reply.done():
+                continue
+            if isinstance(answer, Exception):
+                reply.set_exception(answer)
+            else:
+                reply.set_result(answer)
+        self.kills.clear()
 
     def stop_task(self) -> None:
         """Stop the job's planning or assembly, if it runs: its thread sees `cancel`."""

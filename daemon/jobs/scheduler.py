@@ -11,9 +11,10 @@ Who writes which table of the progress log:
   fingerprint_input, finish_planning, record_part, add_restart, delete_parts), from
   this actor's task. What others learn comes here as values in messages: the
   planner's totals in `PlanFinished`, a supervisor's verified part in `PartVerified`,
-  the assembly's corrupt part in `AssemblyFinished`. Each of these writes returns the
-  job's row as committed, and that is `JobRun.row`: the copy is replaced, never
-  patched or re-read.
+  the assembly's corrupt part in `AssemblyFinished`, its published outputs in
+  `OutputsPublished` (the job is done: publishing is its commit point). Each of
+  these writes returns the job's row as committed, and that is `JobRun.row`: the
+  copy is replaced, never patched or re-read.
 * `units`: the planner adds them (add_units); this scheduler and its `UnitQueue` set
   their state and count worker deaths; each part recorded clears its unit's failures,
   and its last marks it done, in the part's own transaction; deleting parts makes
@@ -107,6 +108,7 @@ class Scheduler(Actor[Any]):
         self.book = JobBook(config, progress, events, self.space)
         self.queue = UnitQueue(config, progress, self.book, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
+        self.reports = job_tasks.Reports(progress)
         self.workers = {supervisor.worker_id: supervisor for supervisor in slots(self)}
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -136,7 +138,10 @@ class Scheduler(Actor[Any]):
 
     async def teardown(self) -> None:
         self.space.cancel_all()
+        for run in self.book.runs():  # its assembly stops now; the job resumes at restart
+            run.answer_kills(Stopping(f"{self.name} stopped"))
         await self.book.stop_tasks()
+        await self.reports.stop()
 
     async def handle(self, message: Any) -> None:
         match message:
@@ -160,11 +165,10 @@ class Scheduler(Actor[Any]):
                 await self._unit_finished(worker_id, done.job_id, done.unit_id)
             case sm.ErrorReported(worker_id, error):
                 await self._unit_failed(worker_id, error)
-            case sm.AssemblyFinished():
-                await self._assembly_finished(message)
-            case sm.OutOfSpace(job_id, path, needed) if job_id in self.book:
-                self.book[job_id].task = None  # assembly stopped: it sent this
-                await self.space.start(job_id, path, needed)
+            case sm.OutputsPublished() | sm.AssemblyStopped() | sm.AssemblyFinished():
+                await self._assembly_ended(message)
+            case sm.OutOfSpace():
+                await self._assembly_ended(message)
             case sm.SpaceCheck(job_id):
                 await self._space_check(job_id)
             case sm.KillJob(job_id, reply):
@@ -237,15 +241,23 @@ class Scheduler(Actor[Any]):
         await self.book.finish(run, state, error, code)
 
     async def _kill(self, job_id: str, reply: asyncio.Future[Any]) -> None:
+        """Kill an unfinished job. One whose assembly runs is answered when the assembly
+        ends: it stops at its next step (killed), or it was publishing (done)."""
         run = self.book.get(job_id)
         if run is None:
             row = await self.progress.get_job(job_id)
             exc: Exception = JobNotFound(job_id) if row is None else JobFinished(row.state)
             reply.set_exception(exc)
             return
+        run.kills.append(reply)
+        if run.assembling():
+            run.cancel.set()
+            return
+        await self._killed(run)
+
+    async def _killed(self, run: JobRun) -> None:
         await self._finish(run, JobState.KILLED, None)
-        if not reply.done():
-            reply.set_result({"job_id": job_id, "state": JobState.KILLED.value})
+        run.answer_kills({"job_id": run.job_id, "state": JobState.KILLED.value})
 
     # --- units and workers ------------------------------------------------------------
 
@@ -392,22 +404,36 @@ class Scheduler(Actor[Any]):
         work = job_tasks.assembly(self.progress, run.row, run.cancel, self.faults)
         run.start_task(work, self.tell, f"assemble-{run.job_id}")
 
-    async def _assembly_finished(self, outcome: sm.AssemblyFinished) -> None:
-        """The outputs are published (done), or the job failed, or a part found corrupt
-        is forgotten with the rest of its unit, which is computed again."""
+    async def _assembly_ended(
+        self,
+        outcome: sm.OutputsPublished | sm.AssemblyStopped | sm.AssemblyFinished | sm.OutOfSpace,
+    ) -> None:
+        """The outputs are published: the job is done, a kill that waited is answered
+        that it finished, and its report is made after. Otherwise a kill that waited
+        ends the job; or it waits for space, or fails, or a part found corrupt is
+        forgotten with the rest of its unit, which is computed again."""
         run = self.book.get(outcome.job_id)
         if run is None:
             return
         run.task = None
+        if isinstance(outcome, sm.OutputsPublished):
+            await self._finish(run, JobState.DONE)
+            run.answer_kills(JobFinished(run.row.state))
+            self.reports.start(run.row)
+        elif run.kills or isinstance(outcome, sm.AssemblyStopped):
+            await self._killed(run)
+        elif isinstance(outcome, sm.OutOfSpace):
+            await self.space.start(outcome.job_id, outcome.path, outcome.needed)
+        else:
+            await self._assembly_failed(run, outcome)
+
+    async def _assembly_failed(self, run: JobRun, outcome: sm.AssemblyFinished) -> None:
         if outcome.corrupt is not None:
             await self.book.delete_parts(run, *outcome.corrupt)
             await self.book.set_state(run, JobState.RUNNING)
             run.pending.clear()
             return
-        if outcome.error is not None:
-            await self._finish(run, JobState.FAILED, outcome.error, outcome.code)
-            return
-        await self._finish(run, JobState.DONE)
+        await self._finish(run, JobState.FAILED, outcome.error, outcome.code)
 
     async def _space_check(self, job_id: str) -> None:
         """Go on with a job that waited for space, if there is room now: its assembly

@@ -1,13 +1,17 @@
-"""The two long steps of a job that run as background tasks of the scheduler: planning
-(validate the input, record its units) and assembly (verified parts -> outputs).
+"""The long steps of a job that run as background tasks of the scheduler: planning
+(validate the input, record its units), assembly (verified parts -> outputs) and, once
+the job is done, its report.
 
-Each returns the message that tells the scheduler how it ended, or None when it was
-cancelled; it never changes the job's state itself (docs/architecture.md §2).
+Planning and assembly return the message that tells the scheduler how they ended
+(planning None when cancelled); neither changes the job's state itself
+(docs/architecture.md §2). A report never changes it either: it is made after `done`
+is recorded, and whatever happens to it the job stays done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -51,11 +55,11 @@ async def planning(
 
 async def assembly(
     progress: ProgressLog, row: JobRow, cancel: threading.Event, faults: Faults
-) -> sm.AssemblyFinished | sm.OutOfSpace | None:
+) -> sm.OutputsPublished | sm.AssemblyStopped | sm.AssemblyFinished | sm.OutOfSpace:
     try:
         await assemble(progress, row, cancel, faults)
     except AssemblyCancelled:
-        return None
+        return sm.AssemblyStopped(row.job_id)
     except PartNeedsRecompute as exc:
         log.warning("assembly.part_rejected", job_id=row.job_id, reason=str(exc))
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
@@ -72,13 +76,44 @@ async def assembly(
     except Exception as exc:  # a bug: the job fails with the reason
         log.exception("assembly.failed", job_id=row.job_id)
         return sm.AssemblyFinished(row.job_id, f"writing the outputs failed: {exc}")
-    await _report(row)
-    return sm.AssemblyFinished(row.job_id)
+    return sm.OutputsPublished(row.job_id)
+
+
+class Reports:
+    """The reports of done jobs being made, each its own task. The scheduler starts one
+    after it recorded `done`; at shutdown the unfinished ones are cancelled (a thread
+    already drawing may still write its files, each one atomically)."""
+
+    def __init__(self, progress: ProgressLog) -> None:
+        self.progress = progress
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, row: JobRow) -> None:
+        task = asyncio.create_task(self._make(row), name=f"report-{row.job_id}")
+        self._tasks.add(task)  # held here: the loop keeps only a weak reference
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _make(self, row: JobRow) -> None:
+        try:
+            await _report(row)
+        except asyncio.CancelledError:  # shutdown: the job is done without its report
+            log.warning("report.interrupted", job_id=row.job_id)
+            raise
+        except Exception as exc:  # the outputs are complete whatever happens here
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("report.failed", job_id=row.job_id, error=error)
+            with contextlib.suppress(Exception):  # a full state disk: the log line stays
+                await self.progress.log_event("report.failed", error, job_id=row.job_id)
 
 
 async def _report(row: JobRow) -> None:
-    """`prediction.png` and `report.html` beside the published outputs. They are made
-    from the outputs, so a failure here leaves the job done, with a warning."""
+    """`prediction.png` and `report.html` beside the published outputs, made from them;
+    raises why not."""
     spec = row.spec
     info = {
         "inputs": ", ".join(row.inputs),
@@ -92,10 +127,7 @@ async def _report(row: JobRow) -> None:
     if present and not row.force:  # never replace a file that may not be ours
         log.warning("report.skipped", job_id=row.job_id, present=present)
         return
-    try:
-        await asyncio.to_thread(write_report, out, run_info=info)
-    except Exception as exc:  # the outputs are complete whatever happens here
-        log.warning("report.failed", job_id=row.job_id, error=f"{type(exc).__name__}: {exc}")
+    await asyncio.to_thread(write_report, out, run_info=info)
 
 
 async def _parts_bytes(progress: ProgressLog, row: JobRow) -> int:

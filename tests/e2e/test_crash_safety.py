@@ -124,6 +124,36 @@ def test_a_worker_killed_at_a_fault_point_ends_exactly_once(
         daemon.close()
 
 
+def test_a_daemon_killed_between_publishing_and_done_ends_the_job_done_on_restart(
+    tmp_path, demo_cache, medium, medium_reference
+) -> None:
+    """The outputs are in place, `done` is not recorded: the restarted virnucd assembles
+    again from the recorded parts, finds its own bytes in place and records `done`,
+    computing nothing again; the report follows."""
+    env = {"VIRNUC_FAULT": "after_publish", "VIRNUC_FAULT_MARKER": str(tmp_path / "fired")}
+    daemon = Daemon(
+        tmp_path / "state", demo_cache, "--workers", "1", "--config", config(tmp_path), env=env
+    )
+    try:
+        daemon.start()
+        pids = [w["pid"] for w in daemon.workers_ready(1)]
+        job = submit(daemon, medium, tmp_path / "out", checkpoint_every=3)
+        assert daemon.process is not None
+        wait_for(lambda: daemon.process.poll() is not None, 120, "virnucd to die at its fault")
+        assert (tmp_path / "fired.after_publish").exists()
+        assert_same_outputs(medium_reference, tmp_path / "out")  # published, not done yet
+        published = (tmp_path / "out" / "prediction_results.txt").read_bytes()
+        wait_for(lambda: not worker_pids_alive(pids), 10, "the orphaned workers to exit")
+        daemon.start()
+        status = daemon.client.wait_state(job, ("done", "failed"))
+        assert status["state"] == "done", status
+        assert (status["restarts"], status["records_recomputed"]) == (0, 0)
+        assert (tmp_path / "out" / "prediction_results.txt").read_bytes() == published
+        wait_for(lambda: (tmp_path / "out" / "report.html").exists(), 60, "the report")
+    finally:
+        daemon.close()
+
+
 @pytest.fixture(scope="module")
 def large(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("crash-in") / "large.fa"

@@ -61,7 +61,9 @@ def test_raw_client_job_equals_the_in_process_pipeline(daemon, demo_models, tmp_
     assert status["state"] == "done", status
     assert status["records_done"] == status["records_total"] == 20
     assert_same_outputs(reference(demo_models, EXAMPLE, tmp_path / "ref"), tmp_path / "out")
-    page = (tmp_path / "out" / "report.html").read_text()  # written with the outputs
+    report = tmp_path / "out" / "report.html"  # made after `done` is recorded
+    wait_for(report.exists, 60, "the report")
+    page = report.read_text()
     assert "data:image/png;base64," in page
     assert (tmp_path / "out" / "prediction.png").read_bytes().startswith(b"\x89PNG")
 

@@ -18,6 +18,7 @@ from virnuc.pipeline.report import PLOT, REPORT
 
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import Daemon, running_daemon
+from tests.support.poll import wait_for
 
 THEIRS = "someone else's results\n"
 
@@ -59,5 +60,6 @@ def test_with_force_a_file_that_appeared_in_out_is_replaced(daemon: Daemon, tmp_
     out = tmp_path / "out"
     assert status["state"] == "done", status
     assert (out / PREDICTIONS).read_text().startswith(PREDICTIONS_HEADER)
+    wait_for((out / REPORT).exists, 60, "the report, made after `done`, last")
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted({*OUTPUT_NAMES, PLOT, REPORT} - {EMBEDDINGS})

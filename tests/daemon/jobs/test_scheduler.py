@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+import structlog
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
-from virnuc.daemon.jobs.scheduler import Scheduler
+from virnuc.daemon.jobs.scheduler import JobFinished, Scheduler
 from virnuc.daemon.jobs.submission import SubmitRefused
 from virnuc.daemon.progress.log import JobRow, NewJob, ProgressLog
 from virnuc.daemon.scheduler_messages import Assignment
+from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import record_starts
 from virnuc.pipeline.outputs import RecordResult
@@ -832,3 +836,134 @@ async def test_planning_on_a_full_state_disk_waits_in_sight_and_finishes_once_th
         assert "waiting" not in setup.scheduler.book.status_of(row)
     finally:
         await close(setup)
+
+
+# --- publishing the outputs is the commit point ------------------------------------------
+
+
+class HoldAt(Faults):
+    """Holds the assembly's thread at fault point `point` until `go` is set; `reached`
+    says it got there (the crash tests SIGKILL virnucd at the same point)."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__()
+        self.point = point
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def hit(self, point: str) -> None:
+        if point == self.point and not self.reached.is_set():
+            self.reached.set()
+            assert self.go.wait(DEADLINE), "the test never let the assembly go on"
+
+
+async def assembly_held_at(setup: Setup, worker: FakeSupervisor, point: str) -> tuple[str, HoldAt]:
+    """Run a job until its assembly is held at `point`."""
+    hold = HoldAt(point)
+    setup.scheduler.faults = hold
+    row = await submit(setup)
+    await serve(setup, worker, row.job_id)
+    assert await asyncio.to_thread(hold.reached.wait, DEADLINE), f"assembly never reached {point}"
+    return row.job_id, hold
+
+
+def events_of(setup: Setup, job_id: str) -> list[tuple[str, str]]:
+    with sqlite3.connect(f"file:{setup.config.database}?mode=ro", uri=True) as raw:
+        query = "SELECT kind, message FROM events WHERE job_id = ? ORDER BY id"
+        return [tuple(row) for row in raw.execute(query, (job_id,))]
+
+
+async def test_a_kill_after_the_outputs_are_renamed_into_place_is_answered_that_the_job_finished(
+    one_worker,
+) -> None:
+    """The kill reaches the scheduler before the assembly tells it the outputs are
+    published: it waits for the assembly, which published, so the job is done."""
+    setup, worker = one_worker
+    job_id, hold = await assembly_held_at(setup, worker, "after_publish")
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob(job_id, reply))
+    await settled(setup)
+    assert not reply.done()  # answered when the assembly ends, not before
+    hold.go.set()
+    with pytest.raises(JobFinished, match=r"^done$"):
+        await asyncio.wait_for(reply, DEADLINE)
+    assert (await finished(setup, job_id)).state == JobState.DONE
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+    with pytest.raises(JobFinished, match=r"^done$"):
+        await kill(setup, job_id)  # and any later kill changes nothing either
+
+
+async def test_a_kill_before_the_outputs_are_published_stops_the_assembly_leaving_nothing(
+    one_worker,
+) -> None:
+    setup, worker = one_worker
+    job_id, hold = await assembly_held_at(setup, worker, "mid_assembly")
+    reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    await setup.scheduler.tell(sm.KillJob(job_id, reply))
+    await settled(setup)
+    hold.go.set()
+    assert await asyncio.wait_for(reply, DEADLINE) == {"job_id": job_id, "state": "killed"}
+    assert (await job(setup, job_id)).state == JobState.KILLED
+    assert not (setup.tmp / "out").exists() or os.listdir(setup.tmp / "out") == []
+
+
+async def test_a_kill_while_the_report_is_made_answers_finished_and_changes_nothing(
+    one_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, worker = one_worker
+    reporting, go = threading.Event(), threading.Event()
+
+    def slow_report(out: Path, **info: Any) -> None:
+        reporting.set()
+        assert go.wait(DEADLINE)
+
+    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", slow_report)
+    row = await submit(setup)
+    await serve(setup, worker, row.job_id)
+    assert await asyncio.to_thread(reporting.wait, DEADLINE), "no report was started"
+    assert (await job(setup, row.job_id)).state == JobState.DONE  # recorded before the report
+    with pytest.raises(JobFinished, match=r"^done$"):
+        await kill(setup, row.job_id)
+    go.set()
+    assert (await job(setup, row.job_id)).state == JobState.DONE
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+
+
+async def test_a_report_that_fails_leaves_the_job_done_with_a_warning_event(
+    one_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, worker = one_worker
+
+    def broken_report(out: Path, **info: Any) -> None:
+        raise RuntimeError("the plot could not be drawn")
+
+    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", broken_report)
+    row = await submit(setup)
+    await serve(setup, worker, row.job_id)
+    expected = ("report.failed", "RuntimeError: the plot could not be drawn")
+    await until(lambda: expected in events_of(setup, row.job_id), "the report.failed event")
+    assert (await job(setup, row.job_id)).state == JobState.DONE
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+
+
+async def test_a_shutdown_while_the_report_is_made_leaves_the_job_done(
+    one_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup, worker = one_worker
+    reporting, go = threading.Event(), threading.Event()
+
+    def slow_report(out: Path, **info: Any) -> None:
+        reporting.set()
+        assert go.wait(DEADLINE)
+
+    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", slow_report)
+    row = await submit(setup)
+    await serve(setup, worker, row.job_id)
+    assert await asyncio.to_thread(reporting.wait, DEADLINE), "no report was started"
+    with structlog.testing.capture_logs() as logs:
+        await setup.scheduler.stop()  # does not wait for the report
+    go.set()
+    assert {"event": "report.interrupted", "job_id": row.job_id} in [
+        {k: e.get(k) for k in ("event", "job_id")} for e in logs
+    ]
+    assert (await job(setup, row.job_id)).state == JobState.DONE
+    assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
