@@ -177,7 +177,8 @@ class Scheduler(Actor[Any]):
                 self.accepting = False
         if self.accepting:
             await self._dispatch()
-            await self._tell_demand()
+            if self.demand is not None:  # a launcher that starts workers on demand
+                self.demand.set_waiting(await self.queue.all_waiting())
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -237,7 +238,7 @@ class Scheduler(Actor[Any]):
         """Enter a terminal state: its units stop everywhere, then the book records it
         and drops the job (see `JobBook.finish`)."""
         for unit_id in list(run.running):
-            await self._release(run, unit_id, cancel=True)
+            await self.queue.take_back(self.workers, run, unit_id, cancel=True)
         await self.book.finish(run, state, error, code)
 
     async def _kill(self, job_id: str, reply: asyncio.Future[Any]) -> None:
@@ -270,12 +271,6 @@ class Scheduler(Actor[Any]):
                 return
             await self._assign(supervisor, *picked)
 
-    async def _tell_demand(self) -> None:
-        """How many units wait for a worker, for a launcher that starts workers on demand."""
-        if self.demand is not None:
-            waiting = [await self.queue.waiting(run) for run in self.queue.runnable()]
-            self.demand.set_waiting(sum(waiting))
-
     async def _workers_cannot_start(self, worker_id: str, reason: str) -> None:
         """No worker could run for the jobs that wait for one: fail each of them that
         nothing computes, with the reason (Slurm's), instead of waiting for good."""
@@ -293,11 +288,6 @@ class Scheduler(Actor[Any]):
         if run.row.state == JobState.QUEUED:
             await self.book.set_state(run, JobState.RUNNING)
         await self.queue.hand_out(supervisor, run, unit)
-
-    async def _release(
-        self, run: JobRun, unit_id: int, *, cancel: bool = False
-    ) -> Assignment | None:
-        return await self.queue.take_back(self.workers, run, unit_id, cancel=cancel)
 
     def _progress(self, worker_id: str, batch: BatchDone) -> None:
         run = self.queue.holding(worker_id, batch.job_id, batch.unit_id)
@@ -325,7 +315,7 @@ class Scheduler(Actor[Any]):
 
     async def _unit_finished(self, worker_id: str, job_id: str, unit_id: int) -> None:
         run = self.queue.holding(worker_id, job_id, unit_id)
-        assignment = await self._release(run, unit_id) if run is not None else None
+        assignment = await self.queue.take_back(self.workers, run, unit_id) if run else None
         if run is None or assignment is None:
             return
         if not await self._complete(run, assignment):
@@ -355,14 +345,14 @@ class Scheduler(Actor[Any]):
                 await asyncio.to_thread(job_files.remove_job_dir, self.config.job_dir(job_id))
             return
         await self.progress.log_event("part.refused", problem, job_id=job_id, worker_id=worker_id)
-        await self._release(run, unit_id, cancel=True)
+        await self.queue.take_back(self.workers, run, unit_id, cancel=True)
         await self.progress.set_unit_state(job_id, unit_id, "pending")
 
     async def _unit_failed(self, worker_id: str, error: WorkerError) -> None:
         run = self.queue.holding(worker_id, error.job_id, error.unit_id)
         if run is None or error.unit_id is None or error.fatal:
             return  # a fatal error ends the process; its death is handled as such
-        await self._release(run, error.unit_id)
+        await self.queue.take_back(self.workers, run, error.unit_id)
         if error.no_space:  # its recorded parts stay; it goes out again once there is room
             run.pending.clear()  # re-read in order, this unit included
             await self.queue.wait_for_state_disk(run)

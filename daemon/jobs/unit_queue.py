@@ -87,6 +87,10 @@ class UnitQueue:
         await self._fetch_pending(run)
         return sum(1 for unit in run.pending if unit.unit_id not in run.running)
 
+    async def all_waiting(self) -> int:
+        """The units of every runnable job that wait for a worker (see `waiting`)."""
+        return sum([await self.waiting(run) for run in self.runnable()])
+
     async def _fetch_pending(self, run: JobRun) -> None:
         if not run.pending:
             run.pending.extend(await self.progress.pending_units(run.job_id, PAGE))
