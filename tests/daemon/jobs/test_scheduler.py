@@ -912,20 +912,34 @@ async def test_a_kill_before_the_outputs_are_published_stops_the_assembly_leavin
     assert not (setup.tmp / "out").exists() or os.listdir(setup.tmp / "out") == []
 
 
+class HeldReport:
+    """Stands in for the report writer: says when it starts, then waits for `set()`."""
+
+    def __init__(self) -> None:
+        self.reporting, self._go = threading.Event(), threading.Event()
+
+    def __call__(self, out: Path, **info: Any) -> None:
+        self.reporting.set()
+        assert self._go.wait(DEADLINE)
+
+    def set(self) -> None:
+        self._go.set()
+
+
+def hold_the_report(monkeypatch: pytest.MonkeyPatch) -> HeldReport:
+    held = HeldReport()
+    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", held)
+    return held
+
+
 async def test_a_kill_while_the_report_is_made_answers_finished_and_changes_nothing(
     one_worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup, worker = one_worker
-    reporting, go = threading.Event(), threading.Event()
-
-    def slow_report(out: Path, **info: Any) -> None:
-        reporting.set()
-        assert go.wait(DEADLINE)
-
-    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", slow_report)
+    go = hold_the_report(monkeypatch)
     row = await submit(setup)
     await serve(setup, worker, row.job_id)
-    assert await asyncio.to_thread(reporting.wait, DEADLINE), "no report was started"
+    assert await asyncio.to_thread(go.reporting.wait, DEADLINE), "no report was started"
     assert (await job(setup, row.job_id)).state == JobState.DONE  # recorded before the report
     with pytest.raises(JobFinished, match=r"^done$"):
         await kill(setup, row.job_id)
@@ -955,16 +969,10 @@ async def test_a_shutdown_while_the_report_is_made_leaves_the_job_done(
     one_worker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     setup, worker = one_worker
-    reporting, go = threading.Event(), threading.Event()
-
-    def slow_report(out: Path, **info: Any) -> None:
-        reporting.set()
-        assert go.wait(DEADLINE)
-
-    monkeypatch.setattr("virnuc.daemon.jobs.tasks.write_report", slow_report)
+    go = hold_the_report(monkeypatch)
     row = await submit(setup)
     await serve(setup, worker, row.job_id)
-    assert await asyncio.to_thread(reporting.wait, DEADLINE), "no report was started"
+    assert await asyncio.to_thread(go.reporting.wait, DEADLINE), "no report was started"
     with structlog.testing.capture_logs() as logs:
         await setup.scheduler.stop()  # does not wait for the report
     go.set()
