@@ -56,9 +56,10 @@ class JobQueries:
         now = time.time()
         self.conn.execute(
             "INSERT INTO jobs (job_id, seq, state, input, inputs, output, spec,"
-            " save_embeddings, checkpoint_every, force, created_at, updated_at)"
+            " save_embeddings, checkpoint_every, force, created_at, updated_at,"
+            " owner, output_identity)"
             " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.job_id,
                 job.input,
@@ -70,6 +71,8 @@ class JobQueries:
                 int(job.force),
                 now,
                 now,
+                job.owner,
+                job.output_identity,
             ),
         )
         more = f" (+{len(job.inputs) - 1} more)" if len(job.inputs) > 1 else ""

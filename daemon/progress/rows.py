@@ -74,6 +74,8 @@ class NewJob:
     save_embeddings: bool = False
     force: bool = False
     inputs: tuple[str, ...] = ()
+    owner: str | None = None  # Caller.owner of the submitter (None: admins only)
+    output_identity: str | None = None  # "DEV:INODE" of the output dir opened at submit
 
     def __post_init__(self) -> None:
         _default_inputs(self)
@@ -114,6 +116,8 @@ class JobRow:
     input_fingerprint: str | None = None  # recorded when planning starts
     error_code: str | None = None  # a failure that is the user's to fix: invalid_input...
     inputs: tuple[str, ...] = ()  # every input file in order; stored as JSON (v6)
+    owner: str | None = None  # who submitted it (v7); None for older jobs: admins only
+    output_identity: str | None = None  # "DEV:INODE" of its output dir (v7)
 
     def __post_init__(self) -> None:
         _default_inputs(self)

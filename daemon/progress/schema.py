@@ -123,4 +123,14 @@ ALTER TABLE jobs ADD COLUMN inputs TEXT;
 ALTER TABLE units ADD COLUMN input_index INTEGER NOT NULL DEFAULT 0 CHECK (input_index >= 0);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+# v7: who submitted each job (`Caller.owner`: "uid:1001", or "key:NAME" for a CURVE
+# key mapped to no Unix user; NULL for older jobs, which only admins see), and which
+# directory its outputs go to ("DEV:INODE" of the directory opened at submit; NULL for
+# older jobs), so that a path swapped for a symlink later is refused, not followed.
+_V7 = """
+ALTER TABLE jobs ADD COLUMN owner TEXT;
+ALTER TABLE jobs ADD COLUMN output_identity TEXT;
+CREATE INDEX jobs_by_owner ON jobs (owner, seq);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
