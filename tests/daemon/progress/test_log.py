@@ -577,8 +577,10 @@ async def test_a_write_that_finds_the_disk_full_waits_and_commits_once_there_is_
         assert not writes.done(), "every write fitted: the cap did not bite"
         await asyncio.sleep(0.01)
     assert "no space on" in log.disk_full
-    with pytest.raises(ProgressLogError, match="full"):  # not retried: a submit says so
-        await log.create_job(new_job("j2"))
+    # A job whose row cannot fit in what is left of any page. Not retried: a submit says so.
+    big = NewJob("j2", "/in/" + "x" * 3000, "/out/j2", SPEC, checkpoint_every=2)
+    with pytest.raises(ProgressLogError, match="full"):
+        await log.create_job(big)
     await log._call_once(cap_pages, log, 1_000_000)
     await asyncio.wait_for(writes, 10)
     assert log.disk_full is None
