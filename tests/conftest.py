@@ -15,6 +15,7 @@ from hypothesis import settings
 from virnuc.pipeline.tiny_models import build_tiny_bert, build_tiny_esm2
 
 from tests.support import seeds
+from tests.support.unix_users import unix_users  # noqa: F401  (a session fixture)
 
 # Hypothesis draws its examples from a seed derived from each test (derandomize), so
 # every run tries the same ones; VIRNUC_TEST_SEED gives them all that seed instead.
