@@ -23,11 +23,20 @@ def records(status: Mapping[str, Any]) -> str:
     return f"{done}/{total} ({100.0 * done / total:.1f}%)"
 
 
+def state_text(status: Mapping[str, Any]) -> str:
+    """The job's state; a queued one's with its place in the queue, ``queued (position
+    3)``, from a virnucd that says it (1 = the next to start)."""
+    position = status.get("queue_position")
+    if status["state"] == "queued" and position is not None:
+        return f"queued (position {position})"
+    return str(status["state"])
+
+
 def job_lines(status: Mapping[str, Any]) -> str:
     """One job, one ``field: value`` line each, for ``virnucctl status JOB``."""
     rows = [
         ("job", status["job_id"]),
-        ("state", status["state"]),
+        ("state", state_text(status)),
         ("records", records(status)),
         ("frames", status["frames_done"]),
         ("restarts", status["restarts"]),
@@ -49,7 +58,7 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         (
             j["job_id"],
-            j["state"],
+            state_text(j),
             records(j),
             j["frames_done"],
             j["restarts"],

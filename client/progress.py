@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from .output import state_text
+
 
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
@@ -62,7 +64,7 @@ class ProgressLine:
             status["records_done"],
             status["records_total"],
             status["frames_done"],
-            state=str(status["state"]),
+            state=state_text(status),
             force=force,
         )
 

@@ -111,7 +111,7 @@ async def list_jobs(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:
     limit = min(args.limit or LIST_PAGE_MAX, LIST_PAGE_MAX)
     rows = await ctx.progress.list_jobs(offset=args.offset, limit=limit)
     total = await ctx.progress.count_jobs()
-    return {"jobs": [ctx.scheduler.book.status_of(row) for row in rows], "total": total}
+    return {"jobs": ctx.scheduler.book.statuses_of(rows), "total": total}
 
 
 async def kill(ctx: DaemonContext, args: OpArgs) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class JobStatus(TypedDict):
     # Present while the job is paused on a full disk (it keeps its verified parts and
     # tries again by itself), e.g. "no space on /out: 1.2 MB free, about 3.4 MB needed".
     waiting: NotRequired[str]
+    # A queued job's place in the queue, 1 = the next to start: an estimate by the fair
+    # rule between owners (the owner with the fewest units running goes first).
+    queue_position: NotRequired[int]
     input: NotRequired[str]  # the (first) input file
     inputs: NotRequired[list[str]]  # every input file, in order
     output: NotRequired[str]

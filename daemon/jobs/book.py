@@ -1,12 +1,12 @@
 """The job book: the unfinished jobs, and the one writer of their rows.
 
 The scheduler owns the one `JobBook` and calls it from its own task only; the control
-server reads its views (`status_of`, `busy_outputs`) on the same thread, never
-writing. Every write of a job's row in the progress log is made here (create_job,
-set_job_state, fingerprint_input, finish_planning, record_part, add_restart,
-delete_parts), and each returns the row as committed, which becomes `JobRun.row`: the
-copy is replaced, never patched or re-read. A state written is published as a
-`state` event.
+server reads its views (`status_of`, `statuses_of`, `busy_outputs`) on the same
+thread, never writing. Every write of a job's row in the progress log is made here
+(create_job, set_job_state, fingerprint_input, finish_planning, record_part,
+add_restart, delete_parts), and each returns the row as committed, which becomes
+`JobRun.row`: the copy is replaced, never patched or re-read. A state written is
+published as a `state` event.
 
 What happens to a job (it is planned, runs, assembles, fails) is the scheduler's
 decision; the book records it.
@@ -15,6 +15,7 @@ decision; the book records it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
@@ -38,11 +39,15 @@ class JobBook:
         progress: ProgressLog,
         events: EventPublisher,
         space: SpaceWaits,
+        positions: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
+        """`positions` gives each queued job's place in the queue (the `UnitQueue`'s
+        estimate), for status; computed on demand, at most once per request."""
         self.config = config
         self.progress = progress
         self.events = events
         self.space = space  # a job's wait for space shows in its status, and ends with it
+        self.positions = positions
         self._runs: dict[str, JobRun] = {}  # insertion order = submission order
 
     # --- the unfinished jobs ---------------------------------------------------------
@@ -70,12 +75,27 @@ class JobBook:
 
     # --- queries for the control server (same thread, read-only) -------------------
 
-    def status_of(self, row: JobRow) -> JobStatus:
+    def status_of(self, row: JobRow, positions: Mapping[str, int] | None = None) -> JobStatus:
+        """The job's status; `positions` are the queue's (`self.positions()`), taken
+        once for many rows, or here if the job is queued and none are given."""
         run = self._runs.get(row.job_id)
         waiting = self.space.reason(row.job_id)
         if run is not None and waiting is None:
             waiting = self.progress.disk_full  # its next write may wait for space
-        return job_status(row, run, waiting)
+        if positions is None and self._queued(row):
+            positions = self.positions()
+        position = positions.get(row.job_id) if positions is not None else None
+        return job_status(row, run, waiting, position)
+
+    def statuses_of(self, rows: Iterable[JobRow]) -> list[JobStatus]:
+        """The status of each job (`list`): the queue is looked at once for them all."""
+        rows = list(rows)
+        positions = self.positions() if any(self._queued(row) for row in rows) else {}
+        return [self.status_of(row, positions) for row in rows]
+
+    def _queued(self, row: JobRow) -> bool:
+        run = self._runs.get(row.job_id)
+        return run is not None and run.row.state == JobState.QUEUED
 
     def busy_outputs(self) -> set[str]:
         """Output directories an unfinished job writes to."""

@@ -9,13 +9,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import Assign, JobState, JobStatus
 
 from ..progress.log import JobRow, UnitRow
 from ..scheduler_messages import Assignment
+
+if TYPE_CHECKING:
+    from .owner_lines import OwnerLine
 
 PROGRESS_EVENT_INTERVAL = 0.5  # seconds between two `progress` events of a job
 
@@ -39,12 +42,17 @@ class JobRun:
     # Kills that wait for the assembly to stop (killed) or publish (done): answered then.
     kills: list[asyncio.Future[Any]] = field(default_factory=list)
     last_event: float = 0.0
+    # Its owner's place in the fair queue (daemon/jobs/owner_lines.py), while it is in
+    # it: its `running` counts this job's units as they are handed out and taken back.
+    line: OwnerLine | None = field(default=None, repr=False)
 
     @property
     def job_id(self) -> str:
         return self.row.job_id
 
     def hand_out(self, assignment: Assignment) -> None:
+        if assignment.unit_id not in self.running and self.line is not None:
+            self.line.running += 1
         self.running[assignment.unit_id] = assignment
         self.recorded[assignment.unit_id] = (0, 0)
 
@@ -52,7 +60,10 @@ class JobRun:
         """The unit is computed nowhere any more; returns who computed it."""
         self.live.pop(unit_id, None)
         self.recorded.pop(unit_id, None)
-        return self.running.pop(unit_id, None)
+        assignment = self.running.pop(unit_id, None)
+        if assignment is not None and self.line is not None:
+            self.line.running -= 1
+        return assignment
 
     def batch_done(self, unit_id: int, records: int, frames: int) -> None:
         """A worker's counts since its assign (`batch_done`), minus what is recorded."""
@@ -116,10 +127,12 @@ def kills_its_workers(lost: Assignment, failures: int, reason: str) -> str:
     )
 
 
-def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> JobStatus:
+def job_status(
+    row: JobRow, run: JobRun | None, waiting: str | None = None, position: int | None = None
+) -> JobStatus:
     """What `status` shows: the recorded progress plus, for a running job, the records
-    its workers computed since their last recorded part (not durable yet), and why
-    it is paused on a full disk, if it is."""
+    its workers computed since their last recorded part (not durable yet), why it is
+    paused on a full disk, if it is, and a queued job's place in the queue."""
     extra_records = sum(r for r, _ in run.live.values()) if run else 0
     extra_frames = sum(f for _, f in run.live.values()) if run else 0
     status = JobStatus(
@@ -141,6 +154,8 @@ def job_status(row: JobRow, run: JobRun | None, waiting: str | None = None) -> J
         status["error_code"] = row.error_code
     if waiting is not None:
         status["waiting"] = waiting
+    if position is not None:
+        status["queue_position"] = position
     return status
 
 

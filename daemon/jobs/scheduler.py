@@ -105,7 +105,7 @@ class Scheduler(Actor[Any]):
             lambda job_id: self.tell(sm.SpaceCheck(job_id)),
             lambda job_id: self.book.publish_state(self.book[job_id]),
         )
-        self.book = JobBook(config, progress, events, self.space)
+        self.book = JobBook(config, progress, events, self.space, lambda: self.queue.positions())
         self.queue = UnitQueue(config, progress, self.book, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
         self.reports = job_tasks.Reports(progress)
@@ -127,6 +127,7 @@ class Scheduler(Actor[Any]):
         await job_files.sweep_job_dirs(self.config, self.progress, {r.job_id for r in unfinished})
         for row in unfinished:
             run = self.book.resume(row)
+            self.queue.admit(run)
             if not run.planned:
                 await self._start_planning(run)
             elif row.state == JobState.ASSEMBLING:
@@ -197,6 +198,7 @@ class Scheduler(Actor[Any]):
         except Exception as exc:  # the handler answers it (e.g. a full state disk)
             reply.set_exception(exc)
             return
+        self.queue.admit(run)
         reply.set_result(run.row)
         await self._start_planning(run)
 
@@ -240,6 +242,7 @@ class Scheduler(Actor[Any]):
         for unit_id in list(run.running):
             await self.queue.take_back(self.workers, run, unit_id, cancel=True)
         await self.book.finish(run, state, error, code)
+        self.queue.drop(run)
 
     async def _kill(self, job_id: str, reply: asyncio.Future[Any]) -> None:
         """Kill an unfinished job. One whose assembly runs is answered when the assembly

@@ -1,7 +1,9 @@
 """Which unit an idle worker computes next, handing it out, and taking it back.
 
-Jobs are served first in, first out: the oldest job with a pending unit gets the next
-idle worker, preferring a job whose models that worker has loaded already. Pending
+Owners are served fairly (daemon/jobs/owner_lines.py): the next idle worker goes to
+the owner with the fewest units running, then to the one served least recently. Of
+that owner's jobs, the oldest with a pending unit gets it, preferring a job whose
+models that worker has loaded already. Pending
 units are read from SQLite a page at a time. A unit always starts at its *resume
 point*, the end of its last part recorded in SQLite, so a dead worker's unit
 continues where its last durable checkpoint ended.
@@ -29,6 +31,7 @@ from ..scheduler_messages import Assignment
 from . import files as job_files
 from .book import JobBook
 from .input_check import check_unchanged
+from .owner_lines import OwnerLine, OwnerLines
 from .run import JobRun, assign_message
 from .space_wait import SpaceWaits
 
@@ -59,19 +62,45 @@ class UnitQueue:
         self.progress = progress
         self.book = book  # the scheduler's unfinished jobs, read here, written there
         self.space = space
+        self.lines = OwnerLines()  # the same jobs by owner, for the fair order
+
+    def admit(self, run: JobRun) -> None:
+        """Queue a job the book took up (created, or resumed after a restart)."""
+        self.lines.admit(run)
+
+    def drop(self, run: JobRun) -> None:
+        """Forget a job the book finished (its units were taken back first)."""
+        self.lines.drop(run)
+
+    def unfinished(self, owner: str | None) -> int:
+        """How many unfinished jobs `owner` has (None: the jobs with no owner)."""
+        return self.lines.unfinished(owner)
+
+    def positions(self) -> dict[str, int]:
+        """Each queued job's estimated place in the queue (see `OwnerLines.positions`)."""
+        return self.lines.positions()
+
+    def open(self, run: JobRun) -> bool:
+        """Whether the job's units may be handed out now (planned, not assembling, not
+        waiting for disk space)."""
+        return run.planned and run.task is None and run.job_id not in self.space
 
     def runnable(self) -> list[JobRun]:
-        """Jobs whose units may be handed out now (planned, not assembling, not
-        waiting for disk space)."""
-        return [
-            run
-            for run in self.book.runs()
-            if run.planned and run.task is None and run.job_id not in self.space
-        ]
+        """Every job whose units may be handed out now."""
+        return [run for run in self.book.runs() if self.open(run)]
 
     async def next_unit(self, models: ModelSpec | None) -> tuple[JobRun, UnitRow] | None:
-        """The oldest job's next unit, preferring jobs whose models are `models`."""
-        candidates = self.runnable()
+        """The next unit by the fair order between owners: of the first owner in turn
+        that has one, its oldest job's, preferring jobs whose models are `models`."""
+        for line in self.lines.in_turn():
+            if (picked := await self._next_of(line, models)) is not None:
+                return picked
+        return None
+
+    async def _next_of(
+        self, line: OwnerLine, models: ModelSpec | None
+    ) -> tuple[JobRun, UnitRow] | None:
+        candidates = [run for run in line.jobs.values() if self.open(run)]
         warm = [run for run in candidates if models == run.row.spec]
         for run in warm + [run for run in candidates if run not in warm]:
             await self._fetch_pending(run)
@@ -130,6 +159,7 @@ class UnitQueue:
             unit.end_record,
         )
         run.hand_out(assignment)
+        self.lines.served(run.line)
         log.info(
             "unit.assigned",
             job_id=run.job_id,

@@ -21,3 +21,29 @@ def test_status_of_a_job_with_several_inputs_lists_each_on_its_own_line() -> Non
     at = lines.index("input:    /a.fa")
     assert lines[at + 1].split() == ["/b.fq"]
     assert lines[at + 2].startswith("output:")
+
+
+def test_a_queued_job_shows_its_place_in_the_queue_in_status_list_and_the_bar() -> None:
+    import io
+
+    from virnuc.client.output import job_lines, jobs_table
+    from virnuc.client.progress import ProgressLine
+
+    queued = {
+        "job_id": "j2",
+        "state": "queued",
+        "records_total": 0,
+        "records_done": 0,
+        "frames_done": 0,
+        "restarts": 0,
+        "queue_position": 3,
+    }
+    assert "state:    queued (position 3)" in job_lines(queued).splitlines()
+    assert jobs_table([queued]).splitlines()[1].split()[:4] == ["j2", "queued", "(position", "3)"]
+    drawn = io.StringIO()
+    ProgressLine(drawn).show(queued)
+    assert drawn.getvalue().rstrip().endswith("queued (position 3)")
+    running = {**queued, "state": "running"}  # a position is a queued job's only
+    assert "state:    running" in job_lines(running).splitlines()
+    older = {key: value for key, value in queued.items() if key != "queue_position"}
+    assert "state:    queued" in job_lines(older).splitlines()  # an older virnucd's

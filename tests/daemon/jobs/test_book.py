@@ -136,3 +136,32 @@ async def test_finishing_a_job_records_its_state_and_drops_it_everywhere(setup: 
     assert not setup.config.job_dir("j1").exists()
     assert setup.book.status_of(run.row)["state"] == "killed"
     assert setup.events.states() == ["queued", "killed"]
+
+
+async def test_a_queued_job_shows_its_place_in_the_queue_looked_up_once_per_list(
+    setup: Setup,
+) -> None:
+    lookups = []
+
+    def positions() -> dict[str, int]:
+        lookups.append(1)
+        return {"j1": 2, "j2": 1}
+
+    book = JobBook(setup.config, setup.progress, setup.events, setup.book.space, positions)  # type: ignore[arg-type]
+    jobs = [
+        NewJob(f"j{n}", str(setup.tmp / "in.fa"), str(setup.tmp / f"o{n}"), SPEC, 1) for n in (1, 2)
+    ]
+    runs = [await book.create(job) for job in jobs]
+    lookups.clear()  # each creation's `state` event showed its place
+
+    statuses = book.statuses_of([run.row for run in runs])
+
+    assert [status["queue_position"] for status in statuses] == [2, 1]
+    assert len(lookups) == 1
+    assert book.status_of(runs[0].row)["queue_position"] == 2
+    await book.set_state(runs[0], JobState.RUNNING)
+    assert "queue_position" not in book.status_of(runs[0].row)
+    await book.finish(runs[1], JobState.KILLED)
+    lookups.clear()
+    assert "queue_position" not in book.statuses_of([runs[1].row])[0]
+    assert lookups == []  # no queued job among the rows: the queue is not looked at

@@ -153,13 +153,20 @@ async def one_worker(tmp_path: Path) -> AsyncIterator[tuple[Setup, FakeSuperviso
     await close(setup)
 
 
-async def submit(setup: Setup, output: str = "out", spec: ModelSpec = SPEC) -> JobRow:
+async def submit(
+    setup: Setup,
+    output: str = "out",
+    spec: ModelSpec = SPEC,
+    owner: str | None = None,
+    input: Path | None = None,
+) -> JobRow:
     job = NewJob(
         job_id=f"job-{output}",
-        input=str(setup.input),
+        input=str(input or setup.input),
         output=str(setup.tmp / output),
         spec=spec,
         checkpoint_every=2,
+        owner=owner,
     )
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await setup.scheduler.tell(sm.SubmitJob(job, reply))
@@ -981,3 +988,32 @@ async def test_a_shutdown_while_the_report_is_made_leaves_the_job_done(
     ]
     assert (await job(setup, row.job_id)).state == JobState.DONE
     assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
+
+
+async def test_another_owners_small_job_finishes_while_a_big_job_runs_on_one_worker(
+    tmp_path: Path,
+) -> None:
+    worker = FakeSupervisor("w0")
+    write_input(tmp_path / "in.fa", records=40)  # the big job's: 14 units of 3 records
+    small_input = tmp_path / "small.fa"
+    write_input(small_input, records=6)  # its records' offsets are the big input's too
+    setup = await open_scheduler(tmp_path, [worker], unit_records=3)
+    try:
+        big = await submit(setup, "big", owner="uid:1001")
+        first = await next_assign(worker)
+        assert first.job_id == big.job_id
+        small = await submit(setup, "small", owner="uid:1002", input=small_input)
+        status = setup.scheduler.book.status_of(await job(setup, small.job_id))
+        assert status["queue_position"] == 1
+        await until(lambda: setup.scheduler.book[small.job_id].planned, "planning")
+        await compute_unit(setup, worker, first)  # the big job's unit runs to its end
+        served = []
+        while (await job(setup, small.job_id)).state != JobState.DONE:
+            assign = await next_assign(worker)
+            served.append(assign.job_id)
+            await compute_unit(setup, worker, assign)
+        assert served[:2] == [small.job_id, big.job_id]  # turns, from the next unit on
+        assert served.count(small.job_id) == (await job(setup, small.job_id)).units_total
+        assert (await job(setup, big.job_id)).state == JobState.RUNNING
+    finally:
+        await close(setup)
