@@ -61,6 +61,9 @@ class DaemonConfig:
     warm_standby: bool = True  # keep an imported spare process per slot for fast restarts
     standby_delay: float = 10.0  # a worker's age before its spare is spawned (CPU share)
     max_unit_failures: int = 3  # consecutive worker deaths on one unit before the job fails
+    # Unfinished jobs (queued, running, assembling) one owner may have at once; a submit
+    # over it is refused (conflict) until one finishes. 0: no limit. Admins count too.
+    max_jobs_per_owner: int = 0
     # A full disk pauses a job (verified parts kept) instead of failing it; it looks
     # again after space_retry seconds, doubling up to space_retry_max.
     space_retry: float = 2.0
@@ -241,8 +244,9 @@ def _check(config: DaemonConfig) -> None:
         raise ConfigError(
             f"precision must be one of {', '.join(PRECISIONS)}, not {config.precision!r}"
         )
-    if config.state_min_free_mb < 0:
-        raise ConfigError("state_min_free_mb must be 0 or more")
+    for name in ("state_min_free_mb", "max_jobs_per_owner"):
+        if int(getattr(config, name)) < 0:
+            raise ConfigError(f"{name} must be 0 or more")
     if config.healthy_run <= 0:
         raise ConfigError("healthy_run must be above 0")
     if not 0 < config.space_retry <= config.space_retry_max:

@@ -64,7 +64,7 @@ from .book import JobBook
 from .input_check import InputChanged
 from .run import JobRun, kills_its_workers
 from .space_wait import SpaceWaits
-from .submission import SubmitRefused, output_busy
+from .submission import SubmitRefused, output_busy, too_many_jobs
 from .unit_queue import UnitQueue
 
 log = structlog.get_logger()
@@ -185,10 +185,15 @@ class Scheduler(Actor[Any]):
 
     async def _submit(self, job: NewJob, reply: asyncio.Future[Any]) -> None:
         """Create the job and start planning it; one at a time, so of two submits into
-        one output directory only the first can pass."""
+        one output directory only the first can pass, and an owner's submits cannot
+        race past `max_jobs_per_owner`."""
         if not self.accepting:
             refusal = "virnucd is shutting down; submit again after restart"
             reply.set_exception(SubmitRefused(ErrorCode.STOPPING, refusal))
+            return
+        limit, unfinished = self.config.max_jobs_per_owner, self.queue.unfinished(job.owner)
+        if limit and unfinished >= limit:
+            reply.set_exception(too_many_jobs(limit, unfinished))
             return
         if job.output in self.book.busy_outputs():
             reply.set_exception(output_busy(job.output))

@@ -143,6 +143,17 @@ def output_busy(path: Path | str) -> SubmitRefused:
     )
 
 
+def too_many_jobs(limit: int, unfinished: int) -> SubmitRefused:
+    """The owner has `max_jobs_per_owner` unfinished jobs already: a conflict with the
+    queue's state, which ends as the owner's jobs finish (not a policy on the request)."""
+    return SubmitRefused(
+        ErrorCode.CONFLICT,
+        f"you have {unfinished} unfinished jobs, and this virnucd takes at most {limit} "
+        "per user (max_jobs_per_owner); wait for one to finish (virnucctl wait) or kill "
+        "one (virnucctl kill), then submit again",
+    )
+
+
 def _unreadable(path: Path, reason: str) -> SubmitRefused:
     return SubmitRefused(
         ErrorCode.INVALID_INPUT,

@@ -33,6 +33,7 @@ def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_pa
     [
         ('precision = "fp16"\n', "precision must be one of fp32, tf32, bf16, not 'fp16'"),
         ("state_min_free_mb = -1\n", "state_min_free_mb must be 0 or more"),
+        ("max_jobs_per_owner = -1\n", "max_jobs_per_owner must be 0 or more"),
         ("space_retry = 0\n", "space_retry must be above 0"),
         ("space_retry = 90\n", "at most space_retry_max"),
     ],
@@ -40,6 +41,11 @@ def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_pa
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, text)
+
+
+def test_max_jobs_per_owner_defaults_to_no_limit(tmp_path: Path) -> None:
+    assert load(tmp_path, "").max_jobs_per_owner == 0
+    assert load(tmp_path, "max_jobs_per_owner = 5\n").max_jobs_per_owner == 5
 
 
 def test_model_roots_default_to_no_limit_and_are_resolved(tmp_path: Path) -> None:

@@ -990,6 +990,44 @@ async def test_a_shutdown_while_the_report_is_made_leaves_the_job_done(
     assert output_ids(setup) == [f"r{i}" for i in range(RECORDS)]
 
 
+async def test_a_submit_over_the_owners_unfinished_job_limit_is_refused_as_a_conflict(
+    tmp_path: Path,
+) -> None:
+    setup = await open_scheduler(tmp_path, [FakeSupervisor("w0", up=False)], max_jobs_per_owner=2)
+    try:
+        first = await submit(setup, "a1", owner="uid:1001")
+        await submit(setup, "a2", owner="uid:1001")
+        with pytest.raises(SubmitRefused) as refused:
+            await submit(setup, "a3", owner="uid:1001")
+        assert refused.value.code == ErrorCode.CONFLICT
+        message = refused.value.message
+        assert "2 unfinished jobs" in message
+        assert "at most 2" in message
+        assert "virnucctl wait" in message
+        assert "virnucctl kill" in message
+        assert (await submit(setup, "b1", owner="uid:1002")).state == JobState.QUEUED
+        await kill(setup, first.job_id)  # one of hers finished: room for one more
+        assert (await submit(setup, "a3", owner="uid:1001")).state == JobState.QUEUED
+        assert await setup.progress.count_jobs() == 4
+    finally:
+        await close(setup)
+
+
+async def test_concurrent_submits_cannot_race_past_the_owners_limit(tmp_path: Path) -> None:
+    setup = await open_scheduler(tmp_path, [FakeSupervisor("w0", up=False)], max_jobs_per_owner=3)
+    try:
+        outcomes = await asyncio.gather(
+            *(submit(setup, f"o{n}", owner="uid:1001") for n in range(8)),
+            return_exceptions=True,
+        )
+        refused = [o for o in outcomes if isinstance(o, SubmitRefused)]
+        assert len(refused) == 5
+        assert {r.code for r in refused} == {ErrorCode.CONFLICT}
+        assert await setup.progress.count_jobs() == 3
+    finally:
+        await close(setup)
+
+
 async def test_another_owners_small_job_finishes_while_a_big_job_runs_on_one_worker(
     tmp_path: Path,
 ) -> None:
