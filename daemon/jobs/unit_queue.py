@@ -80,14 +80,14 @@ class UnitQueue:
         """Each queued job's estimated place in the queue (see `OwnerLines.positions`)."""
         return self.lines.positions()
 
-    def open(self, run: JobRun) -> bool:
+    def servable(self, run: JobRun) -> bool:
         """Whether the job's units may be handed out now (planned, not assembling, not
         waiting for disk space)."""
         return run.planned and run.task is None and run.job_id not in self.space
 
     def runnable(self) -> list[JobRun]:
         """Every job whose units may be handed out now."""
-        return [run for run in self.book.runs() if self.open(run)]
+        return [run for run in self.book.runs() if self.servable(run)]
 
     async def next_unit(self, models: ModelSpec | None) -> tuple[JobRun, UnitRow] | None:
         """The next unit by the fair order between owners: of the first owner in turn
@@ -100,7 +100,7 @@ class UnitQueue:
     async def _next_of(
         self, line: OwnerLine, models: ModelSpec | None
     ) -> tuple[JobRun, UnitRow] | None:
-        candidates = [run for run in line.jobs.values() if self.open(run)]
+        candidates = [run for run in line.jobs.values() if self.servable(run)]
         warm = [run for run in candidates if models == run.row.spec]
         for run in warm + [run for run in candidates if run not in warm]:
             await self._fetch_pending(run)
