@@ -23,7 +23,7 @@ from zmq.auth import create_certificates, load_certificate
 from zmq.utils import z85
 
 from virnuc.daemon import handlers
-from virnuc.daemon.access import Listener
+from virnuc.daemon.access import CurveServer, Listener
 from virnuc.daemon.caller import Caller, CallerSeal
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.control import ControlServer
@@ -32,6 +32,7 @@ from virnuc.daemon.zap import ZapHandler
 from virnuc.protocol import Op
 
 from tests.support import zmtp
+from tests.support.harness import free_port
 from tests.support.unix_users import UnixUsers
 
 # --- the peer address ----------------------------------------------------------------------
@@ -222,16 +223,23 @@ class Served:
     seal: CallerSeal
     callers: list[Caller]  # who pinged, as the handler saw them
     stops: list[str]  # shutdowns requested
+    endpoint: str = ""
 
-    @property
-    def endpoint(self) -> str:
-        return f"ipc://{self.path}"
+    def __post_init__(self) -> None:
+        self.endpoint = self.endpoint or f"ipc://{self.path}"
 
 
 async def serve(
-    directory: Path, monkeypatch: pytest.MonkeyPatch, gid: int | None, with_zap: bool = True
+    directory: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gid: int | None,
+    with_zap: bool = True,
+    identify: Identify | None = None,
+    curve: CurveServer | None = None,
 ) -> AsyncIterator[Served]:
-    served = Served(directory / "control.sock", CallerSeal(), [], [])
+    """A ControlServer and ZAP handler on this loop; over tcp with CURVE when `curve`."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}" if curve is not None else ""
+    served = Served(directory / "control.sock", CallerSeal(), [], [], endpoint)
 
     async def record(ctx: Any, args: Any, caller: Caller) -> dict[str, Any]:
         served.callers.append(caller)
@@ -239,12 +247,13 @@ async def serve(
 
     monkeypatch.setitem(handlers.HANDLERS, Op.PING, record)
     context = zmq.asyncio.Context()
-    zap = ZapHandler(context, Identify(), served.seal)
+    zap = ZapHandler(context, identify or Identify(), served.seal)
     if with_zap:
         zap.start()
     scheduler = SimpleNamespace(accepting=True, workers={})
     ctx = handlers.DaemonContext(DaemonConfig(), None, scheduler, served.stops.append)  # type: ignore[arg-type]
-    control = ControlServer(context, served.endpoint, ctx, Listener(gid), seal=served.seal)
+    listener = Listener(gid, curve)
+    control = ControlServer(context, served.endpoint, ctx, listener, seal=served.seal)
     control.start()
     try:
         yield served
@@ -366,12 +375,16 @@ async def test_without_our_zap_handler_a_forged_user_id_is_refused(
     assert served.callers == []
 
 
-def pyzmq_request(endpoint: str, op: str) -> dict[str, Any]:
+def pyzmq_request(
+    endpoint: str, op: str, options: dict[int, bytes] | None = None
+) -> dict[str, Any]:
     import msgpack
 
     context = zmq.Context()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
+    for option, value in (options or {}).items():
+        socket.setsockopt(option, value)
     try:
         socket.connect(endpoint)
         socket.send(msgpack.packb(request(op)))
@@ -379,3 +392,28 @@ def pyzmq_request(endpoint: str, op: str) -> dict[str, Any]:
         return msgpack.unpackb(socket.recv())  # type: ignore[no-any-return]
     finally:
         context.destroy(linger=0)
+
+
+@pytest.mark.asyncio
+async def test_a_curve_key_mapped_to_a_user_reaches_the_handlers_as_that_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unix_users: UnixUsers
+) -> None:
+    keys, alice = KeyDirs(tmp_path), unix_users.alice
+    keys.add(keys.allow, "alices")
+    public, secret = load_certificate(tmp_path / "alices.key_secret")
+    server_public, server_secret = zmq.curve_keypair()
+    curve = CurveServer(server_public, server_secret, keys.allow)
+    identify = keys.identify(curve_users={"alices": alice.name})
+    assert secret is not None
+    options = {zmq.CURVE_SERVERKEY: server_public, zmq.CURVE_PUBLICKEY: public}
+    options[zmq.CURVE_SECRETKEY] = secret
+    async for served in serve(tmp_path, monkeypatch, None, identify=identify, curve=curve):
+        reply = await asyncio.to_thread(pyzmq_request, served.endpoint, "ping", options)
+        assert reply["ok"], reply
+    (caller,) = served.callers
+    assert (caller.owner, caller.uid, caller.gid, caller.label) == (
+        f"uid:{alice.uid}",
+        alice.uid,
+        alice.gid,
+        f"key alices as {alice.name} (uid {alice.uid})",
+    )
