@@ -209,5 +209,5 @@ async def dispatch(ctx: DaemonContext, request: Request, caller: Caller) -> dict
         if is_no_space(exc):  # SQLite could not record the job (the free-space check raced)
             message = f"the state disk is full: {exc}; free some space and submit again"
             return error_reply(request.id, ErrorCode.NO_SPACE, message)
-        log.exception("request.failed", op=request.op, request_id=request.id)
+        log.exception("request.failed", op=request.op, request_id=request.id, caller=caller.label)
         return error_reply(request.id, ErrorCode.INTERNAL, "internal error; see the virnucd log")
