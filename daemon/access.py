@@ -10,9 +10,12 @@ Three layers, each closing what the one before cannot:
    moment when one is wider, then chmod'ed to the exact mode.
 3. A socket reachable from the network (tcp://, an abstract ipc://@name) has no file
    permissions at all, so it is only bound with CURVE: encryption, the server proven
-   by its key, and a ZAP handler that admits only the client public keys found in
-   `curve_allow_dir`. That directory is re-read at every handshake, so adding or
-   removing a key takes effect without a restart.
+   by its key, and a ZAP handler (daemon/zap.py) that admits only the client public
+   keys found in `curve_allow_dir` or `curve_admin_dir`. Those directories are re-read
+   at every handshake, so adding or removing a key takes effect without a restart.
+4. The same ZAP handler names the caller of every connection to the control and
+   events sockets (the kernel's uid over ipc, the key over CURVE; daemon/caller.py),
+   which decides what each request may see and do (daemon/authz.py).
 
 The worker socket stays plain (no CURVE) and 0600 even with a group: only our own
 worker processes connect to it, and a stranger there could forge checkpoints.
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+ZAP_DOMAIN = b"virnuc"  # the public sockets' ZAP domain (any non-empty name would do)
 KEY_LENGTH = 40  # a CURVE key in Z85, as zmq.auth writes it
 GENERATE_HINT = "virnucctl keys generate --dir {dir} --name {name}"
 
@@ -207,7 +211,11 @@ class AllowedClients:
 
     def keys(self) -> set[bytes]:
         """The public keys in the allow dir now; unreadable files are logged and skipped."""
-        keys: set[bytes] = set()
+        return set(self.named_keys())
+
+    def named_keys(self) -> dict[bytes, str]:
+        """Each public key in the allow dir now, to the NAME of its NAME.key file."""
+        keys: dict[bytes, str] = {}
         try:
             files = sorted(self.allow_dir.glob("*.key"))
         except OSError as exc:
@@ -215,7 +223,7 @@ class AllowedClients:
             return keys
         for path in files:
             try:
-                keys.add(load_certificate(path)[0])
+                keys[load_certificate(path)[0]] = path.name.removesuffix(".key")
             except (OSError, ValueError) as exc:
                 self._warned("access.bad_client_key", path=str(path), error=str(exc))
         return keys
@@ -224,9 +232,10 @@ class AllowedClients:
 def start_authenticator(
     context: zmq.asyncio.Context, curve: CurveServer | None
 ) -> AsyncioAuthenticator | None:
-    """Install the ZAP handler on `context`; must run before any CURVE socket binds.
+    """Install pyzmq's ZAP handler on `context`; must run before any CURVE socket binds.
 
-    Without a ZAP handler libzmq lets every CURVE client in, whatever its key.
+    Without a ZAP handler libzmq lets every CURVE client in, whatever its key. Only the
+    worker hub's own context uses this; the client sockets' handler is daemon/zap.py.
     """
     if curve is None:
         return None
@@ -278,6 +287,10 @@ class Listener:
             raise
 
     def _bind(self, socket: zmq.Socket[Any], endpoint: str) -> None:
+        # With a ZAP domain libzmq asks our ZAP handler (daemon/zap.py) about every
+        # connection, NULL ones over ipc too, and stamps its answer (the sealed Caller)
+        # on each message as User-Id. Without one, a NULL peer would get no identity.
+        socket.zap_domain = ZAP_DOMAIN
         if self.curve is not None:
             self.curve.apply(socket)
         elif needs_curve(endpoint):  # config.py refuses this; never bind it by mistake

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -89,6 +90,14 @@ class DaemonConfig:
     curve: bool = False
     curve_server_key: Path | None = None  # default {state_dir}/curve/server.key_secret
     curve_allow_dir: Path | None = None  # default {state_dir}/curve/clients
+    # Client keys (NAME.key) whose holders are admins; default {state_dir}/curve/admins.
+    curve_admin_dir: Path | None = None
+    # A CURVE key NAME that stands for a Unix user: its jobs are that user's, with that
+    # user's file rights. A key mapped to no user owns its jobs as "key:NAME".
+    curve_users: dict[str, str] = field(default_factory=dict, hash=False)
+    # Besides root and virnucd's own user, this group's members are admins: they see
+    # every job and may stop virnucd.
+    admin_group: str | None = None
     # Where workers run: "local" (subprocesses of virnucd, one per `device` entry) or
     # "slurm" (pilots submitted with sbatch on demand; README, section Clusters).
     backend: str = "local"
@@ -141,6 +150,15 @@ class DaemonConfig:
     @property
     def client_keys_dir(self) -> Path:
         return self.curve_allow_dir or self.state_dir / "curve" / "clients"
+
+    @property
+    def admin_keys_dir(self) -> Path:
+        return self.curve_admin_dir or self.state_dir / "curve" / "admins"
+
+    @property
+    def admin_group_id(self) -> int | None:
+        """The gid of `admin_group` (checked to exist when the config is loaded)."""
+        return None if self.admin_group is None else grp.getgrnam(self.admin_group).gr_gid
 
     @property
     def group_id(self) -> int | None:
@@ -222,7 +240,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
         raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
     if isinstance(values.get("slurm_extra_args"), list):
         values["slurm_extra_args"] = tuple(values["slurm_extra_args"])
-    paths = ("state_dir", "curve_server_key", "curve_allow_dir", "parts_dir", "slurm_log_dir")
+    paths = ("state_dir", "curve_server_key", "curve_allow_dir", "curve_admin_dir", "parts_dir",
+             "slurm_log_dir")  # fmt: skip
     for name in paths:
         if values.get(name) is not None:
             values[name] = Path(values[name]).expanduser()
@@ -278,19 +297,39 @@ def _check_backend(config: DaemonConfig) -> None:
 
 def _check_access(config: DaemonConfig) -> None:
     """Refuse, before anything starts, an endpoint that would let anyone in."""
-    if config.group is not None:
+    for key in ("group", "admin_group"):
+        name = getattr(config, key)
+        if name is None:
+            continue
         try:
-            grp.getgrnam(config.group)
+            grp.getgrnam(name)
         except KeyError:
             raise ConfigError(
-                f"group {config.group!r} does not exist (create it: groupadd {config.group})"
+                f"{key} {name!r} does not exist (create it: groupadd {name})"
             ) from None
+    _check_curve_users(config.curve_users)
     if config.curve:
         return
     endpoints = {"control_endpoint": config.control, "events_endpoint": config.events}
     for name, endpoint in endpoints.items():
         if needs_curve(endpoint):
             raise ConfigError(_needs_curve(name, endpoint, config.state_dir))
+
+
+def _check_curve_users(users: object) -> None:
+    """`curve_users` maps key names to Unix users that exist now (a typo would leave the
+    key's holder with no identity at all, found only at their first connection)."""
+    if not isinstance(users, dict):
+        raise ConfigError('curve_users must be a table: NAME = "unixuser"')
+    for name, user in users.items():
+        if not isinstance(user, str) or not name or "/" in name:
+            raise ConfigError(f'curve_users: write NAME = "unixuser", not {name!r} = {user!r}')
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(
+                f"curve_users maps key {name!r} to {user!r}, who is not a user on this host"
+            ) from None
 
 
 def _needs_curve(name: str, endpoint: str, state_dir: Path) -> str:

@@ -4,6 +4,9 @@ Malformed input never stops it: a message that cannot be routed back is dropped,
 payload that does not decode gets the error reply the protocol documents, and every
 complaint is logged at most once per interval. Each request runs as its own task
 (at most `MAX_IN_FLIGHT` at once), so a slow `kill` never delays a `ping`.
+
+Each request's caller is the sealed User-Id our ZAP handler (daemon/zap.py) set on its
+connection; a message without a valid seal is answered `forbidden`, never dispatched.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from virnuc.protocol import (
 )
 
 from .access import Listener
+from .caller import Caller, CallerSeal
 from .handlers import DaemonContext, dispatch
 from .rate_limit import RateLimitedWarning
 
@@ -49,8 +53,11 @@ class ControlServer:
         endpoint: str,
         ctx: DaemonContext,
         listener: Listener | None = None,
+        *,
+        seal: CallerSeal,
     ):
         self.context = context
+        self.seal = seal
         self.endpoint = endpoint
         self.ctx = ctx
         self.listener = listener or Listener()
@@ -82,49 +89,68 @@ class ControlServer:
     async def _serve(self) -> None:
         assert self._socket is not None
         while True:
-            frames = await self._socket.recv_multipart(copy=True)
+            received = await self._socket.recv_multipart(copy=False)
+            caller = self._caller(received[-1])
+            frames = [frame.bytes for frame in received]
             if sum(map(len, frames)) > self.max_size:
                 # Refused by size alone: answer (or drop) it now, so no oversized frame
                 # waits in memory for a slot while more arrive.
-                await self._answer(frames)
+                await self._answer(frames, caller)
                 continue
             await self._slots.acquire()
-            task = asyncio.create_task(self._answer(frames))
+            task = asyncio.create_task(self._answer(frames, caller))
             self._tasks.add(task)
             task.add_done_callback(self._done)
             # recv returns at once while messages are queued; yield so each request is
             # decoded (and mostly answered) before the next is read: frames never pile up.
             await asyncio.sleep(0)
 
+    def _caller(self, frame: zmq.Frame) -> Caller | None:
+        """The sealed Caller on the message's connection; None when it has none (a
+        socket bound without ZAP) or one that is not ours."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:  # no ZAP for this connection: no User-Id at all
+            return None
+        return self.seal.unseal(user_id if isinstance(user_id, str) else None)
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _answer(self, frames: list[bytes]) -> None:
+    async def _answer(self, frames: list[bytes], caller: Caller | None) -> None:
         try:
             routing, payload = split_request_frames(frames)
         except DecodeError as exc:
             self._warned("control.dropped", reason=exc.message)
             return
-        reply = await self._reply_for(payload)
+        reply = await self._reply_for(payload, caller)
         assert self._socket is not None
         try:
             await self._socket.send_multipart(reply_frames(routing, reply))
         except zmq.ZMQError as exc:  # the client went away
             self._warned("control.reply_failed", error=str(exc))
 
-    async def _reply_for(self, payload: bytes) -> bytes:
+    async def _reply_for(self, payload: bytes, caller: Caller | None) -> bytes:
         try:
             request = decode_request(payload, self.max_size)
         except ProtocolError as exc:
+            if caller is None:
+                return self._unauthenticated(exc.request_id)
             self._warned("control.bad_request", code=exc.code, reason=exc.message)
             return encode(error_reply(exc.request_id, exc.code, exc.message))
-        reply = await dispatch(self.ctx, request)
+        if caller is None:
+            return self._unauthenticated(request.id)
+        reply = await dispatch(self.ctx, request, caller)
         try:
             return encode(reply, self.max_size)
         except EncodeError as exc:
             code = ErrorCode.TOO_LARGE if exc.code == ErrorCode.TOO_LARGE else ErrorCode.INTERNAL
             return encode(error_reply(request.id, code, f"reply not sent: {exc.message}"))
+
+    def _unauthenticated(self, request_id: str) -> bytes:
+        self._warned("control.unauthenticated", endpoint=self.endpoint)
+        return encode(error_reply(request_id, ErrorCode.FORBIDDEN, "unauthenticated connection"))
 
     async def stop(self) -> None:
         if self._loop is not None:

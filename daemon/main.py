@@ -40,9 +40,11 @@ from virnuc.protocol.constants import (
 from . import access
 from .access import AccessError, Listener
 from .actor import Actor
+from .caller import CallerSeal
 from .config import ConfigError, DaemonConfig, load_config
 from .control import ControlServer
 from .handlers import DaemonContext
+from .identify import Identify
 from .jobs.scheduler import Scheduler
 from .notify import Notifier
 from .progress.log import ProgressLog, ProgressLogError
@@ -52,6 +54,7 @@ from .slots.hub import WorkerHub
 from .slots.launcher import Launcher, LocalLauncher
 from .slots.slurm import SlurmLauncher
 from .slots.supervisor import WorkerSupervisor
+from .zap import ZapHandler
 
 log = structlog.get_logger()
 
@@ -192,20 +195,26 @@ class Daemon:
             log.error("daemon.progress_log_unusable", error=str(exc))
             return EXIT_STATE_DIR
         context = zmq.asyncio.Context()
-        auth = access.start_authenticator(context, self.listener.curve)
+        # Who calls: our ZAP handler seals each connection's Caller with a key of this
+        # process; it answers before any public socket binds, and until all are closed.
+        seal = CallerSeal()
+        zap = ZapHandler(context, Identify.from_config(self.config), seal)
+        zap.start()
         try:
-            await self._serve(context, progress)
+            await self._serve(context, progress, seal)
         finally:
-            access.stop_authenticator(auth)
+            await zap.stop()
             await asyncio.shield(progress.close())
             context.term()
         log.info("daemon.stopped", reason=self.stop_reason)
         self.notifier.close()
         return self.exit_code
 
-    async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
+    async def _serve(
+        self, context: zmq.asyncio.Context, progress: ProgressLog, seal: CallerSeal
+    ) -> None:
         config = self.config
-        events = EventPublisher(context, config.events, self.listener)
+        events = EventPublisher(context, config.events, self.listener, seal=seal)
         keys = worker_keys.load_or_create(config.worker_keys_dir) if self._curve_workers else None
         hub = WorkerHub(
             context,
@@ -227,6 +236,7 @@ class Daemon:
             config.control,
             DaemonContext(config, progress, scheduler, self.request_shutdown),
             self.listener,
+            seal=seal,
         )
         if not self._bind_public(events, control):
             return

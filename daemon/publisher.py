@@ -15,6 +15,7 @@ import zmq.asyncio
 
 from .access import Listener
 from .actor import Actor
+from .caller import CallerSeal
 
 log = structlog.get_logger()
 
@@ -23,12 +24,18 @@ class EventPublisher(Actor[list[bytes]]):
     name = "events"
 
     def __init__(
-        self, context: zmq.asyncio.Context, endpoint: str, listener: Listener | None = None
+        self,
+        context: zmq.asyncio.Context,
+        endpoint: str,
+        listener: Listener | None = None,
+        *,
+        seal: CallerSeal | None = None,
     ):
         super().__init__(inbox_size=10_000)
         self.context = context
         self.endpoint = endpoint
         self.listener = listener or Listener()
+        self.seal = seal  # reads the subscribers' sealed Callers (daemon/zap.py)
         self.dropped = 0
         self._socket: zmq.asyncio.Socket | None = None
 

@@ -90,11 +90,14 @@ class JobQueries:
             raise NotFoundError(f"no job {job_id!r}")
         return job
 
-    def list_jobs(self, offset: int, limit: int) -> list[JobRow]:
-        rows = self.conn.execute(
-            f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?", (limit, offset)
-        )
-        return [job_row(r) for r in rows]
+    def list_jobs(self, offset: int, limit: int, owner: str | None = None) -> list[JobRow]:
+        args: tuple[str, ...] = ()
+        if owner is None:
+            query = f"SELECT {_JOB_COLS} FROM jobs ORDER BY seq LIMIT ? OFFSET ?"
+        else:  # served by the index jobs_by_owner (owner, seq)
+            query = f"SELECT {_JOB_COLS} FROM jobs WHERE owner = ? ORDER BY seq LIMIT ? OFFSET ?"
+            args = (owner,)
+        return [job_row(r) for r in self.conn.execute(query, (*args, limit, offset))]
 
     def unfinished_jobs(self) -> list[JobRow]:
         marks = ", ".join("?" * len(UNFINISHED_STATES))
@@ -104,8 +107,11 @@ class JobQueries:
         )
         return [job_row(r) for r in rows]
 
-    def count_jobs(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    def count_jobs(self, owner: str | None = None) -> int:
+        if owner is None:
+            return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+        query = "SELECT COUNT(*) FROM jobs WHERE owner = ?"
+        return int(self.conn.execute(query, (owner,)).fetchone()[0])
 
     @_transaction
     def set_job_state(

@@ -243,16 +243,19 @@ class ProgressLog:
     async def get_job(self, job_id: str) -> JobRow | None:
         return await self._read("get_job", job_id)
 
-    async def list_jobs(self, offset: int = 0, limit: int = 100) -> list[JobRow]:
-        """Jobs oldest first (submission order), paged."""
-        return await self._read("list_jobs", offset, limit)
+    async def list_jobs(
+        self, offset: int = 0, limit: int = 100, owner: str | None = None
+    ) -> list[JobRow]:
+        """Jobs oldest first (submission order), paged; only `owner`'s when given."""
+        return await self._read("list_jobs", offset, limit, owner)
 
     async def unfinished_jobs(self) -> list[JobRow]:
         """Queued, running and assembling jobs, oldest first: the queue to resume."""
         return await self._call(self._store.unfinished_jobs)
 
-    async def count_jobs(self) -> int:
-        return await self._read("count_jobs")
+    async def count_jobs(self, owner: str | None = None) -> int:
+        """How many jobs there are; only `owner`'s when given."""
+        return await self._read("count_jobs", owner)
 
     async def set_job_state(
         self,

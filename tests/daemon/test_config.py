@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -61,3 +62,24 @@ def test_the_shared_daemon_example_limits_model_roots() -> None:
     roots = tomllib.loads(example.read_text())["model_roots"]
     assert roots
     assert "/" not in roots
+
+
+def test_curve_users_map_key_names_to_existing_users(tmp_path: Path) -> None:
+    config = load(tmp_path, '[curve_users]\nlaptop = "root"\n', admin_group="root")
+    assert config.curve_users == {"laptop": "root"}
+    assert config.admin_group_id == 0
+    assert config.admin_keys_dir == tmp_path / "state" / "curve" / "admins"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[curve_users]\nlaptop = "no-such-user-vn"\n', "'no-such-user-vn', who is not a user"),
+        ("[curve_users]\nlaptop = 7\n", 'write NAME = "unixuser"'),
+        ('curve_users = "root"\n', "curve_users must be a table"),
+        ('admin_group = "no-such-group-vn"\n', "admin_group 'no-such-group-vn' does not exist"),
+    ],
+)
+def test_bad_access_settings_are_refused_at_load(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path, text)

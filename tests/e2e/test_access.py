@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -101,7 +102,11 @@ def test_curve_over_tcp_admits_only_allowed_keys(tmp_path: Path, demo_cache: Pat
         )
         assert result.returncode == 0, result.stderr
         assert [w["id"] for w in json.loads(result.stdout)["workers"]] == ["w0"]
-        assert daemon.stop() == 0
+        # alice's key is in curve_allow_dir, not curve_admin_dir: no admin, so no shutdown
+        assert daemon.client.call("shutdown")["error"]["code"] == "forbidden"
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(60) == 0
     finally:
         subscribers.destroy(linger=0)
         stranger.close()

@@ -2,7 +2,8 @@
 
 `unix_users` (a session fixture) creates, as root, a daemon user, a group of members
 with two users in it (alice, bob) and an outsider (eve), and removes them all at the
-end. Names carry the pytest-xdist worker id, so parallel workers never share a user.
+end. Names carry the pytest process id, so parallel workers (and two runs at once)
+never share a user.
 Not root: the tests that use it are skipped, saying so; under VIRNUC_REQUIRE_USERS=1
 (.ci/run) they fail instead.
 
@@ -77,7 +78,7 @@ class UnixUsers:
 
 
 def _tag() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "gw")  # gw0, gw1, ...; "gw" unparallel
+    return str(os.getpid())  # user names stay under 32 characters: vn<pid><role>
 
 
 def _add_user(name: str, groups: list[str]) -> User:

@@ -246,6 +246,19 @@ async def test_jobs_queue_in_order_and_list_oldest_first(log: ProgressLog) -> No
 
 
 @pytest.mark.asyncio
+async def test_jobs_list_and_count_by_owner_in_order(log: ProgressLog) -> None:
+    owners = {"a": "uid:1001", "b": "uid:1002", "c": "uid:1001", "d": None}
+    for job_id, owner in owners.items():
+        await log.create_job(dataclasses.replace(new_job(job_id), owner=owner))
+    assert [j.job_id for j in await log.list_jobs(owner="uid:1001")] == ["a", "c"]
+    assert [j.job_id for j in await log.list_jobs(offset=1, owner="uid:1001")] == ["c"]
+    assert [j.owner for j in await log.list_jobs(owner="uid:1002")] == ["uid:1002"]
+    assert await log.count_jobs(owner="uid:1001") == 2
+    assert await log.count_jobs(owner="key:laptop") == 0
+    assert await log.count_jobs() == 4  # no owner filter: every job, unowned ones too
+
+
+@pytest.mark.asyncio
 async def test_terminal_states_are_final_and_logged(log: ProgressLog, tmp_path: Path) -> None:
     created = await log.create_job(new_job())
     assert (created.state, created.records_total, created.finished_at) == ("queued", None, None)
