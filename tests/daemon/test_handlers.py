@@ -103,6 +103,7 @@ class FakeScheduler:
         self.workers = {"w0": SimpleNamespace(info=lambda: dict(busy))}
         self.book = SimpleNamespace(
             status_of=lambda r: {"job_id": r.job_id},
+            statuses_of=lambda rows: [{"job_id": r.job_id} for r in rows],
             get=lambda job_id: (
                 SimpleNamespace(row=progress.jobs[job_id]) if job_id in progress.jobs else None
             ),
