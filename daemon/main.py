@@ -52,6 +52,7 @@ from .slots.hub import WorkerHub
 from .slots.launcher import Launcher, LocalLauncher
 from .slots.slurm import SlurmLauncher
 from .slots.supervisor import WorkerSupervisor
+from .subscriptions import owners_in
 
 log = structlog.get_logger()
 
@@ -205,7 +206,7 @@ class Daemon:
 
     async def _serve(self, context: zmq.asyncio.Context, progress: ProgressLog) -> None:
         config = self.config
-        events = EventPublisher(context, config.events, self.listener)
+        events = EventPublisher(context, config.events, self.listener, owner_of=owners_in(progress))
         keys = worker_keys.load_or_create(config.worker_keys_dir) if self._curve_workers else None
         hub = WorkerHub(
             context,
