@@ -51,7 +51,7 @@ OWNERS = {"a1": ALICE.owner, "b1": BOB.owner, "old": None}
 class PlainListener(Listener):
     """Binds as the real Listener does, with PLAIN and a ZAP domain: the stand-in ZAP
     handler then learns which test subscriber connects (libzmq asks ZAP about a NULL
-    connection only when the socket has a ZAP domain; H1's Listener sets one)."""
+    connection only when the socket has a ZAP domain; virnucd's Listener sets one)."""
 
     def bind(self, socket: zmq.Socket[Any], endpoint: str) -> None:
         socket.plain_server = True
