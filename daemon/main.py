@@ -54,6 +54,7 @@ from .slots.hub import WorkerHub
 from .slots.launcher import Launcher, LocalLauncher
 from .slots.slurm import SlurmLauncher
 from .slots.supervisor import WorkerSupervisor
+from .subscriptions import owners_in
 from .zap import ZapHandler
 
 log = structlog.get_logger()
@@ -214,7 +215,9 @@ class Daemon:
         self, context: zmq.asyncio.Context, progress: ProgressLog, seal: CallerSeal
     ) -> None:
         config = self.config
-        events = EventPublisher(context, config.events, self.listener, seal=seal)
+        events = EventPublisher(
+            context, config.events, self.listener, seal=seal, owner_of=owners_in(progress)
+        )
         keys = worker_keys.load_or_create(config.worker_keys_dir) if self._curve_workers else None
         hub = WorkerHub(
             context,

@@ -1,4 +1,4 @@
-"""Events the daemon publishes on its PUB socket.
+"""Events the daemon publishes on its events socket (an XPUB; clients connect a SUB).
 
 Each event is two frames: a UTF-8 topic, which SUB sockets filter on by prefix, and
 a msgpack map body with ``type`` and ``v``. Topics:
@@ -9,6 +9,14 @@ a msgpack map body with ``type`` and ``v``. Topics:
 
 Subscribe to ``job.<job_id>.`` (with the trailing dot) for one job; ids never
 contain a dot, so the prefix cannot match another job.
+
+The daemon applies a subscription only when the subscriber may see what it matches
+(daemon/subscriptions.py): anyone may follow ``daemon.state`` and the jobs they may
+see (their own: ``job.<job_id>.`` or a longer prefix of its topics); ``worker.``
+topics and prefixes spanning several jobs (``""``, ``job.``, ``job.a1`` without the
+dot) are for admins only. A refused subscription is not answered: the subscriber
+just receives nothing, as for a job that does not exist. Events are hints either
+way: follow a job by subscribing, then polling ``status``.
 """
 
 from collections.abc import Mapping, Sequence

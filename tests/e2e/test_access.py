@@ -77,14 +77,15 @@ def test_curve_over_tcp_admits_only_allowed_keys(tmp_path: Path, demo_cache: Pat
     stranger = curve_client(control, server_key, eve)
     subscribers = zmq.Context()
     try:
-        # Subscribed before virnucd binds, so its workers' first events reach us.
+        # Subscribed before virnucd binds, so its "running" event reaches us (any
+        # caller may follow daemon.state; worker events are for admins only).
         alice_sub = subscribe(subscribers, events, curve_options(server_key, alice))
         eve_sub = subscribe(subscribers, events, curve_options(server_key, eve))
         daemon.start()  # answers alice's ping over CURVE
-        assert wait_for(lambda: alice_sub.poll(100), 60, "a worker event over CURVE")
+        assert wait_for(lambda: alice_sub.poll(100), 60, "a daemon event over CURVE")
         topic, body = alice_sub.recv_multipart()
-        assert topic.startswith(b"worker.")
-        assert msgpack.unpackb(body)["type"] == "worker.state"
+        assert topic == b"daemon.state"
+        assert msgpack.unpackb(body)["state"] == "running"
         assert eve_sub.poll(0) == 0
 
         with pytest.raises(TimeoutError):
@@ -156,11 +157,11 @@ def run_virnucd(*args: str) -> subprocess.CompletedProcess[str]:
 def subscribe(
     context: zmq.Context[zmq.Socket[bytes]], endpoint: str, options: dict[int, bytes]
 ) -> zmq.Socket[bytes]:
-    """A SUB socket for worker events, with these (CURVE) options."""
+    """A SUB socket for the daemon's state events, with these (CURVE) options."""
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     for option, value in options.items():
         sock.setsockopt(option, value)
-    sock.setsockopt(zmq.SUBSCRIBE, b"worker.")
+    sock.setsockopt(zmq.SUBSCRIBE, b"daemon.state")
     sock.connect(endpoint)
     return sock
