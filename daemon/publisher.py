@@ -71,7 +71,7 @@ class EventPublisher(Actor[list[bytes] | _Readable | _Decided]):
         endpoint: str,
         listener: Listener | None = None,
         *,
-        seal: CallerSeal | None = None,
+        seal: CallerSeal,
         owner_of: OwnerLookup | None = None,
     ):
         super().__init__(inbox_size=10_000)
@@ -102,8 +102,6 @@ class EventPublisher(Actor[list[bytes] | _Readable | _Decided]):
     async def setup(self) -> None:
         if self._socket is None:
             self.bind()
-        if self.gate.seal is None:
-            log.warning("events.unfiltered", reason="no caller seal: every subscriber sees all")
         self._may_poll.set()
         self._watcher = asyncio.create_task(self._watch(), name="events-subscriptions")
 

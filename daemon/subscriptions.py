@@ -102,15 +102,15 @@ def job_of(topic: bytes) -> str | None:
 class SubscriptionGate:
     """Decides whether a subscriber may receive a topic prefix.
 
-    Without a seal (a publisher with no ZAP handler in front of it, where nobody's
-    identity is known) every subscription is allowed, as on a plain PUB socket;
-    virnucd always passes its seal. Without `owner_of` only admins may follow jobs.
+    A subscription whose User-Id the seal does not vouch for (no ZAP handler in front
+    of the socket, a forged one) is refused. Without `owner_of` only admins may follow
+    jobs.
     Job owners never change, so those looked up are remembered (up to `cache_size`).
     """
 
     def __init__(
         self,
-        seal: CallerSeal | None = None,
+        seal: CallerSeal,
         owner_of: OwnerLookup | None = None,
         cache_size: int = 4096,
     ):
@@ -123,7 +123,7 @@ class SubscriptionGate:
         """True or False when the request alone decides; otherwise the id of the job
         whose owner decides (pass it to `may_follow_job`)."""
         caller = request.caller
-        if self.seal is None or not request.subscribe:
+        if not request.subscribe:
             return True  # unsubscribing only ever narrows what a pipe receives
         if caller is None or len(request.topic) > MAX_TOPIC:
             return False

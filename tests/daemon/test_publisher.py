@@ -318,7 +318,7 @@ async def test_a_message_that_is_no_subscription_cannot_steer_one_to_another_pip
 async def test_an_event_is_dropped_when_the_inbox_is_full() -> None:
     context = zmq.asyncio.Context()
     try:
-        publisher = EventPublisher(context, "ipc:///nonexistent/events.sock")
+        publisher = EventPublisher(context, "ipc:///nonexistent/events.sock", seal=CallerSeal())
         for _ in range(publisher.inbox.maxsize + 1):
             publisher.publish(daemon_event("running"))
         assert publisher.dropped == 1

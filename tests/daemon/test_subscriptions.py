@@ -86,9 +86,9 @@ def test_an_overlong_topic_is_refused_even_to_an_admin() -> None:
     assert gate.check(subscribe(ROOT, "daemon.state" + "x" * MAX_TOPIC)) is False
 
 
-def test_without_a_seal_every_subscription_is_applied() -> None:
-    gate = SubscriptionGate(None, None)
-    assert gate.check(subscribe(None, "")) is True
+def test_a_subscription_without_a_caller_is_refused_even_for_daemon_state() -> None:
+    gate = SubscriptionGate(CallerSeal(), None)
+    assert gate.check(subscribe(None, "daemon.state")) is False
 
 
 @pytest.mark.asyncio
