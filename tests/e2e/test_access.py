@@ -53,6 +53,8 @@ def test_state_dir_and_sockets_are_private(tmp_path: Path, demo_cache: Path) -> 
             path = state_dir / name
             assert stat.S_ISSOCK(path.stat().st_mode), name
             assert mode(path) == 0o600, f"{name} is {oct(mode(path))}"
+        for path in (state_dir / "virnuc.db", state_dir / "virnucd.lock"):
+            assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"  # umask 077
         assert daemon.stop() == 0
     finally:
         daemon.close()
