@@ -16,6 +16,8 @@ the issue's findings happen for real and asserts the fixed behaviour:
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
 import os
 import shutil
@@ -28,8 +30,9 @@ import pytest
 from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.pipeline.report import PLOT, REPORT
 
+from tests.support.file_modes import mode
 from tests.support.poll import wait_for
-from tests.support.shared_daemon import SharedServer, shared_server
+from tests.support.shared_daemon import JsonLines, SharedServer, shared_server
 from tests.support.unix_users import UnixUsers
 
 FORBIDDEN, NOT_FOUND = "forbidden", "not_found"
@@ -194,7 +197,7 @@ except PermissionError:
 def test_members_reach_the_sockets_and_nothing_else_of_the_state_dir(
     server: SharedServer, users: UnixUsers
 ) -> None:
-    alice = users.alice
+    alice, group = users.alice, grp.getgrnam(users.group).gr_gid
     fasta = server.write_input(alice, "state.fa", 200)
     job = server.submit_as(alice, [fasta], server.area(alice) / "state-out")  # reachable
     server.wait_busy_with(job, unit=1)  # unit 0's part is on disk
@@ -202,6 +205,10 @@ def test_members_reach_the_sockets_and_nothing_else_of_the_state_dir(
         paths = [p for p in server.state_dir.rglob("*") if not p.is_socket()]
         parts = [p for p in (server.state_dir / "jobs").rglob("*") if p.is_file()]
         assert parts, "no part on disk to try"
+        assert {mode(p) for p in parts} == {0o600}  # the worker's umask too
+        assert (mode(server.state_dir), server.state_dir.stat().st_gid) == (0o710, group)
+        for name in ("control.sock", "events.sock"):
+            assert mode(server.state_dir / name) == 0o660
         seen = server.python_as(alice, READ_EVERY_PATH, *_argv(server.state_dir, paths))
         assert seen.returncode == 0, seen.stderr
         found = json.loads(seen.stdout)
@@ -330,7 +337,7 @@ def test_a_member_sees_and_kills_only_her_own_jobs(server: SharedServer, users: 
 
 def test_workers_show_a_member_no_job_of_another(server: SharedServer, users: UnixUsers) -> None:
     alice, bob = users.alice, users.bob
-    hers = server.submit_as(alice, [server.write_input(alice, "busy.fa", 60)],
+    hers = server.submit_as(alice, [server.write_input(alice, "busy.fa", 100)],
                             server.area(alice) / "busy")  # fmt: skip
     server.wait_busy_with(hers)
     with server.paused_worker():  # still busy with hers while bob and carol look
@@ -373,30 +380,22 @@ def test_a_members_event_subscription_carries_no_event_of_another(
     server: SharedServer, users: UnixUsers
 ) -> None:
     alice, bob = users.alice, users.bob
-    with server.paused_worker():
-        hers = server.submit_as(alice, [server.write_input(alice, "ev-a.fa", 20)],
-                                server.area(alice) / "ev-a")  # fmt: skip
-        listener = server.popen_python_as(bob, SUBSCRIBER, server.events, "", f"job.{hers}.")
-        assert listener.stdout is not None
-        assert listener.stdin is not None
-        assert json.loads(listener.stdout.readline()) == {"ready": True}
-    seen: list[dict[str, Any]] = []
-    try:
+    with contextlib.ExitStack() as listening:
+        with server.paused_worker():  # hers waits until bob listens
+            hers = server.submit_as(alice, [server.write_input(alice, "ev-a.fa", 20)],
+                                    server.area(alice) / "ev-a")  # fmt: skip
+            topics = ["", f"job.{hers}."]
+            listener = server.popen_python_as(bob, SUBSCRIBER, server.events, *topics)
+            seen = listening.enter_context(JsonLines(listener))
+            wait_for(lambda: {"ready": True} in seen.lines, 30, "bob's subscriber to connect")
         assert server.wait_end(hers)["state"] == "done"
         # bob's own job, after hers: once its end reaches him, every earlier event has.
         his = server.submit_as(bob, [server.write_input(bob, "ev-b.fa", 5)],
                                server.area(bob) / "ev-b")  # fmt: skip
         assert server.wait_end(his)["state"] == "done"
-
-        def his_end() -> bool:
-            seen.append(json.loads(listener.stdout.readline()))  # type: ignore[union-attr]
-            return seen[-1]["job_id"] == his and seen[-1]["state"] == "done"
-
-        wait_for(his_end, 60, "bob's subscriber to see his job end")
-    finally:
-        listener.stdin.close()
-        listener.wait(30)
-    leaked = [event for event in seen if hers in json.dumps(event)]
+        his_end = {"topic": f"job.{his}.state", "state": "done", "job_id": his}
+        wait_for(lambda: his_end in seen.lines, 60, "bob's subscriber to see his job end")
+    leaked = [event for event in seen.lines if hers in json.dumps(event)]
     assert leaked == [], f"bob received alice's events: {leaked}"
 
 

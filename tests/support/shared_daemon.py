@@ -23,10 +23,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import RawClient
@@ -328,3 +329,34 @@ def shared_server(
         finally:
             server.stop()
             shutil.rmtree(server.root, ignore_errors=True)
+
+
+class JsonLines:
+    """The JSON lines a child prints, read by a thread so that a test waits for them
+    with a deadline (wait_for) instead of a read that could block for ever. Leaving
+    the `with` closes the child's stdin (its cue to exit) and reaps it."""
+
+    def __init__(self, process: subprocess.Popen[str]):
+        assert process.stdout is not None
+        self.process = process
+        self.lines: list[Any] = []
+        self._reader = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+
+    def __enter__(self) -> JsonLines:
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(10)
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with contextlib.suppress(ValueError):
+                self.lines.append(json.loads(line))
