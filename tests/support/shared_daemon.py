@@ -32,34 +32,17 @@ from typing import IO, Any
 from bench.synthetic import random_lengths, write_fasta
 from tests.support.harness import RawClient
 from tests.support.poll import wait_for
-from tests.support.unix_users import REPO, UnixUsers, User
+from tests.support.unix_users import UnixUsers, User
+from tests.support.user_scripts import CALL_SCRIPT
 
 ENDED = ("done", "failed", "killed")
 WORKER_TIMEOUT = 120.0  # a CPU worker imports torch on two busy cores
-
-# One request as the user who runs it: argv endpoint, op, JSON args, timeout; prints
-# the reply as JSON, or {"timeout": true} when none came.
-CALL_SCRIPT = """
-import json, sys, uuid
-import msgpack, zmq
-endpoint, op, args, timeout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
-context = zmq.Context()
-sock = context.socket(zmq.REQ)
-sock.setsockopt(zmq.LINGER, 0)
-sock.connect(endpoint)
-sock.send(msgpack.packb({"v": 1, "id": uuid.uuid4().hex, "op": op, "args": args}))
-if sock.poll(int(timeout * 1000)):
-    print(json.dumps(msgpack.unpackb(sock.recv())))
-else:
-    print(json.dumps({"timeout": True}))
-context.destroy(linger=0)
-"""
 
 
 @dataclass
 class SharedServer:
     users: UnixUsers
-    admin: User  # carol: a member of `group` and of `admin_group`
+    admin: User  # "carol" in the tests: a member of `group` and of `admin_group`
     root: Path  # everything of this server: state dir, models, srv
     log_path: Path  # virnucd's output, in root's own dir (no member reads it)
     unit_records: int = 10
@@ -67,7 +50,7 @@ class SharedServer:
     client: RawClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = RawClient(f"ipc://{self.state_dir}/control.sock")
+        self.client = RawClient(self.control)
 
     @property
     def state_dir(self) -> Path:
@@ -263,7 +246,6 @@ class SharedServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
         )
 
     # --- watching (as root, an admin) -------------------------------------------------

@@ -4,6 +4,25 @@ Each is self-contained (the standard library, pyzmq and msgpack), takes its argu
 from sys.argv and prints what it saw as JSON or a word, so a test judges it as root.
 """
 
+# argv: endpoint, op, JSON args, timeout: one request; prints the whole reply as
+# JSON, or {"timeout": true} when none came.
+CALL_SCRIPT = """
+import json, sys, uuid
+import msgpack, zmq
+endpoint, op, args, timeout = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])
+context = zmq.Context()
+sock = context.socket(zmq.REQ)
+sock.setsockopt(zmq.LINGER, 0)
+sock.connect(endpoint)
+sock.send(msgpack.packb({"v": 1, "id": uuid.uuid4().hex, "op": op, "args": args}))
+if sock.poll(int(timeout * 1000)):
+    print(json.dumps(msgpack.unpackb(sock.recv())))
+else:
+    print(json.dumps({"timeout": True}))
+context.destroy(linger=0)
+"""
+
+
 # The body of a model dir's .py files: proves, by a file, that it was imported.
 MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
