@@ -132,14 +132,14 @@ def restrict_existing(database: Path, jobs_dir: Path) -> None:
 
 @contextlib.contextmanager
 def private_umask(gid: int | None) -> Iterator[None]:
-    """Files created meanwhile (the socket a bind makes) get at most our socket mode,
-    never more than `PRIVATE_UMASK` allows (restrict_socket_file widens the socket).
+    """Files created meanwhile (the socket a bind makes) get at most our socket mode
+    and never more than `PRIVATE_UMASK` allows: 0600. restrict_socket_file then sets
+    the socket's exact mode, 0660 with a group.
 
     The umask is process-wide; binding is synchronous and short, and anything else
     created meanwhile only ends up more private.
     """
-    previous = os.umask(PRIVATE_UMASK)
-    os.umask(previous | PRIVATE_UMASK | (0o777 & ~socket_mode(gid)))
+    previous = os.umask(PRIVATE_UMASK | (0o777 & ~socket_mode(gid)))
     try:
         yield
     finally:
