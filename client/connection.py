@@ -90,6 +90,17 @@ def _guess_events(control: str) -> str | None:
     return None
 
 
+def _may_connect(path: Path) -> bool:
+    """False when the kernel denies us the socket file (its dir, or write on it)."""
+    try:
+        path.stat()
+    except PermissionError:
+        return False
+    except OSError:
+        return True  # missing: said next
+    return os.access(path, os.W_OK)
+
+
 def _unix_listener(path: Path) -> bool:
     """False only when the kernel says nothing listens there (ECONNREFUSED).
 
@@ -226,6 +237,12 @@ class DaemonClient:
         path = socket_file(self.endpoint)
         if path is None:
             return
+        if not _may_connect(path):
+            raise DaemonUnreachable(
+                self.endpoint,
+                f"permission denied on {path}: virnucd serves only the members of its "
+                "group (ask its admin to add you)",
+            )
         if not path.exists():
             raise DaemonUnreachable(
                 self.endpoint, f"no virnucd at {self.endpoint} ({path} does not exist)"

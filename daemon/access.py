@@ -2,9 +2,12 @@
 
 Three layers, each closing what the one before cannot:
 
-1. The state dir belongs to virnucd's user and is 0700 (0750 and chgrp'd when the
-   config names a `group`), so no one else can reach the ipc sockets, the database
-   or the job parts inside it.
+1. The state dir belongs to virnucd's user and is 0700, so no one else can reach the
+   ipc sockets, the database or the job parts inside it. With a `group` it is 0710
+   and chgrp'd: members may pass through it to the sockets, but not list it. virnucd
+   runs under umask 077 (`PRIVATE_UMASK`, its workers inherit it), so everything it
+   creates there is its own alone: a member who guesses a name still cannot read the
+   database or a job's parts.
 2. The ipc sockets are 0600 (0660 with the group): connecting to a unix socket needs
    write permission on it. They are bound under a restrictive umask, so there is no
    moment when one is wider, then chmod'ed to the exact mode.
@@ -62,8 +65,12 @@ class AccessError(Exception):
 # --- the state dir and the ipc socket files ----------------------------------------------
 
 
+PRIVATE_UMASK = 0o077  # virnucd's and its workers': files 0600, dirs 0700
+
+
 def dir_mode(gid: int | None) -> int:
-    return 0o750 if gid is not None else 0o700
+    """The state dir's: with a group, search (x) but not read (r) for its members."""
+    return 0o710 if gid is not None else 0o700
 
 
 def socket_mode(gid: int | None) -> int:
@@ -110,14 +117,33 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
+def restrict_existing(database: Path, jobs_dir: Path) -> None:
+    """Make private what an older virnucd (no umask of its own) left readable: the
+    database with its WAL files (0600) and the jobs' parts dir (0700, which hides every
+    part inside). Missing ones are skipped; one we cannot chmod raises AccessError."""
+    wal_files = [database.with_name(database.name + suffix) for suffix in ("-wal", "-shm")]
+    for path, mode in [(database, 0o600), *((p, 0o600) for p in wal_files), (jobs_dir, 0o700)]:
+        try:
+            os.chmod(path, mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise AccessError(
+                f"cannot make {path} private ({exc}); it must belong to {_user(os.geteuid())} "
+                f"who runs virnucd: chown it, or chmod {mode:o} it"
+            ) from exc
+
+
 @contextlib.contextmanager
 def private_umask(gid: int | None) -> Iterator[None]:
-    """Files created meanwhile (the socket a bind makes) get at most our socket mode.
+    """Files created meanwhile (the socket a bind makes) get at most our socket mode
+    and never more than `PRIVATE_UMASK` allows: 0600. restrict_socket_file then sets
+    the socket's exact mode, 0660 with a group.
 
     The umask is process-wide; binding is synchronous and short, and anything else
     created meanwhile only ends up more private.
     """
-    previous = os.umask(0o777 & ~socket_mode(gid))
+    previous = os.umask(PRIVATE_UMASK | (0o777 & ~socket_mode(gid)))
     try:
         yield
     finally:

@@ -83,7 +83,7 @@ class DaemonConfig:
     # --dnabert DIR, --classifier FILE). "/" (the default) allows any: set it on a shared
     # daemon. Hub ids, fair-esm names and the demo profile's own models are not paths.
     model_roots: tuple[str, ...] = ("/",)
-    # Members of this group may use the sockets too: state dir 0750, sockets 0660.
+    # Members of this group may use the sockets too: state dir 0710, sockets 0660.
     group: str | None = None
     # CURVE (encryption + client keys) on the control and events sockets; required
     # for tcp://, which file permissions cannot protect. See daemon/access.py.

@@ -118,6 +118,9 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any file: the database, the parts (workers inherit the umask) and the logs
+    # virnucd writes are its own alone, whoever may pass through the state dir.
+    os.umask(access.PRIVATE_UMASK)
     args = build_parser().parse_args(argv)
     overrides = {
         "state_dir": args.state_dir,
@@ -141,6 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"virnucd: error: {exc}", file=sys.stderr)
         return EXIT_STATE_DIR
     with lock:
+        try:
+            access.restrict_existing(config.database, config.jobs_dir)
+        except AccessError as exc:
+            print(f"virnucd: error: {exc}", file=sys.stderr)
+            return EXIT_STATE_DIR
         try:
             listener = Listener.from_config(config)  # reads the CURVE keys
         except AccessError as exc:

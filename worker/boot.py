@@ -29,6 +29,9 @@ def die_with_parent(argv: list[str]) -> bool:
 def main() -> int:
     if not die_with_parent(sys.argv[1:]):
         return EXIT_ORPHANED
+    # The parts it writes are virnucd's alone. A local worker inherits virnucd's umask;
+    # a Slurm pilot gets the node's unless set here, and may write to a shared disk.
+    os.umask(0o077)
     # Lower priority than virnucd: its control plane must answer while workers compute.
     os.nice(max(0, int(os.environ.get("VIRNUC_WORKER_NICE", "0"))))
     from virnuc.worker.serve import main as worker_main

@@ -46,6 +46,9 @@ def test_state_dir_and_sockets_are_private(tmp_path: Path, demo_cache: Path) -> 
     state_dir = tmp_path / "state"
     state_dir.mkdir(mode=0o755)
     os.chmod(state_dir, 0o755)  # as a careless admin left it: virnucd fixes it
+    database, jobs = state_dir / "virnuc.db", state_dir / "jobs"
+    database.touch(mode=0o644)  # an empty file is an empty database to SQLite
+    jobs.mkdir(mode=0o755)  # as a virnucd without its own umask left them
     daemon = Daemon(state_dir, demo_cache, "--workers", "1")
     try:
         daemon.start()
@@ -54,6 +57,9 @@ def test_state_dir_and_sockets_are_private(tmp_path: Path, demo_cache: Path) -> 
             path = state_dir / name
             assert stat.S_ISSOCK(path.stat().st_mode), name
             assert mode(path) == 0o600, f"{name} is {oct(mode(path))}"
+        for path in (database, state_dir / "virnucd.lock"):
+            assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"  # umask 077
+        assert mode(jobs) == 0o700
         assert daemon.stop() == 0
     finally:
         daemon.close()
