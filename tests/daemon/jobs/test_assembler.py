@@ -728,7 +728,8 @@ async def test_an_output_directory_swapped_for_a_symlink_fails_writing_nothing_t
         f"output {job.out}: no longer the directory submitted (replaced or moved since); "
         "nothing was written"
     )
-    assert os.listdir(elsewhere) == [] and os.listdir(tmp_path / "moved") == []
+    assert os.listdir(elsewhere) == []
+    assert os.listdir(tmp_path / "moved") == []
 
 
 @pytest.mark.asyncio

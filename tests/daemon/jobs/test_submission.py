@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.unix_users import UnixUsers, User
 from virnuc.daemon.caller import Caller
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.jobs import submission
@@ -17,6 +16,8 @@ from virnuc.daemon.jobs.input_check import fingerprint
 from virnuc.daemon.jobs.submission import CheckedSubmission
 from virnuc.pipeline.output_format import PREDICTIONS
 from virnuc.protocol import ErrorCode, SubmitArgs
+
+from tests.support.unix_users import UnixUsers, User
 
 
 def valid_fasta(path: Path) -> Path:
@@ -36,9 +37,11 @@ def test_an_input_virnucd_itself_cannot_read_is_refused_saying_so(tmp_path: Path
     """At unit level: tests run as root, who reads a file whatever its mode; what the
     kernel refuses virnucd (the caller's rights were judged already) reads so."""
     fasta = tmp_path / "secret.fa"
-    with pytest.raises(submission.SubmitRefused) as refused:
-        with submission._os_refusals("input", fasta):
-            raise PermissionError(13, "Permission denied", str(fasta))
+    with (
+        pytest.raises(submission.SubmitRefused) as refused,
+        submission._os_refusals("input", fasta),
+    ):
+        raise PermissionError(13, "Permission denied", str(fasta))
     assert refused.value.code == ErrorCode.INVALID_INPUT
     assert f"input {fasta}: Permission denied" in refused.value.message
     assert "make it readable" in refused.value.message

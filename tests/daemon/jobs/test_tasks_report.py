@@ -52,4 +52,5 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
     asyncio.run(job_tasks._report(SimpleNamespace(**{**vars(row), "force": True})))  # type: ignore[arg-type]
     page = (out / "report.html").read_text()
     assert page != "theirs"
-    assert str(out) in page and "/proc/self/fd" not in page  # the user's path, not ours
+    assert str(out) in page  # the user's path, never the opened directory's
+    assert "/proc/self/fd" not in page
