@@ -9,6 +9,7 @@ file, line and reason if something is found later.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
@@ -122,6 +123,8 @@ def _os_refusals(what: str, path: Path | str) -> Iterator[None]:
 
 
 def _os_reason(exc: OSError | RuntimeError) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # the walk's own count too
+        return "a symlink loop (too many levels of symbolic links); fix or remove the symlink"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return f"{exc}; fix or remove the symlink"  # pathlib's "Symlink loop from ..."
