@@ -150,7 +150,7 @@ def _walk(walk: Walk, todo: deque[str], who: Who | None, denied: str, allow_miss
         if who is not None and not may_at(who, walk.here, SEARCH):
             raise CallerRefused(denied, forbidden=True)
         try:
-            fd = os.open(name, _PATH_FLAGS, dir_fd=walk.here)
+            fd = _open_component(name, walk.here)
         except FileNotFoundError:
             rest = [n for n in todo if n not in ("", ".")]
             if not allow_missing or ".." in rest:
@@ -173,6 +173,16 @@ def _walk(walk: Walk, todo: deque[str], who: Who | None, denied: str, allow_miss
         else:
             return Found(walk, fd, [], leaf=name)
     return Found(walk, os.dup(walk.here), [])  # a directory: the top of the stack
+
+
+def _open_component(name: str, dir_fd: int) -> int:
+    """O_PATH on `name` itself (never followed). A directory is asked for first: an
+    O_PATH open that does not ask for one leaves an automount point (autofs homes)
+    unmounted; a symlink or a file then answers ENOTDIR and is opened as what it is."""
+    try:
+        return os.open(name, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=dir_fd)
+    except NotADirectoryError:
+        return os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
 
 
 def _read_link(fd: int) -> str:
