@@ -24,7 +24,7 @@ import pwd
 import stat
 from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from ..caller import Caller, describe_user
@@ -211,8 +211,9 @@ class OpenedInput:
 def open_input(path: str, who: Who | None) -> Iterator[OpenedInput]:
     """Open the input `path` for reading as `who` could; raises CallerRefused (the
     caller lacks a right; not a regular file) or OSError."""
-    denied = _denied(path, who, "read it")
+    denied = _denied("input", path, who, "read it")
     found = find(path, who, denied=denied)
+    real = found.real
     try:
         assert found.fd is not None
         st = os.fstat(found.fd)
@@ -228,14 +229,16 @@ def open_input(path: str, who: Who | None) -> Iterator[OpenedInput]:
     finally:
         found.close()
     try:
-        yield OpenedInput(fd, os.fstat(fd), found.real)
+        yield OpenedInput(fd, os.fstat(fd), real)
     finally:
         os.close(fd)
 
 
-def _denied(path: str, who: Who | None, what: str) -> str:
+def _denied(kind: str, path: str, who: Who | None, what: str) -> str:
+    """The refusal of a right `who` lacks: names the path as given and the caller, and
+    nothing the caller could not learn itself (not even whether the file exists)."""
     name = "virnucd" if who is None else who_text(who)
-    return f"input {path}: {name} may not {what}"
+    return f"{kind} {path}: {name} may not {what}"
 
 
 # --- the output directory --------------------------------------------------------------
@@ -243,8 +246,8 @@ def _denied(path: str, who: Who | None, what: str) -> str:
 
 @dataclass
 class OutputDir:
-    """The output directory as found at submit: `fd` (O_PATH) when it exists, else the
-    `missing` names below `parent` that submit will create."""
+    """The output directory as found at submit: `found.fd` (O_PATH) when it exists,
+    else `found.missing`, the names below `found.walk.here` that submit will create."""
 
     path: str
     found: Found
@@ -264,7 +267,7 @@ class OutputDir:
 def find_output(path: str, who: Who | None) -> OutputDir:
     """Walk to the output directory (or its deepest existing parent) as `who`; raises
     CallerRefused when `who` may not search the way or write the place, OSError else."""
-    denied = f"output {path}: {'virnucd' if who is None else who_text(who)} may not write there"
+    denied = _denied("output", path, who, "write there")
     found = find(path, who, denied=denied, allow_missing=True)
     out = OutputDir(path, found)
     try:
@@ -306,21 +309,36 @@ def foreign_results(out: OutputDir, who: Who | None, names: tuple[str, ...]) -> 
 
 def create_output(out: OutputDir, who: Who | None) -> str:
     """Make the output directory exist (each missing level, virnucd's; `who` is given
-    rwx by an ACL on each) and return its identity "DEV:INODE"."""
+    rwx by an ACL on each) and return its identity "DEV:INODE". A refusal removes the
+    levels it made."""
     if out.found.fd is not None:
         return identity(out.found.fd)
-    walk = out.found.walk
-    for name in out.found.missing:
-        os.mkdir(name, 0o777, dir_fd=walk.here)
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=walk.here)
-        try:
+    walk, made = out.found.walk, 0
+    try:
+        for name in out.found.missing:
+            os.mkdir(name, 0o777, dir_fd=walk.here)
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=walk.here)
+            except BaseException:
+                os.rmdir(name, dir_fd=walk.here)
+                raise
+            walk.push(fd, name)
+            made += 1
             if who is not None:
                 _grant(out, fd, who)
-        except BaseException:
-            os.close(fd)
-            raise
-        walk.push(fd, name)
+    except BaseException:
+        _unmake(walk, made)
+        raise
     return identity(walk.here)
+
+
+def _unmake(walk: Walk, made: int) -> None:
+    """Remove the `made` directories on top of the walk's stack, deepest first."""
+    for _ in range(made):
+        name = walk.names[-1]
+        walk.pop()
+        with suppress(OSError):
+            os.rmdir(name, dir_fd=walk.here)
 
 
 def _grant(out: OutputDir, fd: int, who: Who) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -239,3 +241,33 @@ def test_a_directory_swapped_for_a_symlink_after_submit_is_refused(homes: UnixUs
 def test_an_older_job_without_an_identity_writes_to_its_path(homes: UnixUsers) -> None:
     target = reopen_output("/somewhere/out", None, owner(homes.alice))
     assert (target.path, target.fd) == ("/somewhere/out", None)
+
+
+@pytest.fixture
+def no_acl_mount(homes: UnixUsers) -> Iterator[Path]:
+    """A ramfs (a file system without POSIX ACLs) in alice's home, hers to write."""
+    mount = homes.home(homes.alice) / "ramfs"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "ramfs", "none", str(mount)], check=False).returncode:
+        pytest.skip("cannot mount a ramfs here (no privilege)")
+    try:
+        os.chown(mount, homes.alice.uid, homes.alice.gid)
+        mount.chmod(0o700)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_without_acls_virnucd_asks_alice_to_make_the_directory_and_leaves_none(
+    homes: UnixUsers, no_acl_mount: Path
+) -> None:
+    target = no_acl_mount / "runs" / "out"
+    out = find_output(str(target), who(homes.alice))
+    try:
+        with pytest.raises(CallerRefused) as refused:
+            create_output(out, who(homes.alice))
+    finally:
+        out.close()
+    assert "has no POSIX ACLs" in refused.value.message
+    assert "create it yourself" in refused.value.message
+    assert os.listdir(no_acl_mount) == []  # "runs" was made, then removed
