@@ -188,6 +188,12 @@ def output_busy(path: Path | str) -> SubmitRefused:
 
 
 def _unreadable(what: str, path: Path | str, reason: str) -> SubmitRefused:
+    if what == "output":
+        return SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"output {path}: {reason}: virnucd (uid {os.geteuid()}) cannot reach it; let "
+            "that user (or its group) search and write the directory, or choose another --out",
+        )
     if what != "input":
         return SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: {reason}")
     return SubmitRefused(

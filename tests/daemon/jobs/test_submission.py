@@ -47,6 +47,17 @@ def test_an_input_virnucd_itself_cannot_read_is_refused_saying_so(tmp_path: Path
     assert "make it readable" in refused.value.message
 
 
+def test_an_output_virnucd_itself_cannot_reach_is_refused_saying_what_to_do(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(submission.SubmitRefused) as refused, submission._os_refusals("output", out):
+        raise PermissionError(13, "Permission denied", str(out))
+    assert refused.value.code == ErrorCode.INVALID_INPUT
+    assert refused.value.message.startswith(f"output {out}: Permission denied: virnucd (uid ")
+    assert "search and write the directory" in refused.value.message
+
+
 # --- model_roots: which model files and directories a request may name --------------
 
 
