@@ -70,7 +70,7 @@ def key_owner(name: str) -> str:
 
 
 def describe_user(uid: int) -> str:
-    """"alice (uid 1001)", or "uid 1001" for a uid with no passwd entry."""
+    """ "alice (uid 1001)", or "uid 1001" for a uid with no passwd entry."""
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:

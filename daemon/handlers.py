@@ -69,7 +69,10 @@ async def ping(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, An
 
 
 async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, Any]:
-    """`submit {input | inputs, output, ...}` -> `{job_id}`. (CLI: `virnucctl submit`.)"""
+    """`submit {input | inputs, output, ...}` -> `{job_id}`. (CLI: `virnucctl submit`.)
+
+    The inputs and the output are judged with the caller's file rights, on the very
+    files and directory opened (daemon/jobs/caller_files.py)."""
     assert isinstance(args, SubmitArgs)
     if not ctx.scheduler.accepting:
         raise HandlerError(
@@ -79,17 +82,19 @@ async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, 
     # so they run in a thread; the scheduler, which creates the job, checks once more
     # that no other job took the output directory meanwhile.
     busy = ctx.scheduler.book.busy_outputs()
-    spec = await asyncio.to_thread(check_submission, args, ctx.config, busy)
+    checked = await asyncio.to_thread(check_submission, args, ctx.config, busy, caller)
     job = NewJob(
         job_id=secrets.token_hex(4),
         input=args.paths[0],
         inputs=args.paths,
         output=args.output,
-        spec=spec,
+        spec=checked.spec,
         checkpoint_every=args.checkpoint_every or ctx.config.checkpoint_every,
         save_embeddings=args.save_embeddings,
         force=args.force,
         owner=caller.owner,
+        output_identity=checked.output_identity,
+        input_fingerprint=checked.input_fingerprint,
     )
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await ctx.scheduler.tell(sm.SubmitJob(job, reply))

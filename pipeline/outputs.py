@@ -120,7 +120,9 @@ class ResultWriter:
     or when it holds exactly the bytes this writer is publishing (what an earlier,
     interrupted publish of the same results left). `check_free` refuses at once a
     directory that holds results; the daemon passes False, having checked at submit,
-    and lets `commit()` tell its own files from someone else's.
+    and lets `commit()` tell its own files from someone else's. `shown_as` is how
+    messages name the directory (virnucd writes through an opened directory's
+    /proc/self/fd path, and names the user's path).
     """
 
     def __init__(
@@ -130,8 +132,10 @@ class ResultWriter:
         embedding_dims: tuple[int, int] | None = None,
         force: bool = False,
         check_free: bool = True,
+        shown_as: str | os.PathLike[str] | None = None,
     ):
         self.out_dir = Path(out_dir)
+        self.shown = Path(shown_as) if shown_as is not None else self.out_dir
         self.force = force
         self.frames = 0
         self.records = 0
@@ -153,7 +157,7 @@ class ResultWriter:
         existing = [name for name in OUTPUT_NAMES if os.path.lexists(self.out_dir / name)]
         if existing:
             raise OutputExistsError(
-                f"{self.out_dir} already holds results ({', '.join(existing)}); "
+                f"{self.shown} already holds results ({', '.join(existing)}); "
                 "choose another --out or pass --force to replace them"
             )
 
@@ -229,7 +233,7 @@ class ResultWriter:
     def _foreign_error(self, names: list[str]) -> OutputExistsError:
         them, it = ", ".join(names), "it" if len(names) == 1 else "them"
         return OutputExistsError(
-            f"{self.out_dir} now holds {them}, which this job did not write ({it} "
+            f"{self.shown} now holds {them}, which this job did not write ({it} "
             f"appeared while the job ran); nothing was replaced: move {it} away and "
             f"submit again, or submit with --force to replace {it}"
         )

@@ -40,7 +40,11 @@ MAX_TOP = 200  # panels in one figure: 200 x 1.6 in x 80 dpi stays far below Agg
 
 
 def write_report(
-    out_dir: Path, *, top: int = 20, run_info: dict[str, Any] | None = None
+    out_dir: Path,
+    *,
+    top: int = 20,
+    run_info: dict[str, Any] | None = None,
+    shown_as: Path | None = None,
 ) -> ReportSummary:
     """Write `prediction.png` and `report.html` into `out_dir`, beside its outputs.
 
@@ -48,23 +52,26 @@ def write_report(
     output files do not hold, each optional (shown as "not recorded" when absent):
     `inputs`, `models` (str, list or dict), `precision`, `chunk_length` (int; else
     inferred from the records' lengths and chunk counts), `time` (seconds, or a str);
-    other keys are shown as given. Raises `ReportError` when `out_dir` holds no complete
-    outputs or they are malformed; `OSError` from writing.
+    other keys are shown as given. `shown_as` is how the report and messages name the
+    directory (virnucd writes through an opened directory's /proc/self/fd path).
+    Raises `ReportError` when `out_dir` holds no complete outputs or they are
+    malformed; `OSError` from writing.
     """
     if not 1 <= top <= MAX_TOP:
         raise ValueError(f"top must be between 1 and {MAX_TOP}, got {top}")
     began = time.monotonic()
     out_dir = Path(out_dir)
+    shown = shown_as or out_dir
     info = dict(run_info or {})
     predictions, summary_file = out_dir / PREDICTIONS, out_dir / SUMMARY
     if not predictions.is_file():
         raise ReportError(
-            f"{out_dir} holds no complete outputs (no {PREDICTIONS}): "
+            f"{shown} holds no complete outputs (no {PREDICTIONS}): "
             "a run that has not finished, or not an output directory"
         )
     if not summary_file.is_file():
-        raise ReportError(f"{out_dir} has {PREDICTIONS} but no {SUMMARY}")
-    summary = ReportSummary(out_dir, out_dir / PLOT, out_dir / REPORT)
+        raise ReportError(f"{shown} has {PREDICTIONS} but no {SUMMARY}")
+    summary = ReportSummary(shown, out_dir / PLOT, out_dir / REPORT)
     given_length = info.get("chunk_length")
     entries = scan_summary(summary_file, top, summary, given_length)
     details = chunk_details(predictions, entries, summary.chunk_length)

@@ -10,6 +10,10 @@ after file), with every frame id belonging to its record. Each record's row in
 records are computed again. Output files take their final names only at the end
 (`ResultWriter`), so an interrupted assembly leaves nothing that looks complete.
 
+The outputs are written through the output directory opened again as the job's owner
+and checked to be the one opened at submit (caller_files.reopen_output): a directory
+swapped for a symlink since fails the job with nothing written.
+
 Publishing is the job's commit point: a cancel (a kill) seen before it stops the
 assembly with nothing published; once the outputs are renamed into place the job is
 done, whatever comes after. A crash between the rename and `done` being recorded
@@ -34,6 +38,7 @@ from virnuc.pipeline.inputs import job_record_starts
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
 from ..progress.log import JobRow, PartRow, ProgressLog
+from .caller_files import WriteTarget, reopen_output
 from .input_check import check_unchanged
 
 
@@ -54,8 +59,9 @@ class AssemblyCancelled(Exception):
 class _Assembly:
     """State carried across parts; each method runs in a worker thread."""
 
-    def __init__(self, job: JobRow, cancel: threading.Event, faults: Faults):
+    def __init__(self, job: JobRow, cancel: threading.Event, faults: Faults, out_dir: str):
         self.job = job
+        self.out_dir = out_dir  # the output directory as opened again (WriteTarget.path)
         self.cancel = cancel
         self.faults = faults
         self.writer: ResultWriter | None = None
@@ -118,7 +124,11 @@ class _Assembly:
             # (a publish that a crash interrupted: the same bytes) or someone else's,
             # which commit() refuses to replace unless the job was submitted with force.
             self.writer = ResultWriter(
-                self.job.output, embedding_dims=dims, force=self.job.force, check_free=False
+                self.out_dir,
+                embedding_dims=dims,
+                force=self.job.force,
+                check_free=False,
+                shown_as=self.job.output,
             )
         return self.writer
 
@@ -150,17 +160,31 @@ def _dims(nucleotide: np.ndarray | None, protein: np.ndarray | None) -> tuple[in
 async def assemble(
     progress: ProgressLog, job: JobRow, cancel: threading.Event, faults: Faults | None = None
 ) -> None:
-    """Write the job's final outputs from its recorded parts, or raise why not."""
+    """Write the job's final outputs from its recorded parts, or raise why not
+    (OutputMoved: its output directory is not the one submitted)."""
     # A changed input fails the job here, not as parts whose ids no longer match.
     await asyncio.to_thread(check_unchanged, job.inputs, job.input_fingerprint)
-    assembly = _Assembly(job, cancel, faults or Faults())
+    target = await asyncio.to_thread(reopen_output, job.output, job.output_identity, job.owner)
+    assembly = _Assembly(job, cancel, faults or Faults(), target.path)
     try:
         async for row in progress.iter_parts(job.job_id):
             await _step(assembly.add, row)
         await _step(assembly.finish)
-    except BaseException:
-        await asyncio.shield(asyncio.to_thread(assembly.abort))
+    except BaseException as exc:
+        # One thread removes what was written, then closes the directory: a cancel
+        # cannot close it (and free its number for another) under a running abort.
+        await asyncio.shield(asyncio.to_thread(_abort, assembly, target))
+        if isinstance(exc, OSError):
+            target.shown(exc, job.output)
         raise
+    target.close()
+
+
+def _abort(assembly: _Assembly, target: WriteTarget) -> None:
+    try:
+        assembly.abort()
+    finally:
+        target.close()
 
 
 async def _step(method: Callable[..., None], *args: object) -> None:

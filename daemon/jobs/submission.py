@@ -1,26 +1,43 @@
 """Checks a `submit` request before a job is created: cheap, and every refusal says why.
 
-Only what can be judged in milliseconds happens here (files exist, look like FASTA
-or FASTQ, the output directory can be written and does not hold results). The full
+Only what can be judged in milliseconds happens here (files exist, the caller may
+read them, they look like FASTA or FASTQ, the caller may write the output directory
+and it does not hold results). The full
 validation streams every input and runs in the planner, failing the job with the
 file, line and reason if something is found later.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from virnuc.disk_space import describe, free_bytes
 from virnuc.pipeline.fasta import GZIP_MAGIC
 from virnuc.pipeline.outputs import OUTPUT_NAMES
+from virnuc.pipeline.report import REPORT_NAMES
 from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
 from virnuc.protocol import ErrorCode, SubmitArgs
 
+from ..caller import Caller
 from ..config import DaemonConfig
+from .caller_files import (
+    CallerRefused,
+    OutputDir,
+    create_output,
+    find_output,
+    foreign_results,
+    open_input,
+    rights_of,
+    who_text,
+)
+from .file_rights import Who
+from .input_check import SEPARATOR
 
 # "name" or "owner/name" on the Hugging Face hub (what the DNABERT loader downloads).
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -35,21 +52,38 @@ class SubmitRefused(Exception):
         self.message = message
 
 
-def check_submission(args: SubmitArgs, config: DaemonConfig, busy_outputs: set[str]) -> ModelSpec:
-    """Validate inputs, output and models; return the resolved model spec."""
-    sources, target = [Path(path) for path in args.paths], Path(args.output)
-    for source in sources:
-        with _os_refusals("input", source):
-            check_allowed("input", source, config.input_roots)
+@dataclass(frozen=True)
+class CheckedSubmission:
+    """What the checks found, for the new job: its models, the identity "DEV:INODE" of
+    the output directory they opened (made, if missing) and the fingerprint of the input
+    files they opened, so a path swapped after submit fails the job, never redirects it."""
+
+    spec: ModelSpec
+    output_identity: str
+    input_fingerprint: str
+
+
+def check_submission(
+    args: SubmitArgs, config: DaemonConfig, busy_outputs: set[str], caller: Caller | None
+) -> CheckedSubmission:
+    """Validate inputs, output and models with the caller's rights (caller_files.py;
+    None: virnucd's own); the output directory is created last, once all else passed."""
+    who = rights_of(caller)
+    prints = [check_input(path, config.input_roots, who) for path in args.paths]
+    target = args.output
     with _os_refusals("output", target):
-        check_allowed("output", target, config.output_roots)
-    for source in sources:
-        with _os_refusals("input", source):
-            check_input(source)
-    with _os_refusals("output", target):
-        check_output(target, force=args.force, busy=busy_outputs)
-    check_state_space(config)
-    return check_models(args, config)
+        out = find_output(target, who)
+    try:
+        with _os_refusals("output", target):
+            check_allowed("output", Path(target), config.output_roots, real=out.real)
+            check_output(out, who, force=args.force, busy=busy_outputs)
+        check_state_space(config)
+        spec = check_models(args, config)
+        with _os_refusals("output", target):
+            identity = create_output(out, who)
+    finally:
+        out.close()
+    return CheckedSubmission(spec, identity, SEPARATOR.join(prints))
 
 
 def check_state_space(config: DaemonConfig) -> None:
@@ -65,55 +99,65 @@ def check_state_space(config: DaemonConfig) -> None:
 
 
 @contextmanager
-def _os_refusals(what: str, path: Path) -> Iterator[None]:
+def _os_refusals(what: str, path: Path | str) -> Iterator[None]:
     """A path the OS itself refuses (name too long, a symlink loop, an I/O error) is
-    the client's `invalid_input`, never a daemon `internal` error."""
+    the client's `invalid_input`, never a daemon `internal` error; a right the caller
+    lacks is `forbidden`."""
     try:
         yield
+    except CallerRefused as exc:
+        code = ErrorCode.FORBIDDEN if exc.forbidden else ErrorCode.INVALID_INPUT
+        raise SubmitRefused(code, exc.message) from exc
+    except FileNotFoundError as exc:
+        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: no such file") from exc
+    except NotADirectoryError as exc:
+        raise SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"{what} {path}: {exc.filename} is a file, not a directory, so {path} "
+            + ("cannot be created; choose another --out" if what == "output" else "is none"),
+        ) from exc
+    except PermissionError as exc:  # virnucd's own rights (the caller's were checked)
+        raise _unreadable(what, path, exc.strerror or "permission denied") from exc
     except (OSError, RuntimeError) as exc:
         raise SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: {_os_reason(exc)}") from exc
 
 
 def _os_reason(exc: OSError | RuntimeError) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:  # the walk's own count too
+        return "a symlink loop (too many levels of symbolic links); fix or remove the symlink"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return f"{exc}; fix or remove the symlink"  # pathlib's "Symlink loop from ..."
 
 
-def check_allowed(what: str, path: Path, roots: tuple[str, ...], kind: str = "") -> None:
-    """The path, with `..` and symlinks resolved, must lie under an allowed root (of
-    the `{kind}_roots` setting; `kind` defaults to `what`)."""
+def check_allowed(
+    what: str, path: Path, roots: tuple[str, ...], kind: str = "", real: str | None = None
+) -> None:
+    """The path, with `..` and symlinks resolved (`real`, as a walk found it; else
+    resolved here), must lie under an allowed root (of the `{kind}_roots` setting;
+    `kind` defaults to `what`)."""
     kind = kind or what
-    real = path.resolve()
-    if not any(real.is_relative_to(root) for root in roots):
+    resolved = Path(real) if real is not None else path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
         raise SubmitRefused(
             ErrorCode.FORBIDDEN,
-            f"{what} {path} resolves to {real}, outside the allowed {kind} roots "
+            f"{what} {path} resolves to {resolved}, outside the allowed {kind} roots "
             f"({', '.join(roots)}); see {kind}_roots in the virnucd config",
         )
 
 
-def check_input(path: Path) -> None:
-    """The input exists, is a readable regular file and starts like FASTA, FASTQ or
-    gzip (whose contents the planner's scan judges)."""
-    if not path.exists():
-        raise SubmitRefused(ErrorCode.INVALID_INPUT, f"input {path}: no such file")
-    if path.is_dir():
-        raise SubmitRefused(
-            ErrorCode.INVALID_INPUT, f"input {path}: is a directory, not a FASTA or FASTQ file"
-        )
-    if not path.is_file():
-        raise SubmitRefused(
-            ErrorCode.INVALID_INPUT,
-            f"input {path}: not a regular file (a device, FIFO or socket cannot be planned)",
-        )
-    if not os.access(path, os.R_OK):
-        raise _unreadable(path, "permission denied")
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(4096)
-    except PermissionError as exc:  # os.access said yes, yet an ACL or an LSM says no
-        raise _unreadable(path, exc.strerror or "permission denied") from exc
+def check_input(path: str, roots: tuple[str, ...], who: Who | None) -> str:
+    """The input is a regular file `who` may read (and virnucd too), under the input
+    roots, starting like FASTA, FASTQ or gzip (whose contents the planner's scan
+    judges); returns the fingerprint of the file opened."""
+    with _os_refusals("input", path), open_input(path, who) as opened:
+        check_allowed("input", Path(path), roots, real=opened.real)
+        head = os.pread(opened.fd, 4096, 0)
+        check_head(path, head)
+        return opened.fingerprint()
+
+
+def check_head(path: str, head: bytes) -> None:
     if not head:
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT, f"input {path}: empty file (0 bytes), nothing to classify"
@@ -154,7 +198,15 @@ def too_many_jobs(limit: int, unfinished: int) -> SubmitRefused:
     )
 
 
-def _unreadable(path: Path, reason: str) -> SubmitRefused:
+def _unreadable(what: str, path: Path | str, reason: str) -> SubmitRefused:
+    if what == "output":
+        return SubmitRefused(
+            ErrorCode.INVALID_INPUT,
+            f"output {path}: {reason}: virnucd (uid {os.geteuid()}) cannot reach it; let "
+            "that user (or its group) search and write the directory, or choose another --out",
+        )
+    if what != "input":
+        return SubmitRefused(ErrorCode.INVALID_INPUT, f"{what} {path}: {reason}")
     return SubmitRefused(
         ErrorCode.INVALID_INPUT,
         f"input {path}: {reason}: virnucd (uid {os.geteuid()}) cannot read it; "
@@ -173,36 +225,35 @@ def _looks_binary(head: bytes) -> bool:
     return False
 
 
-def check_output(path: Path, *, force: bool, busy: set[str]) -> None:
-    """The output is a directory (or can become one), not busy, without old results."""
-    if str(path) in busy:
-        raise output_busy(path)
-    if path.exists() and not path.is_dir():
-        raise SubmitRefused(
-            ErrorCode.INVALID_INPUT, f"output {path}: exists and is not a directory"
-        )
-    existing = [name for name in OUTPUT_NAMES if (path / name).exists()]
-    if existing and not force:
+def check_output(out: OutputDir, who: Who | None, *, force: bool, busy: set[str]) -> None:
+    """The output directory (found writable by `find_output`) is not busy and holds no
+    old results, or `force` replaces them, which must be results `who` could replace."""
+    if out.path in busy:
+        raise output_busy(out.path)
+    if out.found.fd is None:
+        return
+    present = [name for name in OUTPUT_NAMES if _lexists(out.found.fd, name)]
+    if present and not force:
         raise SubmitRefused(
             ErrorCode.CONFLICT,
-            f"output {path} already holds results ({', '.join(existing)}); "
+            f"output {out.path} already holds results ({', '.join(present)}); "
             "choose another --out or pass --force to replace them",
         )
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
+    if force and (foreign := foreign_results(out, who, (*OUTPUT_NAMES, *REPORT_NAMES))):
+        assert who is not None
         raise SubmitRefused(
-            ErrorCode.INVALID_INPUT,
-            f"output {path}: {ancestor} is a file, not a directory, so {path} cannot be "
-            "created; choose another --out",
+            ErrorCode.FORBIDDEN,
+            f"output {out.path}: --force would replace {', '.join(foreign)}, another "
+            f"user's files in this sticky directory, which {who_text(who)} may not replace",
         )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SubmitRefused(
-            ErrorCode.INVALID_INPUT,
-            f"output {path}: {ancestor} is not writable by virnucd (uid {os.geteuid()}); "
-            "make it writable by that user or choose another --out",
-        )
+
+
+def _lexists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:

@@ -27,6 +27,7 @@ from virnuc.protocol import ErrorCode
 from .. import scheduler_messages as sm
 from ..progress.log import ConflictError, JobRow, ProgressLog
 from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
+from .caller_files import OutputMoved, reopen_output
 from .input_check import InputChanged
 from .planner import PlanningCancelled, plan_job
 
@@ -65,6 +66,9 @@ async def assembly(
         return sm.AssemblyFinished(row.job_id, None, (exc.unit_id, exc.first_record))
     except InputChanged as exc:
         return sm.AssemblyFinished(row.job_id, str(exc), code=ErrorCode.INVALID_INPUT)
+    except OutputMoved as exc:
+        log.error("assembly.failed", job_id=row.job_id, error=str(exc))
+        return sm.AssemblyFinished(row.job_id, str(exc), code=ErrorCode.CONFLICT)
     except OSError as exc:  # a full disk waits; a file in the output dir that is not ours
         if is_no_space(exc):
             log.warning("assembly.no_space", job_id=row.job_id, error=str(exc))
@@ -122,12 +126,24 @@ async def _report(row: JobRow) -> None:
         "chunk_length": spec.chunk_length,
         "time": time.time() - row.created_at,
     }
-    out = Path(row.output)
-    present = await asyncio.to_thread(lambda: [n for n in REPORT_NAMES if (out / n).exists()])
-    if present and not row.force:  # never replace a file that may not be ours
-        log.warning("report.skipped", job_id=row.job_id, present=present)
-        return
-    await asyncio.to_thread(write_report, out, run_info=info)
+    await asyncio.to_thread(_write_report, row, info)
+
+
+def _write_report(row: JobRow, info: dict[str, object]) -> None:
+    """In one thread: open the output directory again (as the outputs were written),
+    write through it, close it; a cancelled task never closes it under a write."""
+    target = reopen_output(row.output, row.output_identity, row.owner)
+    try:
+        out = Path(target.path)
+        present = [name for name in REPORT_NAMES if (out / name).exists()]
+        if present and not row.force:  # never replace a file that may not be ours
+            log.warning("report.skipped", job_id=row.job_id, present=present)
+            return
+        write_report(out, run_info=info, shown_as=Path(row.output))
+    except OSError as exc:
+        raise target.shown(exc, row.output) from None
+    finally:
+        target.close()
 
 
 async def _parts_bytes(progress: ProgressLog, row: JobRow) -> int:

@@ -57,9 +57,9 @@ class JobQueries:
         self.conn.execute(
             "INSERT INTO jobs (job_id, seq, state, input, inputs, output, spec,"
             " save_embeddings, checkpoint_every, force, created_at, updated_at,"
-            " owner, output_identity)"
+            " owner, output_identity, input_fingerprint)"
             " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.job_id,
                 job.input,
@@ -73,6 +73,7 @@ class JobQueries:
                 now,
                 job.owner,
                 job.output_identity,
+                job.input_fingerprint,
             ),
         )
         more = f" (+{len(job.inputs) - 1} more)" if len(job.inputs) > 1 else ""

@@ -76,6 +76,7 @@ class NewJob:
     inputs: tuple[str, ...] = ()
     owner: str | None = None  # Caller.owner of the submitter (None: admins only)
     output_identity: str | None = None  # "DEV:INODE" of the output dir opened at submit
+    input_fingerprint: str | None = None  # of the input files opened at submit
 
     def __post_init__(self) -> None:
         _default_inputs(self)

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from virnuc.daemon.jobs.assembler import AssemblyCancelled, PartNeedsRecompute, assemble
+from virnuc.daemon.jobs.caller_files import OutputMoved
 from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog, UnitPlan
 from virnuc.faults import Faults
 from virnuc.parts import write_part
@@ -689,3 +690,56 @@ async def test_a_task_cancelled_while_its_first_part_is_read_leaves_no_partial_f
         release.set()
         for writer in writers:
             writer.abort()  # close what the stray thread opened
+
+
+# --- the output directory opened at submit ----------------------------------------------
+
+
+def opened_at_submit(job: Job) -> JobRow:
+    """The job's row as a submit that opened (made) its output directory records it."""
+    job.out.mkdir()
+    st = job.out.stat()
+    return replace(job.row, output_identity=f"{st.st_dev}:{st.st_ino}", owner="uid:0")
+
+
+@pytest.mark.asyncio
+async def test_outputs_are_written_into_the_directory_opened_at_submit(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    results = sample(embeddings=True)
+    job = await job_with_parts(log, tmp_path, results, save_embeddings=True)
+    await assemble(log, opened_at_submit(job), threading.Event())
+    assert_same_outputs(job.out, reference(tmp_path, results, embeddings=True))
+
+
+@pytest.mark.asyncio
+async def test_an_output_directory_swapped_for_a_symlink_fails_writing_nothing_there(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    job = await job_with_parts(log, tmp_path, sample())
+    row = opened_at_submit(job)
+    elsewhere = tmp_path / "state-like"
+    elsewhere.mkdir()
+    job.out.rename(tmp_path / "moved")
+    job.out.symlink_to(elsewhere)
+    with pytest.raises(OutputMoved) as refused:
+        await assemble(log, row, threading.Event())
+    assert str(refused.value) == (
+        f"output {job.out}: no longer the directory submitted (replaced or moved since); "
+        "nothing was written"
+    )
+    assert os.listdir(elsewhere) == []
+    assert os.listdir(tmp_path / "moved") == []
+
+
+@pytest.mark.asyncio
+async def test_a_foreign_file_is_named_by_the_users_path_not_the_opened_one(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    job = await job_with_parts(log, tmp_path, sample())
+    row = opened_at_submit(job)
+    (job.out / PREDICTIONS).write_text("someone else's\n")
+    with pytest.raises(OutputExistsError) as refused:
+        await assemble(log, row, threading.Event())
+    assert str(refused.value).startswith(f"{job.out} now holds {PREDICTIONS}")
+    assert "/proc/self/fd" not in str(refused.value)

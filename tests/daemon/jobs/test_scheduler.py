@@ -24,6 +24,7 @@ import structlog
 
 from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.config import DaemonConfig
+from virnuc.daemon.jobs.input_check import fingerprint as input_fingerprint
 from virnuc.daemon.jobs.scheduler import JobFinished, Scheduler
 from virnuc.daemon.jobs.submission import SubmitRefused
 from virnuc.daemon.progress.log import JobRow, NewJob, ProgressLog
@@ -159,6 +160,7 @@ async def submit(
     spec: ModelSpec = SPEC,
     owner: str | None = None,
     input: Path | None = None,
+    fingerprint: str | None = None,
 ) -> JobRow:
     job = NewJob(
         job_id=f"job-{output}",
@@ -167,6 +169,7 @@ async def submit(
         spec=spec,
         checkpoint_every=2,
         owner=owner,
+        input_fingerprint=fingerprint,
     )
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await setup.scheduler.tell(sm.SubmitJob(job, reply))
@@ -720,6 +723,26 @@ async def test_an_input_changed_after_planning_fails_the_job_at_the_next_unit(
     assert failed.error_code == "invalid_input"  # virnucctl wait exits 4
     assert ("replaced" in failed.error) == (how == "replaced by rename")
     assert not (setup.tmp / "out" / "prediction_results.txt").exists()
+
+
+async def test_an_input_swapped_after_the_submit_checks_fails_the_job_unread(
+    one_worker,
+) -> None:
+    """Submit records the fingerprint of the file it opened: a path swapped between the
+    checks and planning (for a file the caller may not read) fails the job, unread."""
+    setup, _worker = one_worker
+    opened = input_fingerprint([setup.input])  # what check_submission found
+    swapped = setup.tmp / "someone-elses.fa"
+    swapped.write_text(setup.input.read_text().replace("ACGT", "TGCA"))
+    swapped.replace(setup.input)
+    row = await submit(setup, fingerprint=opened)
+    failed = await finished(setup, row.job_id)
+    assert failed.input_fingerprint == opened  # kept, not replaced by the planner's
+    assert failed.error == (
+        f"input changed since submission: {setup.input}: it was replaced by another file;"
+        " resubmit the job to use the new one"
+    )
+    assert failed.records_total is None  # never planned, never read
 
 
 async def test_an_input_changed_before_assembly_publishes_nothing(one_worker) -> None:

@@ -3,13 +3,21 @@ and a message naming the file (tests/e2e/test_bad_input.py sends them through vi
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from virnuc.daemon.caller import Caller
 from virnuc.daemon.config import DaemonConfig
 from virnuc.daemon.jobs import submission
+from virnuc.daemon.jobs.input_check import fingerprint
+from virnuc.daemon.jobs.submission import CheckedSubmission
+from virnuc.pipeline.output_format import PREDICTIONS
 from virnuc.protocol import ErrorCode, SubmitArgs
+
+from tests.support.unix_users import UnixUsers, User
 
 
 def valid_fasta(path: Path) -> Path:
@@ -20,27 +28,34 @@ def valid_fasta(path: Path) -> Path:
 def test_a_missing_input_is_refused_naming_it(tmp_path: Path) -> None:
     gone = tmp_path / "absent.fa"
     with pytest.raises(submission.SubmitRefused) as refused:
-        submission.check_input(gone)
+        submission.check_input(str(gone), ("/",), None)
     assert refused.value.code == ErrorCode.INVALID_INPUT
     assert f"input {gone}: no such file" in refused.value.message
 
 
-def test_unreadable_input_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """At unit level: tests run as root, and root reads a file whatever its mode, so
-    a real unreadable file cannot be made here. `check_input` asks `os.access`."""
-    fasta = valid_fasta(tmp_path / "secret.fa")
-    real_access = submission.os.access
-
-    def access(path: object, mode: int) -> bool:
-        return False if Path(str(path)) == fasta else real_access(path, mode)
-
-    monkeypatch.setattr(submission.os, "access", access)
-    with pytest.raises(submission.SubmitRefused) as refused:
-        submission.check_input(fasta)
+def test_an_input_virnucd_itself_cannot_read_is_refused_saying_so(tmp_path: Path) -> None:
+    """At unit level: tests run as root, who reads a file whatever its mode; what the
+    kernel refuses virnucd (the caller's rights were judged already) reads so."""
+    fasta = tmp_path / "secret.fa"
+    with (
+        pytest.raises(submission.SubmitRefused) as refused,
+        submission._os_refusals("input", fasta),
+    ):
+        raise PermissionError(13, "Permission denied", str(fasta))
     assert refused.value.code == ErrorCode.INVALID_INPUT
-    assert str(fasta) in refused.value.message
-    assert "permission denied" in refused.value.message
+    assert f"input {fasta}: Permission denied" in refused.value.message
     assert "make it readable" in refused.value.message
+
+
+def test_an_output_virnucd_itself_cannot_reach_is_refused_saying_what_to_do(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(submission.SubmitRefused) as refused, submission._os_refusals("output", out):
+        raise PermissionError(13, "Permission denied", str(out))
+    assert refused.value.code == ErrorCode.INVALID_INPUT
+    assert refused.value.message.startswith(f"output {out}: Permission denied: virnucd (uid ")
+    assert "search and write the directory" in refused.value.message
 
 
 # --- model_roots: which model files and directories a request may name --------------
@@ -158,3 +173,102 @@ def test_without_model_roots_any_model_path_is_allowed(tmp_path: Path) -> None:
         model_request(tmp_path, **models), DaemonConfig(state_dir=tmp_path / "state")
     )
     assert spec.classifier == models["classifier"]
+
+
+# --- the caller's own rights (real users: alice and bob, members of virnucd's group) ----
+
+
+def as_caller(user: User) -> Caller:
+    return Caller(f"uid:{user.uid}", user.uid, user.gid, admin=False, label=user.name)
+
+
+@pytest.fixture
+def homes(unix_users: UnixUsers) -> UnixUsers:
+    for user in (unix_users.alice, unix_users.bob):
+        home = unix_users.home(user)
+        home.chmod(0o711)
+        for entry in home.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    return unix_users
+
+
+def owned(user: User, path: Path, mode: int, text: str | None = ">r1\nACGT\n") -> Path:
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_text(text)
+    os.chown(path, user.uid, user.gid)
+    path.chmod(mode)
+    return path
+
+
+def submit_as(
+    user: User, source: Path, out: Path, tmp_path: Path, force: bool = False
+) -> CheckedSubmission:
+    args = SubmitArgs(input=str(source), output=str(out), profile="demo", force=force)
+    config = DaemonConfig(state_dir=tmp_path / "state")
+    return submission.check_submission(args, config, set(), as_caller(user))
+
+
+def test_alice_cannot_submit_bobs_file(homes: UnixUsers, tmp_path: Path) -> None:
+    secret = owned(homes.bob, homes.home(homes.bob) / "secret.fa", 0o640)
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submit_as(homes.alice, secret, homes.home(homes.alice) / "out", tmp_path)
+    assert refused.value.code == ErrorCode.FORBIDDEN
+    alice = f"{homes.alice.name} (uid {homes.alice.uid})"
+    assert refused.value.message == f"input {secret}: {alice} may not read it"
+    assert not (homes.home(homes.alice) / "out").exists()  # nothing made for a refusal
+
+
+def test_alice_submits_her_own_file_and_the_job_records_what_was_opened(
+    homes: UnixUsers, tmp_path: Path
+) -> None:
+    mine = owned(homes.alice, homes.home(homes.alice) / "mine.fa", 0o600)
+    out = homes.home(homes.alice) / "out"
+    checked = submit_as(homes.alice, mine, out, tmp_path)
+    assert checked.input_fingerprint == fingerprint([mine])
+    assert checked.output_identity == f"{out.stat().st_dev}:{out.stat().st_ino}"
+
+
+def test_alice_cannot_write_her_outputs_into_bobs_directory(
+    homes: UnixUsers, tmp_path: Path
+) -> None:
+    mine = owned(homes.alice, homes.home(homes.alice) / "mine.fa", 0o600)
+    results = owned(homes.bob, homes.home(homes.bob) / "results", 0o755, None)
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submit_as(homes.alice, mine, results, tmp_path)
+    assert refused.value.code == ErrorCode.FORBIDDEN
+    assert refused.value.message.startswith(f"output {results}: {homes.alice.name}")
+
+
+def test_alice_cannot_replace_bobs_results_with_force(homes: UnixUsers, tmp_path: Path) -> None:
+    mine = owned(homes.alice, homes.home(homes.alice) / "mine.fa", 0o600)
+    results = owned(homes.bob, homes.home(homes.bob) / "results", 0o755, None)
+    his = owned(homes.bob, results / PREDICTIONS, 0o644, "his\n")
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submit_as(homes.alice, mine, results, tmp_path, force=True)
+    assert refused.value.code == ErrorCode.FORBIDDEN
+    assert his.read_text() == "his\n"
+
+
+def test_force_in_a_sticky_shared_directory_cannot_replace_another_users_results(
+    homes: UnixUsers, tmp_path: Path
+) -> None:
+    mine = owned(homes.alice, homes.home(homes.alice) / "mine.fa", 0o600)
+    shared = owned(homes.bob, homes.home(homes.bob) / "shared", 0o1777, None)
+    owned(homes.bob, shared / PREDICTIONS, 0o644, "his\n")
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submit_as(homes.alice, mine, shared, tmp_path, force=True)
+    assert refused.value.code == ErrorCode.FORBIDDEN
+    assert f"would replace {PREDICTIONS}" in refused.value.message
+
+
+def test_virnucds_own_user_submits_as_before(homes: UnixUsers, tmp_path: Path) -> None:
+    """The private daemon of `virnucctl predict`: the caller is virnucd's own user."""
+    secret = owned(homes.bob, homes.home(homes.bob) / "secret.fa", 0o600)
+    me = Caller(f"uid:{os.geteuid()}", os.geteuid(), os.getegid(), admin=True, label="me")
+    args = SubmitArgs(input=str(secret), output=str(tmp_path / "out"), profile="demo")
+    config = DaemonConfig(state_dir=tmp_path / "state")
+    checked = submission.check_submission(args, config, set(), me)
+    assert checked.input_fingerprint == fingerprint([secret])
+    assert (tmp_path / "out").is_dir()

@@ -43,9 +43,14 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
         spec=spec,
         created_at=0.0,
         force=False,
+        owner=None,
+        output_identity=f"{out.stat().st_dev}:{out.stat().st_ino}",  # as opened at submit
     )
     asyncio.run(job_tasks._report(row))  # type: ignore[arg-type]
     assert (out / "report.html").read_text() == "theirs"
     assert not (out / "prediction.png").exists()
     asyncio.run(job_tasks._report(SimpleNamespace(**{**vars(row), "force": True})))  # type: ignore[arg-type]
-    assert (out / "report.html").read_text() != "theirs"
+    page = (out / "report.html").read_text()
+    assert page != "theirs"
+    assert str(out) in page  # the user's path, never the opened directory's
+    assert "/proc/self/fd" not in page
