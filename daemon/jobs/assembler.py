@@ -35,11 +35,13 @@ from virnuc.faults import Faults
 from virnuc.parts import PartContents, PartCorrupt, read_part
 from virnuc.pipeline.fasta import RecordStart
 from virnuc.pipeline.inputs import job_record_starts
+from virnuc.pipeline.output_format import OUTPUT_NAMES
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
 from ..progress.log import JobRow, PartRow, ProgressLog
 from .caller_files import WriteTarget, reopen_output
 from .input_check import check_unchanged
+from .result_access import hand_over
 
 
 class PartNeedsRecompute(Exception):
@@ -144,6 +146,7 @@ class _Assembly:
             raise RuntimeError("no parts recorded")
         check_unchanged(self.job.inputs, self.job.input_fingerprint)
         self.writer.commit()
+        hand_over(self.out_dir, OUTPUT_NAMES, self.job.owner)
         self.faults.hit("after_publish")
 
     def abort(self) -> None:

@@ -135,14 +135,25 @@ def grant_directory(fd: int, who: Who) -> None:
     created in it later (a default ACL), keeping its mode bits for everyone else.
 
     Raises OSError (errno in NO_ACL_SUPPORT where the file system has no ACLs)."""
-    mode = stat.S_IMODE(os.fstat(fd).st_mode)
-    entries = [
-        AclEntry(USER_OBJ, (mode >> 6) & 7),
-        AclEntry(USER, READ | WRITE | SEARCH, who.uid),
-        AclEntry(GROUP_OBJ, (mode >> 3) & 7),
-        AclEntry(MASK, READ | WRITE | SEARCH),
-        AclEntry(OTHER, mode & 7),
-    ]
-    data = encode_acl(entries)
+    data = _acl_granting(fd, who, READ | WRITE | SEARCH)
     os.setxattr(fd_path(fd), ACCESS_ACL, data)
     os.setxattr(fd_path(fd), DEFAULT_ACL, data)
+
+
+def grant_file(fd: int, who: Who) -> None:
+    """Give `who` read and write on the file `fd`, keeping its mode bits for everyone
+    else. Raises OSError (errno in NO_ACL_SUPPORT where the file system has no ACLs)."""
+    os.setxattr(fd, ACCESS_ACL, _acl_granting(fd, who, READ | WRITE))
+
+
+def _acl_granting(fd: int, who: Who, perms: int) -> bytes:
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    return encode_acl(
+        [
+            AclEntry(USER_OBJ, (mode >> 6) & 7),
+            AclEntry(USER, perms, who.uid),
+            AclEntry(GROUP_OBJ, (mode >> 3) & 7),
+            AclEntry(MASK, perms | ((mode >> 3) & 7)),
+            AclEntry(OTHER, mode & 7),
+        ]
+    )

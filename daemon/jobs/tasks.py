@@ -30,6 +30,7 @@ from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .caller_files import OutputMoved, reopen_output
 from .input_check import InputChanged
 from .planner import PlanningCancelled, plan_job
+from .result_access import hand_over
 
 log = structlog.get_logger()
 
@@ -140,6 +141,7 @@ def _write_report(row: JobRow, info: dict[str, object]) -> None:
             log.warning("report.skipped", job_id=row.job_id, present=present)
             return
         write_report(out, run_info=info, shown_as=Path(row.output))
+        hand_over(target.path, REPORT_NAMES, row.owner)
     except OSError as exc:
         raise target.shown(exc, row.output) from None
     finally:

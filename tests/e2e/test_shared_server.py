@@ -332,9 +332,14 @@ def test_a_members_event_subscription_carries_no_event_of_another(
             seen = listening.enter_context(JsonLines(listener))
             wait_for(lambda: {"ready": True} in seen.lines, 30, "bob's subscriber to connect")
         assert server.wait_end(hers)["state"] == "done"
-        # bob's own job, after hers: once its end reaches him, every earlier event has.
-        his = server.submit_as(bob, [server.write_input(bob, "ev-b.fa", 5)],
-                               server.area(bob) / "ev-b")  # fmt: skip
+        # bob's own job, after hers, which he follows: once its end reaches him, every
+        # earlier event has (a socket's events reach each subscriber in order).
+        with server.paused_worker():
+            his = server.submit_as(bob, [server.write_input(bob, "ev-b.fa", 5)],
+                                   server.area(bob) / "ev-b")  # fmt: skip
+            assert listener.stdin is not None
+            listener.stdin.write(f"job.{his}.\n")
+            listener.stdin.flush()
         assert server.wait_end(his)["state"] == "done"
         his_end = {"topic": f"job.{his}.state", "state": "done", "job_id": his}
         wait_for(lambda: his_end in seen.lines, 60, "bob's subscriber to see his job end")

@@ -337,6 +337,9 @@ class JsonLines:
             self.process.kill()
             self.process.wait()
         self._reader.join(10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
     def _read(self, stream: IO[str]) -> None:
         for line in stream:

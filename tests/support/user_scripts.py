@@ -94,8 +94,11 @@ while True:
             body = msgpack.unpackb(body)
             seen = {"topic": topic.decode(), "state": body.get("state")}
             print(json.dumps({**seen, "job_id": body.get("job_id")}), flush=True)
-        elif not os.read(sys.stdin.fileno(), 1024):
-            sys.exit(0)
+        else:  # a line on stdin: one more topic to subscribe to; end of input: exit
+            line = sys.stdin.readline()
+            if not line:
+                sys.exit(0)
+            sub.setsockopt(zmq.SUBSCRIBE, line.strip().encode())
 """
 
 
@@ -144,6 +147,10 @@ def exchange(path, user_id, op):
     exactly(sock, 64)
     ready = b"\\x05READY" + prop(b"Socket-Type", b"DEALER") + prop(b"User-Id", user_id)
     sock.sendall(frame(ready, command=True))
+    # As libzmq's own clients do: no message before the server's READY (libzmq drops a
+    # connection whose data arrives while its ZAP handler is still deciding).
+    while not read_frame(sock)[1].startswith(b"\x05READY"):
+        pass
     payload = msgpack.packb({"v": 1, "id": uuid.uuid4().hex, "op": op, "args": {}})
     sock.sendall(frame(b"", more=True) + frame(payload))
     while True:
