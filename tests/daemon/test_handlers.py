@@ -14,6 +14,8 @@ from virnuc.daemon import scheduler_messages as sm
 from virnuc.daemon.actor import Stopping
 from virnuc.daemon.caller import Caller
 from virnuc.daemon.config import DaemonConfig
+from virnuc.daemon.jobs.submission import CheckedSubmission
+from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import (
     KillArgs,
     ListArgs,
@@ -145,7 +147,9 @@ async def test_everyone_may_ping(caller: Caller) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("caller", [ALICE, BOB, ADMIN], ids=["owner", "other", "admin"])
 async def test_a_submitted_job_records_its_callers_owner(caller: Caller, monkeypatch) -> None:
-    monkeypatch.setattr(handlers, "check_submission", lambda *args, **kwargs: None)
+    spec = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300)
+    checked = CheckedSubmission(spec, output_identity="1:2", input_fingerprint="fp")
+    monkeypatch.setattr(handlers, "check_submission", lambda *args, **kwargs: checked)
     ctx, scheduler, _ = matrix_context()
     with capture_logs() as logs:
         reply = await call(ctx, SubmitArgs(input="/in.fa", output="/out"), caller)
