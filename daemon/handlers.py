@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -38,6 +38,7 @@ from .config import DaemonConfig
 from .jobs.scheduler import JobFinished, JobNotFound, Scheduler
 from .jobs.submission import SubmitRefused, check_submission
 from .progress.log import JobRow, NewJob, ProgressLog
+from .rate_limit import RateLimitedWarning
 
 log = structlog.get_logger()
 
@@ -52,6 +53,9 @@ class DaemonContext:
     progress: ProgressLog
     scheduler: Scheduler
     request_shutdown: Callable[[str], None]
+    # Refused changes are logged once per caller, op and interval: a client flooding
+    # bad submits cannot fill the log, and each caller's refusals still show.
+    refusals: RateLimitedWarning = field(default_factory=RateLimitedWarning)
 
 
 class HandlerError(Exception):
@@ -199,8 +203,9 @@ async def dispatch(ctx: DaemonContext, request: Request, caller: Caller) -> dict
         return ok_reply(request.id, await HANDLERS[request.op](ctx, request.args, caller))
     except (HandlerError, SubmitRefused) as exc:
         if request.op in MUTATING:
-            log.info(
+            ctx.refusals(
                 "request.refused",
+                key=f"{caller.owner}:{request.op}",
                 op=request.op,
                 code=exc.code,
                 reason=exc.message,

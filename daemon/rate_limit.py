@@ -20,10 +20,13 @@ class RateLimitedWarning:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def __call__(self, event: str, **fields: object) -> None:
+    def __call__(self, event: str, *, key: str = "", **fields: object) -> None:
+        """Log `event` unless it (with the same `key`, e.g. its caller) was logged
+        less than `interval` ago."""
+        name = f"{event}\0{key}"
         now = self.clock()
-        if now - self._last.get(event, -self.interval) < self.interval:
-            self._suppressed[event] = self._suppressed.get(event, 0) + 1
+        if now - self._last.get(name, -self.interval) < self.interval:
+            self._suppressed[name] = self._suppressed.get(name, 0) + 1
             return
-        self._last[event] = now
-        log.warning(event, suppressed=self._suppressed.pop(event, 0), **fields)
+        self._last[name] = now
+        log.warning(event, suppressed=self._suppressed.pop(name, 0), **fields)

@@ -248,3 +248,16 @@ async def test_only_an_admin_may_stop_virnucd(caller: Caller) -> None:
     )
     assert (await call(ctx, ShutdownArgs(), ADMIN))["ok"]
     assert stops == [f"shutdown requested by {ADMIN.label}"]
+
+
+@pytest.mark.asyncio
+async def test_refusals_are_logged_once_per_caller_and_interval_so_a_flood_cannot_fill_the_log() -> (
+    None
+):
+    ctx, _, _ = matrix_context()
+    with capture_logs() as logs:
+        for _ in range(50):
+            await call(ctx, ShutdownArgs(), BOB)
+        await call(ctx, ShutdownArgs(), ALICE)
+    refused = [e for e in logs if e["event"] == "request.refused"]
+    assert [e["caller"] for e in refused] == [BOB.label, ALICE.label]

@@ -283,10 +283,8 @@ def is_output(name: str) -> bool:
 def test_a_member_sees_and_kills_only_her_own_jobs(server: SharedServer, users: UnixUsers) -> None:
     alice, bob = users.alice, users.bob
     with server.paused_worker():
-        hers = server.submit_as(alice, [server.write_input(alice, "own-a.fa", 5)],
-                                server.area(alice) / "own-a")  # fmt: skip
-        his = server.submit_as(bob, [server.write_input(bob, "own-b.fa", 5)],
-                               server.area(bob) / "own-b")  # fmt: skip
+        hers = server.submit_new(alice, "own-a", 5)
+        his = server.submit_new(bob, "own-b", 5)
         unknown = server.error_as(bob, "status", job_id="00000000")
         for op in ("status", "kill"):
             error = server.error_as(bob, op, job_id=hers)
@@ -307,8 +305,7 @@ def test_a_member_sees_and_kills_only_her_own_jobs(server: SharedServer, users: 
 
 def test_workers_show_a_member_no_job_of_another(server: SharedServer, users: UnixUsers) -> None:
     alice, bob = users.alice, users.bob
-    hers = server.submit_as(alice, [server.write_input(alice, "busy.fa", 100)],
-                            server.area(alice) / "busy")  # fmt: skip
+    hers = server.submit_new(alice, "busy", 100)
     server.wait_busy_with(hers)
     with server.paused_worker():  # still busy with hers while bob and carol look
         shown = server.result_as(bob, "workers")["workers"]
@@ -325,8 +322,7 @@ def test_a_members_event_subscription_carries_no_event_of_another(
     alice, bob = users.alice, users.bob
     with contextlib.ExitStack() as listening:
         with server.paused_worker():  # hers waits until bob listens
-            hers = server.submit_as(alice, [server.write_input(alice, "ev-a.fa", 20)],
-                                    server.area(alice) / "ev-a")  # fmt: skip
+            hers = server.submit_new(alice, "ev-a", 20)
             topics = ["", f"job.{hers}."]
             listener = server.popen_python_as(bob, SUBSCRIBER, server.events, *topics)
             seen = listening.enter_context(JsonLines(listener))
@@ -335,8 +331,7 @@ def test_a_members_event_subscription_carries_no_event_of_another(
         # bob's own job, after hers, which he follows: once its end reaches him, every
         # earlier event has (a socket's events reach each subscriber in order).
         with server.paused_worker():
-            his = server.submit_as(bob, [server.write_input(bob, "ev-b.fa", 5)],
-                                   server.area(bob) / "ev-b")  # fmt: skip
+            his = server.submit_new(bob, "ev-b", 5)
             assert listener.stdin is not None
             listener.stdin.write(f"job.{his}.\n")
             listener.stdin.flush()
@@ -363,10 +358,8 @@ def test_a_member_cannot_stop_virnucd(stoppable: SharedServer, users: UnixUsers)
 def test_an_admin_sees_and_kills_every_job(server: SharedServer, users: UnixUsers) -> None:
     alice, bob, carol = users.alice, users.bob, server.admin
     with server.paused_worker():
-        hers = server.submit_as(alice, [server.write_input(alice, "adm-a.fa", 5)],
-                                server.area(alice) / "adm-a")  # fmt: skip
-        his = server.submit_as(bob, [server.write_input(bob, "adm-b.fa", 5)],
-                               server.area(bob) / "adm-b")  # fmt: skip
+        hers = server.submit_new(alice, "adm-a", 5)
+        his = server.submit_new(bob, "adm-b", 5)
         assert server.result_as(carol, "status", job_id=hers)["job_id"] == hers
         ids = [job["job_id"] for job in server.result_as(carol, "list")["jobs"]]
         assert hers in ids
@@ -383,8 +376,7 @@ def test_a_user_id_forged_in_the_handshake_is_ignored(
     """bob's own ZMTP client claims to be root, carol, or a sealed admin Caller."""
     server = stoppable
     bob, carol = users.bob, server.admin
-    hers = server.submit_as(users.alice, [server.write_input(users.alice, "forge.fa", 5)],
-                            server.area(users.alice) / "forge")  # fmt: skip
+    hers = server.submit_new(users.alice, "forge", 5)
     sealed = {"owner": "uid:0", "uid": 0, "gid": 0, "admin": True, "label": "root", "pid": 1}
     forged = ["root", "0", f"uid:{carol.uid}", json.dumps(sealed) + "|" + "0" * 64]
     done = server.python_as(bob, FORGED_ZMTP, str(server.state_dir / "control.sock"), *forged)
@@ -419,10 +411,8 @@ def test_a_small_job_is_not_stuck_behind_a_big_one(server: SharedServer, users: 
     """One worker; alice's job has 30 units (unit_records = 10), bob's one."""
     alice, bob = users.alice, users.bob
     with server.paused_worker():
-        big = server.submit_as(alice, [server.write_input(alice, "big.fa", 300)],
-                               server.area(alice) / "big")  # fmt: skip
-        small = server.submit_as(bob, [server.write_input(bob, "small.fa", 5)],
-                                 server.area(bob) / "small")  # fmt: skip
+        big = server.submit_new(alice, "big", 300)
+        small = server.submit_new(bob, "small", 5)
     assert server.wait_end(small)["state"] == "done"
     assert server.status(big)["state"] != "done", "bob's small job waited for alice's big one"
     assert server.wait_end(big, timeout=300)["state"] == "done"

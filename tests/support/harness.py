@@ -141,13 +141,7 @@ class Daemon:
 
     def log_events(self) -> list[dict[str, Any]]:
         """The JSON lines of the log (virnucd's and its workers'), in order."""
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    events.append(event)
-        return events
+        return json_log_events(self.log_path)
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -266,3 +260,14 @@ def running_daemon(
         assert daemon.stop() == 0, daemon.log_tail()
     finally:
         daemon.close()
+
+
+def json_log_events(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects among a log file's lines, in order (other lines skipped)."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events

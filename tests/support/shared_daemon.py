@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.synthetic import random_lengths, write_fasta
-from tests.support.harness import RawClient
+from tests.support.harness import RawClient, json_log_events
 from tests.support.poll import wait_for
 from tests.support.unix_users import UnixUsers, User
 from tests.support.user_scripts import CALL_SCRIPT
@@ -182,13 +182,7 @@ class SharedServer:
         self.client.close()
 
     def log_events(self) -> list[dict[str, Any]]:
-        events = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    events.append(event)
-        return events
+        return json_log_events(self.log_path)
 
     def log_mentions(self, op: str, user: User, job_id: str | None = None) -> bool:
         """Whether a log event about `op` (its name has it) names `user` as the
@@ -228,6 +222,11 @@ class SharedServer:
     def submit_as(self, user: User, inputs: list[Path], out: Path, **extra: Any) -> str:
         args = {"inputs": [str(p) for p in inputs], "output": str(out), "profile": "demo"}
         return str(self.result_as(user, "submit", **args, **extra)["job_id"])
+
+    def submit_new(self, user: User, name: str, records: int) -> str:
+        """`user` submits a new input NAME.fa of `records` contigs into her area/NAME."""
+        inputs = [self.write_input(user, f"{name}.fa", records)]
+        return self.submit_as(user, inputs, self.area(user) / name)
 
     def ctl_as(self, user: User, *argv: str) -> subprocess.CompletedProcess[str]:
         """`virnucctl --state-dir STATE ARGV...` as `user`."""

@@ -63,6 +63,19 @@ class UnixUsers:
             os.chown(path, user.uid, user.gid)
         return path
 
+    def empty_homes(self) -> UnixUsers:
+        """alice's and bob's homes, searchable by everyone (0711) and emptied: the users
+        live for the whole session, so each test starts from clean homes."""
+        for user in (self.alice, self.bob):
+            home = self.home(user)
+            home.chmod(0o711)
+            for entry in home.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        return self
+
     def run_as(self, user: User, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)

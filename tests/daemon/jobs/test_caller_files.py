@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,16 +48,7 @@ def owner(user: User) -> str:
 
 @pytest.fixture
 def homes(unix_users: UnixUsers) -> UnixUsers:
-    """alice's and bob's homes, searchable by everyone (0711) and empty at the start."""
-    for user in (unix_users.alice, unix_users.bob):
-        home = unix_users.home(user)
-        home.chmod(0o711)
-        for entry in home.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-    return unix_users
+    return unix_users.empty_homes()
 
 
 def file_of(user: User, path: Path, mode: int, text: str = FASTA) -> Path:

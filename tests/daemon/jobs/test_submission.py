@@ -4,7 +4,6 @@ and a message naming the file (tests/e2e/test_bad_input.py sends them through vi
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -184,12 +183,7 @@ def as_caller(user: User) -> Caller:
 
 @pytest.fixture
 def homes(unix_users: UnixUsers) -> UnixUsers:
-    for user in (unix_users.alice, unix_users.bob):
-        home = unix_users.home(user)
-        home.chmod(0o711)
-        for entry in home.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    return unix_users
+    return unix_users.empty_homes()
 
 
 def owned(user: User, path: Path, mode: int, text: str | None = ">r1\nACGT\n") -> Path:
