@@ -10,8 +10,8 @@ The owner is the job's `owner` (`Caller.owner` of its submitter); jobs that reco
 none (submitted before v7) share one line of their own, `NO_OWNER`.
 
 The `UnitQueue` owns the one `OwnerLines` and uses it from the scheduler's task only.
-A line's `running` count is kept by its jobs' `JobRun.hand_out`/`take_back`, the only
-places a unit starts or stops running, so it cannot drift from `JobRun.running`.
+A line's running units are counted from its jobs' `JobRun.running` when asked, never
+kept beside them, so the count cannot drift.
 """
 
 from __future__ import annotations
@@ -40,8 +40,12 @@ class OwnerLine:
 
     owner: str
     jobs: dict[str, JobRun] = field(default_factory=dict)
-    running: int = 0  # units of these jobs that workers compute now
     served: int = 0  # the tick of the last unit handed to it; 0: none yet
+
+    @property
+    def running(self) -> int:
+        """Units of these jobs that workers compute now."""
+        return sum(len(run.running) for run in self.jobs.values())
 
     def oldest(self) -> int:
         return next(iter(self.jobs.values())).row.seq
@@ -63,16 +67,12 @@ class OwnerLines:
         owner = owner_of(run.row.owner)
         line = self._lines.setdefault(owner, OwnerLine(owner))
         line.jobs[run.job_id] = run
-        line.running += len(run.running)
-        run.line = line
 
     def drop(self, run: JobRun) -> None:
         """Forget a finished job; an owner left with no job leaves the queue."""
-        line, run.line = run.line, None
-        if line is None:
+        line = self._lines.get(owner_of(run.row.owner))
+        if line is None or line.jobs.pop(run.job_id, None) is None:
             return
-        line.running -= len(run.running)
-        line.jobs.pop(run.job_id, None)
         if not line.jobs:
             del self._lines[line.owner]
 
@@ -85,9 +85,10 @@ class OwnerLines:
         """The owners with unfinished jobs, the one to serve next first."""
         return sorted(self._lines.values(), key=OwnerLine.turn)
 
-    def served(self, line: OwnerLine | None) -> None:
-        """The owner was handed a unit just now."""
+    def served(self, run: JobRun) -> None:
+        """The job's owner was handed a unit just now."""
         self._tick += 1
+        line = self._lines.get(owner_of(run.row.owner))
         if line is not None:
             line.served = self._tick
 

@@ -9,16 +9,13 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from virnuc.model_wire import spec_to_wire
 from virnuc.protocol import Assign, JobState, JobStatus
 
 from ..progress.log import JobRow, UnitRow
 from ..scheduler_messages import Assignment
-
-if TYPE_CHECKING:
-    from .owner_lines import OwnerLine
 
 PROGRESS_EVENT_INTERVAL = 0.5  # seconds between two `progress` events of a job
 
@@ -42,17 +39,12 @@ class JobRun:
     # Kills that wait for the assembly to stop (killed) or publish (done): answered then.
     kills: list[asyncio.Future[Any]] = field(default_factory=list)
     last_event: float = 0.0
-    # Its owner's place in the fair queue (daemon/jobs/owner_lines.py), while it is in
-    # it: its `running` counts this job's units as they are handed out and taken back.
-    line: OwnerLine | None = field(default=None, repr=False)
 
     @property
     def job_id(self) -> str:
         return self.row.job_id
 
     def hand_out(self, assignment: Assignment) -> None:
-        if assignment.unit_id not in self.running and self.line is not None:
-            self.line.running += 1
         self.running[assignment.unit_id] = assignment
         self.recorded[assignment.unit_id] = (0, 0)
 
@@ -60,10 +52,7 @@ class JobRun:
         """The unit is computed nowhere any more; returns who computed it."""
         self.live.pop(unit_id, None)
         self.recorded.pop(unit_id, None)
-        assignment = self.running.pop(unit_id, None)
-        if assignment is not None and self.line is not None:
-            self.line.running -= 1
-        return assignment
+        return self.running.pop(unit_id, None)
 
     def batch_done(self, unit_id: int, records: int, frames: int) -> None:
         """A worker's counts since its assign (`batch_done`), minus what is recorded."""

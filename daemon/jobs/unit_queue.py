@@ -159,7 +159,7 @@ class UnitQueue:
             unit.end_record,
         )
         run.hand_out(assignment)
-        self.lines.served(run.line)
+        self.lines.served(run)
         log.info(
             "unit.assigned",
             job_id=run.job_id,

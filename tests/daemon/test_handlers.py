@@ -251,7 +251,7 @@ async def test_only_an_admin_may_stop_virnucd(caller: Caller) -> None:
 
 
 @pytest.mark.asyncio
-async def test_refusals_are_logged_once_per_caller_and_interval_so_a_flood_cannot_fill_the_log() -> (
+async def test_refusals_are_logged_once_per_caller_and_interval_so_floods_cannot_fill_the_log() -> (
     None
 ):
     ctx, _, _ = matrix_context()
