@@ -23,6 +23,7 @@ COMPLEMENT = str.maketrans("ACGT", "TGCA")
 # TTA GTT AGT TAG / T TAG ... / TT AGT TAG ... forward, CTA ACT AAC TAA ... reverse: a
 # stop in every frame of both strands, wherever the motif sits in a read.
 NO_FRAME_MOTIF = "TTAGTTAGTTAG"
+MAX_NO_FRAME_LENGTH = 300  # the shorter chunk length
 _TO_BASES = bytes(b"ACGT"[i % 4] for i in range(256))
 _TO_QUALITIES = bytes(b"FGHIJ:,#"[i % 8] for i in range(256))
 
@@ -51,7 +52,11 @@ def random_lengths(count: int, seed: int, low: int = 150, high: int = 3000) -> l
 
 
 def no_frame_read(rng: random.Random, length: int) -> str:
-    """Random bases with `NO_FRAME_MOTIF` in the middle: no frame survives."""
+    """Random bases with `NO_FRAME_MOTIF` in the middle: no frame survives. A read of
+    at most 300 bases is one chunk at either chunk length; a longer one would have
+    chunks without the motif."""
+    if not len(NO_FRAME_MOTIF) <= length <= MAX_NO_FRAME_LENGTH:
+        raise ValueError(f"no-frame reads are {len(NO_FRAME_MOTIF)} to 300 bases, not {length}")
     bases = rng.randbytes(length).translate(_TO_BASES).decode()
     middle = (length - len(NO_FRAME_MOTIF)) // 2
     return bases[:middle] + NO_FRAME_MOTIF + bases[middle + len(NO_FRAME_MOTIF) :]
