@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sqlite3
 import tempfile
 import time
@@ -296,7 +297,9 @@ def coding_rows(results: list[SizeResult]) -> list[str]:
 
 
 def report(results: list[SizeResult]) -> None:
-    print("virnucd, 1 CPU worker, demo models; no-frame 150-base reads (no model runs)")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{when}, {os.cpu_count()} cores; virnucd, 1 CPU worker, demo models;")
+    print("no-frame 150-base FASTQ reads (no model runs), .gz = gzip level 6")
     lines = size_rows(results)
     if len(results) >= 2:
         lines += growth_rows(results[0], results[-1])
