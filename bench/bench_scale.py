@@ -172,14 +172,15 @@ def measure_size(root: Path, cache: Path, reads: int, coding_reads: int) -> Size
     try:
         for label, path in (("plain", plain), ("gz", gz)):
             result.jobs[label] = timed_job(client, state, path, work / f"out-{label}")
+        # Peaks before the coding job: the no-frame jobs' own, at every size alike.
+        result.daemon_hwm = vm_hwm(process.pid)
+        pids = [w["pid"] for w in client.call("workers")["workers"] if w.get("pid")]
+        result.worker_hwm = max((vm_hwm(pid) for pid in pids), default=0)
         if coding_reads:
             coding = work / "coding.fastq"
             write_fastq(coding, coding_reads, seed=reads + 1, coding=True)
             _, _, seconds, status = run_job(client, coding, work / "out-coding")
             result.coding = (coding_reads, seconds, status["frames_done"])
-        result.daemon_hwm = vm_hwm(process.pid)
-        pids = [w["pid"] for w in client.call("workers")["workers"] if w.get("pid")]
-        result.worker_hwm = max((vm_hwm(pid) for pid in pids), default=0)
     finally:
         client.close()
         stop_daemon(state, process)
