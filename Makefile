@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP      := $(VENV)/.installed
 TYPECHECK  := build/typecheck
 
-.PHONY: venv demo test test-fast lint format bench bench-slurm bench-wheels clean
+.PHONY: venv demo test test-fast lint format bench bench-scale bench-slurm bench-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ bench: venv
 	$(BIN)/python -m bench.bench_daemon
 	$(BIN)/python -m bench.bench_recovery
 	$(BIN)/python -m bench.bench_startup
+
+# FASTQ.gz against plain at 1M and 4M reads (bench/README.md); SIZES=20000,80000 for a quick look.
+bench-scale: venv
+	$(BIN)/python -m bench.bench_scale $(if $(SIZES),--sizes $(SIZES))
 
 bench-slurm: venv
 	$(BIN)/python -m bench.bench_slurm
