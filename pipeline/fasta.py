@@ -32,6 +32,7 @@ from typing import BinaryIO
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
+from .gzip_index import open_gzip
 from .input_error import FastaError as FastaError  # re-exported: its historical home
 from .record_ids import check_unique_ids, id_hash
 
@@ -74,7 +75,8 @@ class FastaScan:
 
 
 def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open a FASTA file for reading bytes, transparently gunzipping by magic number."""
+    """Open a FASTA file for reading bytes, transparently gunzipping by magic number
+    (through the input's seek-point index where one is in use: pipeline/gzip_index)."""
     path = Path(path)
     if not path.exists():
         raise FastaError(path, "no such file")
@@ -86,7 +88,7 @@ def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
         raise FastaError(path, "permission denied") from exc
     if raw.read(2) == GZIP_MAGIC:
         raw.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open_gzip(path)
     raw.seek(0)
     return raw
 

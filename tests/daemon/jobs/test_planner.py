@@ -73,11 +73,9 @@ async def plan(
     cancel = cancel or threading.Event()
     if (taken := fingerprint_if_readable(job.inputs)) is not None:
         job = await log.fingerprint_input(job.job_id, taken)
-    records, units = await plan_job(
-        log, job, workers=workers, max_records=max_records, cancel=cancel
-    )
-    await log.finish_planning(job.job_id, records, units)
-    return units
+    totals = await plan_job(log, job, workers=workers, max_records=max_records, cancel=cancel)
+    await log.finish_planning(job.job_id, totals.records, totals.units)
+    return totals.units
 
 
 def spy_on_batches(
@@ -156,7 +154,7 @@ async def test_the_planner_returns_its_totals_and_leaves_the_job_row_to_the_sche
 
     totals = await plan_job(log, job, workers=1, max_records=2, cancel=threading.Event())
 
-    assert totals == (11, 6)
+    assert totals == (11, 6, [None])
     assert len(await units_of(log)) == 6
     assert await log.get_job("j1") == job  # no totals, no fingerprint: not its row
 
