@@ -42,6 +42,7 @@ log = structlog.get_logger()
 
 MIN_SPACING = 4 << 20  # decompressed bytes between seek points, at least
 MAX_POINTS = 1024  # about: 32 KiB each, so an index stays near 32 MiB at most
+READ_BUFFER = 1 << 18  # compressed bytes read at a time: a seek reads at least this
 KEPT = 4  # indexes a process keeps in memory (a worker reads one input at a time)
 
 
@@ -93,7 +94,7 @@ class _OwningReader(indexed_gzip.IndexedGzipFile):
     """An IndexedGzipFile that also closes the compressed file it reads."""
 
     def __init__(self, compressed: BinaryIO, spacing: int) -> None:
-        super().__init__(fileobj=compressed, spacing=spacing)
+        super().__init__(fileobj=compressed, spacing=spacing, readbuf_size=READ_BUFFER)
         self._compressed = compressed
 
     def close(self) -> None:

@@ -252,3 +252,16 @@ def test_assign_refuses_a_bad_unit_range_or_digest(
     wire.update(changes)
     with pytest.raises(ProtocolError, match=problem):
         decode_from_daemon(codec.encode({k: v for k, v in wire.items() if v is not None}))
+
+
+def test_assign_takes_a_gzip_index_only_with_its_size_and_sha256(tmp_path: Path) -> None:
+    named = unit_assign(
+        copy_example(tmp_path, gz=True),
+        0,
+        gzip_index="/jobs/j/input-0.gzidx",
+        gzip_index_size=10,
+        gzip_index_sha256="0" * 64,
+    )
+    assert decode_from_daemon(named.encode()) == named
+    with pytest.raises(ProtocolError, match="go together"):
+        dataclasses.replace(named, gzip_index_sha256=None)

@@ -604,3 +604,31 @@ async def test_an_id_repeated_across_inputs_fails_planning_naming_both_files(
     assert raised.value.path == str(second)
     assert raised.value.line == 1
     assert await units_of(log) == []
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_input_is_indexed_into_the_job_dir_and_recorded_with_the_plan(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    packed = tmp_path / "in.fa.gz"
+    packed.write_bytes(gzip.compress(fasta_bytes(9)))
+    plain = tmp_path / "in.fa"
+    plain.write_bytes(fasta_bytes(5).replace(b">rec", b">other"))
+    job = await log.create_job(
+        NewJob("j1", str(packed), "/out/j1", SPEC, 2, inputs=(str(packed), str(plain)))
+    )
+    job_dir = tmp_path / "jobs" / "j1"
+
+    totals = await plan_job(
+        log, job, workers=1, max_records=2, cancel=threading.Event(), index_dir=job_dir
+    )
+    row = await log.finish_planning("j1", totals.records, totals.units, totals.gzip_indexes)
+
+    index, none = totals.gzip_indexes
+    assert none is None  # a plain input has none
+    assert index is not None
+    assert Path(index.path) == job_dir / "input-0.gzidx"
+    saved = Path(index.path).read_bytes()
+    assert (index.size, index.sha256) == (len(saved), hashlib.sha256(saved).hexdigest())
+    assert row.gzip_indexes == (index, None)
+    assert (await log.get_job("j1")).gzip_indexes == (index, None)
