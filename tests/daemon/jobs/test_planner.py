@@ -4,6 +4,7 @@ a cancel stops planning; an interrupted plan replays with the size it started wi
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import os
@@ -628,7 +629,7 @@ async def test_a_gzip_input_is_indexed_into_the_job_dir_and_recorded_with_the_pl
     assert none is None  # a plain input has none
     assert index is not None
     assert Path(index.path) == job_dir / "input-0.gzidx"
-    saved = Path(index.path).read_bytes()
+    saved = await asyncio.to_thread(Path(index.path).read_bytes)
     assert (index.size, index.sha256) == (len(saved), hashlib.sha256(saved).hexdigest())
     assert row.gzip_indexes == (index, None)
     assert (await log.get_job("j1")).gzip_indexes == (index, None)
