@@ -14,8 +14,10 @@ into T and u into t, as `dna_letters` does, because frames translate A/C/G/T cod
 only; an RNA file gives exactly the outputs of the same sequences in DNA. The scan and
 the unit digests see the raw bytes, so offsets and digests are those of the file.
 
-Offsets are positions in the *decompressed* stream, so a `.gz` input is read from its
-start up to the offset (gzip cannot seek otherwise); plain files seek directly.
+Offsets are positions in the *decompressed* stream. A `.gz` input seeks from the
+nearest point of its seek-point index when the process has one in use
+(pipeline/gzip_index.py), else by decompressing from its start; plain files seek
+directly.
 """
 
 from __future__ import annotations
@@ -164,7 +166,7 @@ class _TrackedLines:
 
 def _seek(raw: BinaryIO, offset: int) -> None:
     if offset:
-        raw.seek(offset)  # GzipFile seeks forward by decompressing; plain files jump
+        raw.seek(offset)  # gzip: from the nearest seek point, or from byte 0 without one
 
 
 def scan_fasta(

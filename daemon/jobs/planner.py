@@ -5,7 +5,9 @@ Two streaming passes over the inputs (FASTA or FASTQ, in order), both in a threa
 model time is spent, naming its file and line), checks ids are unique across them
 and counts the records; then the cutting pass finds the record starts, cuts units of
 equal record counts, digests each unit's bytes (virnuc.input_digest: the worker that
-reads the unit checks them) and hands the units to the progress log in batches,
+reads the unit checks them), indexes each gzip input into the job's directory as it
+reads it (pipeline/gzip_index.py: the scan, through the standard library, has checked
+its CRCs already) and hands the units to the progress log in batches,
 waiting for each batch to be written (backpressure: a 10-million-record file never
 sits in memory).
 
