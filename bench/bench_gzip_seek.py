@@ -66,6 +66,8 @@ def main() -> None:
         if unindexed != len(spans):
             raise SystemExit("the two passes cut different units")
         index = gzip_index.describe(Path(tmp) / "input-0.gzidx")
+        if index is None:
+            raise SystemExit("the index was not saved")
         print(f"{reads} reads, {path.stat().st_size / 1e6:.0f} MB compressed, {len(spans)} units")
         print(f"planner's cutting pass: {plain_pass:.1f} s through gzip (before), ", end="")
         print(f"{planned:.1f} s indexing (after); index {index.size / 1e6:.1f} MB")

@@ -22,6 +22,7 @@ index.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -129,14 +130,22 @@ def _open_indexed(path: Path, spacing: int | None, index: bytes | None) -> Binar
 @contextmanager
 def building(path: str | os.PathLike[str], index_path: Path) -> Iterator[BinaryIO]:
     """Read a gzip input from the start while indexing it; when the block ends
-    normally, having read it to its end, the index is saved at `index_path`. The
-    input must have been validated already (`open_binary`'s checked read): indexed_gzip
-    checks no CRC."""
+    normally, having read it to its end, the index is saved at `index_path`; one that
+    cannot be is logged (`gzip_index.not_saved`) and left out: the workers then read
+    without it. The input must have been validated already (`open_binary`'s checked
+    read): indexed_gzip checks no CRC."""
     source = Path(path)
     reader = _open_indexed(source, spacing_for(source.stat().st_size), None)
     with reader:
         yield reader
-        save(reader, index_path)
+        try:
+            save(reader, index_path)
+        except OSError as exc:
+            log.warning(
+                "gzip_index.not_saved", input=str(path), index=str(index_path), reason=str(exc)
+            )
+            with contextlib.suppress(OSError):
+                index_path.unlink(missing_ok=True)
 
 
 def save(reader: BinaryIO, index_path: Path) -> None:
@@ -146,9 +155,12 @@ def save(reader: BinaryIO, index_path: Path) -> None:
     publish(index_path, exported.getvalue())
 
 
-def describe(index_path: Path) -> GzipIndex:
-    """The saved index's description, as recorded for the workers."""
-    data = index_path.read_bytes()
+def describe(index_path: Path) -> GzipIndex | None:
+    """The saved index's description, as recorded for the workers (None: not saved)."""
+    try:
+        data = index_path.read_bytes()
+    except FileNotFoundError:
+        return None
     return GzipIndex(str(index_path), len(data), hashlib.sha256(data).hexdigest())
 
 

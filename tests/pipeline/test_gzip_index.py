@@ -82,7 +82,9 @@ def planned(
     monkeypatch.setattr(gzip_index, "MIN_SPACING", SPACING)
     index_path = tmp_path / "input-0.gzidx"
     spans = list(unit_spans(fastq_gz, UNIT, index_path))
-    yield spans, gzip_index.describe(index_path)
+    index = gzip_index.describe(index_path)
+    assert index is not None
+    yield spans, index
     gzip_index.use(str(fastq_gz), None)  # forget it: the next test starts bare
 
 
@@ -169,6 +171,19 @@ def test_the_saved_index_is_described_by_its_size_and_sha256(
     assert gzip_index.loads(gzip_index.dumps([index, None])) == (index, None)
     leftovers = [p.name for p in Path(index.path).parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # written under a temporary name, renamed into place
+
+
+def test_an_index_that_cannot_be_saved_is_left_out_and_the_plan_goes_on(
+    fastq_gz: Path, tmp_path: Path
+) -> None:
+    nowhere = tmp_path / "gone" / "input-0.gzidx"  # its directory does not exist
+
+    with structlog.testing.capture_logs() as logs:
+        spans = list(unit_spans(fastq_gz, 20_000, nowhere))
+
+    assert len(spans) == READS // 20_000
+    assert gzip_index.describe(nowhere) is None
+    assert [e["event"] for e in logs] == ["gzip_index.not_saved"]
 
 
 def test_a_plain_input_reads_as_before(tmp_path: Path) -> None:

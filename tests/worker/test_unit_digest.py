@@ -126,6 +126,7 @@ def test_a_gzip_unit_reads_and_verifies_the_same_through_its_index(
     path = copy_example(tmp_path, gz=True, fastq=fastq)
     list(unit_spans(path, UNIT, tmp_path / "input-0.gzidx"))
     index = gzip_index.describe(tmp_path / "input-0.gzidx")
+    assert index is not None
     assign = unit_assign(path, 3, resume_at)
     try:
         assert gzip_index.use(str(path), index)
