@@ -3,21 +3,20 @@
 gzip has no random access: reaching byte N of the decompressed stream means
 decompressing the N bytes before it. The planner, which reads every input from start
 to end anyway, reads a gzip input in its cutting pass (after its scan validated it)
-through `building`, which records a seek point (the
-compressor's state: 32 KiB of history) every `spacing_for` decompressed bytes as it
-goes and saves them, at the end, as the input's index: written to a temporary name,
-fsynced and renamed, and described by its size and SHA-256 (`GzipIndex`). The job's
-row keeps the descriptions and each `assign` carries its unit's.
+through `building`, which records a seek point (the compressor's state: 32 KiB of
+history) every `spacing_for` decompressed bytes as it goes and saves them at the end
+as the input's index (durable.publish: temporary name, fsync, rename), described by
+its size and SHA-256 (`GzipIndex`). The job's row keeps the descriptions and each
+`assign` carries its unit's.
 
 A worker calls `use` with the description before reading: the index's bytes are read
-once, and used only when their size and digest are those recorded; then every
-`open_binary` of that input (unit start, resume point, digest range) seeks from the
-nearest seek point, so a unit's read time does not depend on where it lies. A missing
-or damaged index is never trusted: it is logged (`gzip_index.unusable`, with the
-reason) and the input is read as without one, decompressing from the start (the
-standard library's gzip, as before indexes). The
-unit's own digest still checks every byte read, so correctness never depends on the
-index.
+once and kept, if their size and digest are those recorded; then every `open_binary`
+of that input (unit start, resume point, digest range) seeks from the nearest seek
+point, so a unit's read time does not depend on where it lies. A missing or damaged
+index is never trusted: it is logged (`gzip_index.unusable`, with the reason) and the
+input is read as without one, decompressing from the start through the standard
+library's gzip, as before indexes. The unit's own digest still checks every byte
+read, so correctness never depends on the index.
 """
 
 from __future__ import annotations
