@@ -20,7 +20,7 @@ from virnuc.pipeline import gzip_index
 from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.inputs import read_records
 
-READS = 60_000
+READS = 120_000
 UNIT = 1_000
 SPACING = 1 << 18  # decompressed bytes between seek points in these tests
 
@@ -115,7 +115,7 @@ def test_a_late_unit_is_read_from_its_nearest_seek_point_not_from_the_start(
     assert ids == [f"r{i}" for i in range(first, first + UNIT)]
     assert digest == spans[-2][3]
     compressed = fastq_gz.stat().st_size
-    assert 0 < CountingFile.total < compressed / 8, (CountingFile.total, compressed)
+    assert 0 < CountingFile.total < compressed / 10, (CountingFile.total, compressed)
 
 
 @pytest.mark.parametrize("damage", ["overwritten", "truncated", "missing"])
