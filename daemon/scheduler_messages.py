@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.protocol import BatchDone, Checkpoint, ErrorCode, UnitDone, WorkerError
 
 from .progress.log import NewJob
@@ -101,6 +102,7 @@ class PlanFinished:
     code: ErrorCode | None = None  # set when the failure is the user's to fix
     records_total: int = 0
     units_total: int = 0
+    gzip_indexes: tuple[GzipIndex | None, ...] = ()  # one per input; None for a plain one
 
 
 @dataclass(frozen=True, slots=True)

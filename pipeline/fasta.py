@@ -14,8 +14,10 @@ into T and u into t, as `dna_letters` does, because frames translate A/C/G/T cod
 only; an RNA file gives exactly the outputs of the same sequences in DNA. The scan and
 the unit digests see the raw bytes, so offsets and digests are those of the file.
 
-Offsets are positions in the *decompressed* stream, so a `.gz` input is read from its
-start up to the offset (gzip cannot seek otherwise); plain files seek directly.
+Offsets are positions in the *decompressed* stream. A `.gz` input seeks from the
+nearest point of its seek-point index when the process has one in use
+(pipeline/gzip_index.py), else by decompressing from its start; plain files seek
+directly.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import BinaryIO
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
+from .gzip_index import open_gzip
 from .input_error import FastaError as FastaError  # re-exported: its historical home
 from .record_ids import check_unique_ids, id_hash
 
@@ -74,7 +77,8 @@ class FastaScan:
 
 
 def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open a FASTA file for reading bytes, transparently gunzipping by magic number."""
+    """Open a FASTA file for reading bytes, transparently gunzipping by magic number
+    (through the input's seek-point index where one is in use: pipeline/gzip_index)."""
     path = Path(path)
     if not path.exists():
         raise FastaError(path, "no such file")
@@ -86,7 +90,7 @@ def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
         raise FastaError(path, "permission denied") from exc
     if raw.read(2) == GZIP_MAGIC:
         raw.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return open_gzip(path)
     raw.seek(0)
     return raw
 
@@ -162,7 +166,7 @@ class _TrackedLines:
 
 def _seek(raw: BinaryIO, offset: int) -> None:
     if offset:
-        raw.seek(offset)  # GzipFile seeks forward by decompressing; plain files jump
+        raw.seek(offset)  # gzip: from the nearest seek point, or from byte 0 without one
 
 
 def scan_fasta(

@@ -115,7 +115,7 @@ def read_records(
     fmt = detect_format(path)
     with open_binary(path) as raw:
         if offset:
-            raw.seek(offset)  # GzipFile seeks forward by decompressing; plain files jump
+            raw.seek(offset)  # gzip: from the nearest seek point, or from byte 0 without one
         try:
             for n, record in enumerate(
                 parse_records(fmt, raw, offset=offset, first_index=first_index, path=path)

@@ -191,6 +191,11 @@ class Assign(WorkerMessageBase):
     range as it reads it (a resumed unit's bytes before ``start_offset`` first) and
     fails the unit with "input changed since submission" instead of finishing it when
     they differ. Absent for units planned by an older virnuc: then nothing is checked.
+
+    ``gzip_index`` (optional, with its ``gzip_index_size`` and ``gzip_index_sha256``)
+    is the seek-point index of a gzip input, saved by the planner in the job's
+    directory: the worker reads through it only when its size and SHA-256 match, and
+    otherwise decompresses from the start (virnuc.pipeline.gzip_index).
     """
 
     TYPE: ClassVar[Literal["assign"]] = "assign"
@@ -208,6 +213,9 @@ class Assign(WorkerMessageBase):
     unit_offset: Count | None = None
     unit_end_offset: Count | None = None
     digest: Digest128Hex | None = None
+    gzip_index: AbsPath | None = None
+    gzip_index_size: Count | None = None
+    gzip_index_sha256: Sha256Hex | None = None
 
     def __post_init__(self) -> None:
         if self.unit_offset is not None and self.unit_offset > self.start_offset:
@@ -216,6 +224,9 @@ class Assign(WorkerMessageBase):
             fail("unit_end_offset", f"must be above start_offset, got {self.unit_end_offset}")
         if self.digest is not None and None in (self.unit_offset, self.unit_end_offset):
             fail("digest", "needs unit_offset and unit_end_offset")
+        index = (self.gzip_index, self.gzip_index_size, self.gzip_index_sha256)
+        if index.count(None) not in (0, len(index)):
+            fail("gzip_index", "gzip_index, gzip_index_size and gzip_index_sha256 go together")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ import torch
 from virnuc.faults import Faults, FaultSpecError
 from virnuc.log_setup import configure_logging
 from virnuc.model_wire import spec_from_wire
+from virnuc.pipeline import gzip_index
+from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.models import ModelSet
 from virnuc.protocol import (
     Assign,
@@ -152,6 +154,7 @@ class Worker:
             log.exception("models.load_failed")
             self._report_load_failure(assign, exc)
             return
+        gzip_index.use(assign.input, gzip_index_of(assign), log)
         UnitRun(self.ctx, assign, models, log).run()
 
     def _models_for(self, spec: WireModelSpec, log: Log) -> ModelSet:
@@ -200,6 +203,14 @@ class Worker:
 
 
 # --- entry point -------------------------------------------------------------------------
+
+
+def gzip_index_of(assign: Assign) -> GzipIndex | None:
+    """The seek-point index the `assign` names for its gzip input (None: a plain input,
+    or a daemon that sends none)."""
+    if assign.gzip_index is None or assign.gzip_index_size is None:
+        return None
+    return GzipIndex(assign.gzip_index, assign.gzip_index_size, str(assign.gzip_index_sha256))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,11 @@ decision; the book records it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
+from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.protocol import Checkpoint, ErrorCode, JobState, JobStatus, job_event
 
 from ..config import DaemonConfig
@@ -118,10 +119,18 @@ class JobBook:
             if taken is not None:
                 run.row = await self.progress.fingerprint_input(run.job_id, taken)
 
-    async def finish_planning(self, run: JobRun, records_total: int, units_total: int) -> None:
-        """Close the plan with the planner's totals; raises ConflictError if they do not
-        match the units it recorded."""
-        run.row = await self.progress.finish_planning(run.job_id, records_total, units_total)
+    async def finish_planning(
+        self,
+        run: JobRun,
+        records_total: int,
+        units_total: int,
+        gzip_indexes: Sequence[GzipIndex | None] = (),
+    ) -> None:
+        """Close the plan with the planner's totals and each gzip input's seek-point
+        index; raises ConflictError if the totals do not match the units it recorded."""
+        run.row = await self.progress.finish_planning(
+            run.job_id, records_total, units_total, gzip_indexes
+        )
         run.planned = True
 
     async def set_state(

@@ -168,4 +168,17 @@ def assign_message(row: JobRow, unit: UnitRow, resume: tuple[int, int], parts_di
         unit_offset=unit.start_offset,
         unit_end_offset=unit.end_offset,
         digest=unit.digest,
+        **_gzip_index_fields(row, unit.input_index),
     )
+
+
+def _gzip_index_fields(row: JobRow, input_index: int) -> dict[str, Any]:
+    """The `assign` fields naming the unit's input's seek-point index, if it has one."""
+    index = row.gzip_indexes[input_index] if input_index < len(row.gzip_indexes) else None
+    if index is None:
+        return {}
+    return {
+        "gzip_index": index.path,
+        "gzip_index_size": index.size,
+        "gzip_index_sha256": index.sha256,
+    }

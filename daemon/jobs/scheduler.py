@@ -216,6 +216,7 @@ class Scheduler(Actor[Any]):
             workers=len(self.workers) or 1,
             max_records=self.config.unit_records,
             cancel=run.cancel,
+            index_dir=self.config.job_dir(run.job_id),
         )
         run.start_task(work, self.tell, f"plan-{run.job_id}")
 
@@ -229,7 +230,9 @@ class Scheduler(Actor[Any]):
         error, code = plan.error, plan.code
         if error is None:
             try:
-                await self.book.finish_planning(run, plan.records_total, plan.units_total)
+                await self.book.finish_planning(
+                    run, plan.records_total, plan.units_total, plan.gzip_indexes
+                )
             except ConflictError as exc:
                 error, code = f"invalid input: {exc}", ErrorCode.INVALID_INPUT
         if error is not None:

@@ -36,11 +36,22 @@ log = structlog.get_logger()
 
 
 async def planning(
-    progress: ProgressLog, row: JobRow, *, workers: int, max_records: int, cancel: threading.Event
+    progress: ProgressLog,
+    row: JobRow,
+    *,
+    workers: int,
+    max_records: int,
+    cancel: threading.Event,
+    index_dir: Path | None = None,
 ) -> sm.PlanFinished | None:
     try:
-        records, units = await plan_job(
-            progress, row, workers=workers, max_records=max_records, cancel=cancel
+        totals = await plan_job(
+            progress,
+            row,
+            workers=workers,
+            max_records=max_records,
+            cancel=cancel,
+            index_dir=index_dir,
         )
     except PlanningCancelled:
         return None
@@ -52,7 +63,13 @@ async def planning(
         log.exception("planning.crashed", job_id=row.job_id)
         error = f"internal error while planning ({type(exc).__name__}: {exc})"
         return sm.PlanFinished(row.job_id, error)
-    return sm.PlanFinished(row.job_id, None, records_total=records, units_total=units)
+    return sm.PlanFinished(
+        row.job_id,
+        None,
+        records_total=totals.records,
+        units_total=totals.units,
+        gzip_indexes=tuple(totals.gzip_indexes),
+    )
 
 
 async def assembly(

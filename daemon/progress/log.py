@@ -33,7 +33,7 @@ import asyncio
 import functools
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -41,6 +41,7 @@ from typing import Any, ParamSpec, TypeVar
 import structlog
 
 from virnuc.disk_space import is_no_space
+from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.protocol import JobState
 
 from .connection import close_emptying_wal, close_opened, open_connection
@@ -288,10 +289,18 @@ class ProgressLog:
         plan); returns the job's row, with the fingerprint that counts."""
         return await self._call(self._store.fingerprint_input, job_id, fingerprint)
 
-    async def finish_planning(self, job_id: str, records_total: int, units_total: int) -> JobRow:
-        """Close the plan; the totals must match the units added (ConflictError).
-        Returns the job's row."""
-        return await self._call(self._store.finish_planning, job_id, records_total, units_total)
+    async def finish_planning(
+        self,
+        job_id: str,
+        records_total: int,
+        units_total: int,
+        gzip_indexes: Sequence[GzipIndex | None] = (),
+    ) -> JobRow:
+        """Close the plan, with each input's seek-point index; the totals must match the
+        units added (ConflictError). Returns the job's row."""
+        return await self._call(
+            self._store.finish_planning, job_id, records_total, units_total, gzip_indexes
+        )
 
     # units
 

@@ -9,7 +9,11 @@ A write that changes the job row too returns the row as SQLite then holds it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from virnuc.pipeline import gzip_index
+from virnuc.pipeline.gzip_index import GzipIndex
 
 from .connection import transaction as _transaction
 from .job_queries import DEFAULT_MAX_EVENTS, JobQueries
@@ -131,7 +135,13 @@ class _Store(JobQueries):
             )
 
     @_transaction
-    def finish_planning(self, job_id: str, records_total: int, units_total: int) -> JobRow:
+    def finish_planning(
+        self,
+        job_id: str,
+        records_total: int,
+        units_total: int,
+        gzip_indexes: Sequence[GzipIndex | None] = (),
+    ) -> JobRow:
         job = self._job(job_id)
         last = self._last_unit(job_id)
         planned = (0, 0) if last is None else (last.end_record, last.unit_id + 1)
@@ -142,7 +152,9 @@ class _Store(JobQueries):
             )
         if job.units_total is None:
             self._bump_job(
-                job_id, "records_total = ?, units_total = ?", (records_total, units_total)
+                job_id,
+                "records_total = ?, units_total = ?, gzip_indexes = ?",
+                (records_total, units_total, gzip_index.dumps(list(gzip_indexes))),
             )
         return self._job(job_id)
 

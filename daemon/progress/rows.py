@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from virnuc.pipeline import gzip_index
+from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.spec import ModelSpec
 from virnuc.protocol import Checkpoint, JobState
 
@@ -119,6 +121,8 @@ class JobRow:
     inputs: tuple[str, ...] = ()  # every input file in order; stored as JSON (v6)
     owner: str | None = None  # who submitted it (v7); None for older jobs: admins only
     output_identity: str | None = None  # "DEV:INODE" of its output dir (v7)
+    # each input's seek-point index (v8); None for a plain input, () before planning ends
+    gzip_indexes: tuple[GzipIndex | None, ...] = ()
 
     def __post_init__(self) -> None:
         _default_inputs(self)
@@ -233,6 +237,7 @@ def job_row(row: tuple[Any, ...]) -> JobRow:
     for flag in ("save_embeddings", "force"):
         values[flag] = bool(values[flag])
     values["inputs"] = tuple(json.loads(values["inputs"])) if values["inputs"] else ()
+    values["gzip_indexes"] = gzip_index.loads(values["gzip_indexes"])
     return JobRow(**values)
 
 

@@ -133,4 +133,11 @@ ALTER TABLE jobs ADD COLUMN output_identity TEXT;
 CREATE INDEX jobs_by_owner ON jobs (owner, seq);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+# v8: the seek-point index of each gzip input (pipeline/gzip_index.py), saved by the
+# planner in the job's directory: a JSON array, one entry per input in order, each
+# {"path", "size", "sha256"} or null for a plain input; NULL for jobs planned before.
+_V8 = """
+ALTER TABLE jobs ADD COLUMN gzip_indexes TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)

@@ -6,6 +6,7 @@ submission", publishing nothing (tests/worker/test_unit_digest.py: the feed, in 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import signal
 from collections.abc import Iterator
@@ -62,3 +63,39 @@ def test_an_input_rewritten_in_place_with_size_and_mtime_kept_fails_the_job(
     assert "input changed since submission" in status["error"], status
     assert not out.exists() or not any(out.iterdir())
     wait_for(lambda: not (daemon.state_dir / "jobs" / job).exists(), 10, "the parts to go")
+
+
+def test_a_gzip_job_whose_index_was_damaged_still_finishes_and_says_why(
+    stopped_worker: tuple[Any, int], tmp_path: Path
+) -> None:
+    """The planner saves the `.gz` input's seek-point index in the job's directory; it
+    is overwritten (same size) while the only worker is stopped: the worker refuses
+    it by its SHA-256, logs why, and reads the input from its start instead."""
+    daemon, pid = stopped_worker
+    plain = tmp_path / "in.fa"
+    write_fasta(plain, random_lengths(40, seed=5), seed=5)
+    path = tmp_path / "in.fa.gz"
+    path.write_bytes(gzip.compress(plain.read_bytes()))
+    reply = daemon.client.call(
+        "submit", input=str(path), output=str(tmp_path / "out"), profile="demo"
+    )
+    assert reply["ok"], reply["error"]
+    job = reply["result"]["job_id"]
+    wait_for(
+        lambda: daemon.client.result("status", job_id=job)["records_total"] == 40,
+        30,
+        "the job to be planned",
+    )
+    index = daemon.state_dir / "jobs" / job / "input-0.gzidx"
+    size = index.stat().st_size
+    with index.open("r+b") as out:
+        out.seek(size // 2)
+        out.write(bytes(b ^ 0xFF for b in index.read_bytes()[size // 2 : size // 2 + 16]))
+    os.kill(pid, signal.SIGCONT)
+
+    status = daemon.client.wait_state(job, ("done", "failed"), timeout=120)
+
+    assert status["state"] == "done", status
+    refused = [e for e in daemon.log_events() if e.get("event") == "gzip_index.unusable"]
+    assert refused, daemon.log_tail()
+    assert all("SHA-256" in e["reason"] for e in refused), refused

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from virnuc.daemon.jobs.planner import unit_spans
+from virnuc.pipeline import gzip_index
 from virnuc.pipeline.fasta import FastaRecord
 from virnuc.pipeline.inputs import read_records
 from virnuc.protocol import Assign, ProtocolError, WireModelSpec, codec, decode_from_daemon
@@ -115,6 +116,27 @@ def test_an_unchanged_unit_reads_through(
     assert changed is None
     assert feed.failure is None
     assert [r.index for r in got] == list(range(resume_at or 5, 10))
+
+
+@pytest.mark.parametrize("fastq", [False, True], ids=["fasta", "fastq"])
+@pytest.mark.parametrize("resume_at", [None, 17], ids=["whole", "resumed"])
+def test_a_gzip_unit_reads_and_verifies_the_same_through_its_index(
+    tmp_path: Path, resume_at: int | None, fastq: bool
+) -> None:
+    path = copy_example(tmp_path, gz=True, fastq=fastq)
+    list(unit_spans(path, UNIT, tmp_path / "input-0.gzidx"))
+    index = gzip_index.describe(tmp_path / "input-0.gzidx")
+    assert index is not None
+    assign = unit_assign(path, 3, resume_at)
+    try:
+        assert gzip_index.use(str(path), index)
+        got, changed, feed = read_feed(assign)
+    finally:
+        gzip_index.use(str(path), None)
+    assert changed is None
+    assert feed.failure is None
+    assert [r.index for r in got] == list(range(resume_at or 15, 20))
+    assert got == read_feed(assign)[0]  # as read without the index
 
 
 def test_an_rna_unit_is_fed_as_its_dna_and_digested_as_the_bytes_it_is(tmp_path: Path) -> None:
@@ -252,3 +274,16 @@ def test_assign_refuses_a_bad_unit_range_or_digest(
     wire.update(changes)
     with pytest.raises(ProtocolError, match=problem):
         decode_from_daemon(codec.encode({k: v for k, v in wire.items() if v is not None}))
+
+
+def test_assign_takes_a_gzip_index_only_with_its_size_and_sha256(tmp_path: Path) -> None:
+    named = unit_assign(
+        copy_example(tmp_path, gz=True),
+        0,
+        gzip_index="/jobs/j/input-0.gzidx",
+        gzip_index_size=10,
+        gzip_index_sha256="0" * 64,
+    )
+    assert decode_from_daemon(named.encode()) == named
+    with pytest.raises(ProtocolError, match="go together"):
+        dataclasses.replace(named, gzip_index_sha256=None)

@@ -4,6 +4,7 @@ a cancel stops planning; an interrupted plan replays with the size it started wi
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import os
@@ -73,11 +74,9 @@ async def plan(
     cancel = cancel or threading.Event()
     if (taken := fingerprint_if_readable(job.inputs)) is not None:
         job = await log.fingerprint_input(job.job_id, taken)
-    records, units = await plan_job(
-        log, job, workers=workers, max_records=max_records, cancel=cancel
-    )
-    await log.finish_planning(job.job_id, records, units)
-    return units
+    totals = await plan_job(log, job, workers=workers, max_records=max_records, cancel=cancel)
+    await log.finish_planning(job.job_id, totals.records, totals.units)
+    return totals.units
 
 
 def spy_on_batches(
@@ -156,7 +155,7 @@ async def test_the_planner_returns_its_totals_and_leaves_the_job_row_to_the_sche
 
     totals = await plan_job(log, job, workers=1, max_records=2, cancel=threading.Event())
 
-    assert totals == (11, 6)
+    assert totals == (11, 6, [None])
     assert len(await units_of(log)) == 6
     assert await log.get_job("j1") == job  # no totals, no fingerprint: not its row
 
@@ -606,3 +605,31 @@ async def test_an_id_repeated_across_inputs_fails_planning_naming_both_files(
     assert raised.value.path == str(second)
     assert raised.value.line == 1
     assert await units_of(log) == []
+
+
+@pytest.mark.asyncio
+async def test_a_gzip_input_is_indexed_into_the_job_dir_and_recorded_with_the_plan(
+    log: ProgressLog, tmp_path: Path
+) -> None:
+    packed = tmp_path / "in.fa.gz"
+    packed.write_bytes(gzip.compress(fasta_bytes(9)))
+    plain = tmp_path / "in.fa"
+    plain.write_bytes(fasta_bytes(5).replace(b">rec", b">other"))
+    job = await log.create_job(
+        NewJob("j1", str(packed), "/out/j1", SPEC, 2, inputs=(str(packed), str(plain)))
+    )
+    job_dir = tmp_path / "jobs" / "j1"
+
+    totals = await plan_job(
+        log, job, workers=1, max_records=2, cancel=threading.Event(), index_dir=job_dir
+    )
+    row = await log.finish_planning("j1", totals.records, totals.units, totals.gzip_indexes)
+
+    index, none = totals.gzip_indexes
+    assert none is None  # a plain input has none
+    assert index is not None
+    assert Path(index.path) == job_dir / "input-0.gzidx"
+    saved = await asyncio.to_thread(Path(index.path).read_bytes)
+    assert (index.size, index.sha256) == (len(saved), hashlib.sha256(saved).hexdigest())
+    assert row.gzip_indexes == (index, None)
+    assert (await log.get_job("j1")).gzip_indexes == (index, None)
