@@ -22,7 +22,6 @@ directly.
 
 from __future__ import annotations
 
-import array
 import gzip
 import os
 import zlib
@@ -36,7 +35,7 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .gzip_index import open_gzip
 from .input_error import FastaError as FastaError  # re-exported: its historical home
-from .record_ids import check_unique_ids, id_hash
+from .record_ids import IdHashes, check_unique_ids, id_hash
 
 GZIP_MAGIC = b"\x1f\x8b"
 # IUPAC nucleotide codes (U for RNA) plus gap characters. Anything else (digits,
@@ -186,7 +185,7 @@ def scan_fasta(
 
 def scan_fasta_ids(
     path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None = None
-) -> tuple[FastaScan, array.array[int]]:
+) -> tuple[FastaScan, IdHashes]:
     """`scan_fasta` without the unique-id check: the counts and each record's id hash,
     for a check across several files (`inputs.scan_inputs`)."""
     scanner = _Scanner(path, on_record)
@@ -229,7 +228,7 @@ class _Scanner:
         self.current_bases = -1  # -1: before the first header
         self.header_line = 0
         self.current_id = ""
-        self.id_hashes = array.array("q")  # 8 bytes per record, not a set of str
+        self.id_hashes = IdHashes()  # 8 bytes per record, spilled to disk
 
     def feed(self, line: bytes) -> None:
         self.line_no += 1

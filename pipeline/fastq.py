@@ -20,7 +20,6 @@ Offsets are positions in the decompressed stream, as for FASTA.
 
 from __future__ import annotations
 
-import array
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +35,7 @@ from .fasta import (
     record_id,
 )
 from .input_error import FastqError
-from .record_ids import check_unique_ids, id_hash
+from .record_ids import IdHashes, check_unique_ids, id_hash
 
 LINES_PER_RECORD = 4
 # Phred+33 (and the old +64) qualities are printable ASCII from '!' to '~'.
@@ -96,7 +95,7 @@ class FastqScanner:
     ):
         self.path = path
         self.on_record = on_record
-        self.id_hashes = array.array("q")
+        self.id_hashes = IdHashes()
         self.result = FastaScan(records=0, bases=0)
         self._offset = self._line_no = self._records = self._bases = 0
         self._position = 0  # the line due next: 0 header, 1 sequence, 2 '+', 3 qualities

@@ -16,7 +16,6 @@ resume rule:
 
 from __future__ import annotations
 
-import array
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,7 +23,7 @@ from typing import Literal
 
 from . import fasta, fastq
 from .fasta import GZIP_MAGIC, FastaError, FastaRecord, FastaScan, RecordStart, open_binary
-from .record_ids import check_unique_ids
+from .record_ids import IdHashes, check_unique_ids
 
 InputFormat = Literal["fasta", "fastq"]
 Path = str | os.PathLike[str]
@@ -64,7 +63,7 @@ def scan_inputs(
     """Validate every file in full, then check that ids are unique across all of them;
     raises `FastaError` naming the file and line. Returns each file's counts."""
     scans: list[FastaScan] = []
-    hashes: list[tuple[Path, array.array[int]]] = []
+    hashes: list[tuple[Path, IdHashes]] = []
     for path in paths:
         scan, ids = _scan_one(path, on_record)
         scans.append(scan)
@@ -75,7 +74,7 @@ def scan_inputs(
 
 def _scan_one(
     path: Path, on_record: Callable[[RecordStart], None] | None
-) -> tuple[FastaScan, array.array[int]]:
+) -> tuple[FastaScan, IdHashes]:
     if detect_format(path) == "fastq":
         scanner = fastq.FastqScanner(path, on_record)
         return scanner.scan(), scanner.id_hashes

@@ -1,10 +1,14 @@
 """Record ids must be unique across a job's inputs: VirNucPro silently mixes up
 duplicates, and our outputs key every row by id.
 
-A scan keeps only an 8-byte hash of each id (`id_hash`), so a 10-million-record job
-costs 80 MB, not a set of strings. `check_unique_ids` sorts the hashes of every file
-together; only when two are equal does it re-read the headers, of the suspects alone,
-to name the duplicated id, its files and lines (or to find a mere hash collision).
+A scan keeps only an 8-byte hash of each id (`id_hash`), and not in memory: `IdHashes`
+holds at most `CHUNK` of them, then spills them to temporary files, one per bucket of
+the hash's top bits. `check_unique_ids` then sorts one bucket at a time, of every file
+together, so memory stays bounded (about `CHUNK` + a 1/`BUCKETS` share of the hashes:
+some 40 MB at 10⁸ records, where an array of them all would be 0.8 GB and its sorted
+copy as much again). Only when two hashes are equal does it re-read the headers, of the
+suspects alone, to name the duplicated id, its files and lines (or to find a mere hash
+collision): exact, never a false "duplicate".
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import array
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path as FsPath
 from typing import Protocol
 
 import numpy as np
@@ -43,10 +49,80 @@ def id_hash(rid: str) -> int:
     )
 
 
-def check_unique_ids(files: Sequence[tuple[Path, array.array[int]]], starts_of: StartsOf) -> None:
+CHUNK = 1 << 21  # hashes kept in memory before a spill (16 MiB)
+BUCKETS = 256  # spill files, by the hash's top 8 bits: a bucket is sorted in memory
+
+
+class IdHashes:
+    """The id hashes of one file's records, in bounded memory (see the module doc)."""
+
+    def __init__(self, chunk: int | None = None) -> None:
+        self.chunk = chunk or CHUNK  # read now, so a test can lower CHUNK
+        self._pending = array.array("q")
+        self._spilled = 0
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def append(self, value: int) -> None:
+        self._pending.append(value)
+        if len(self._pending) >= self.chunk:
+            self._spill()
+
+    def __len__(self) -> int:
+        return self._spilled + len(self._pending)
+
+    @property
+    def spilled(self) -> bool:
+        return self._dir is not None
+
+    def in_memory(self) -> np.ndarray:
+        """The hashes not spilled (all of them unless `spilled`)."""
+        return np.frombuffer(self._pending, dtype=np.int64)
+
+    def spilled_bucket(self, index: int) -> np.ndarray:
+        """The spilled hashes whose top 8 bits are `index`, in no order."""
+        if self._dir is None:
+            return np.empty(0, np.int64)
+        path = FsPath(self._dir.name, f"{index:03d}")
+        return np.fromfile(path, dtype=np.int64) if path.exists() else np.empty(0, np.int64)
+
+    def spill_rest(self) -> None:
+        """Spill what is still in memory, so each hash is in its bucket's file."""
+        if len(self._pending):
+            self._spill()
+
+    def close(self) -> None:
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def _spill(self) -> None:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="virnuc-ids-")
+        hashes = np.frombuffer(self._pending, dtype=np.int64)
+        order = np.argsort(_bucket_of(hashes), kind="stable")
+        grouped, buckets = hashes[order], _bucket_of(hashes[order])
+        edges = np.searchsorted(buckets, np.arange(BUCKETS + 1))
+        for index in range(BUCKETS):
+            part = grouped[edges[index] : edges[index + 1]]
+            if len(part):
+                with open(FsPath(self._dir.name, f"{index:03d}"), "ab") as handle:
+                    part.tofile(handle)
+        self._spilled += len(hashes)
+        self._pending = array.array("q")
+
+
+def _bucket_of(hashes: np.ndarray) -> np.ndarray:
+    return (hashes.view(np.uint64) >> np.uint64(56)).astype(np.int64)
+
+
+def check_unique_ids(files: Sequence[tuple[Path, IdHashes]], starts_of: StartsOf) -> None:
     """Raise `FastaError` at the first repeated id (in input order), naming where it
     first occurred; `files` holds each input with the id hashes of its records."""
-    suspects = _colliding_hashes([hashes for _, hashes in files])
+    try:
+        suspects = _colliding_hashes([hashes for _, hashes in files])
+    finally:
+        for _, hashes in files:
+            hashes.close()
     if not suspects:
         return
     first_seen: dict[str, tuple[int, int]] = {}  # id -> (file index, line) of its first record
@@ -64,16 +140,28 @@ def check_unique_ids(files: Sequence[tuple[Path, array.array[int]]], starts_of: 
     # else: only a hash collision
 
 
-def _colliding_hashes(per_file: list[array.array[int]]) -> set[int]:
-    arrays = [np.frombuffer(hashes, dtype=np.int64) for hashes in per_file if len(hashes)]
-    if not arrays:
-        return set()
-    hashes = np.sort(np.concatenate(arrays))
-    return set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+def _colliding_hashes(per_file: list[IdHashes]) -> set[int]:
+    """The hashes that occur more than once across the files, one bucket at a time."""
+    found: set[int] = set()
+    for hashes in _sorted_buckets(per_file):
+        found.update(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+    return found
+
+
+def _sorted_buckets(per_file: list[IdHashes]) -> Iterator[np.ndarray]:
+    """Every hash, sorted, in pieces no two of which share a value: all at once while
+    nothing was spilled, else one bucket (of every file) at a time."""
+    if not any(hashes.spilled for hashes in per_file):
+        yield np.sort(np.concatenate([np.empty(0, np.int64)] + [h.in_memory() for h in per_file]))
+        return
+    for hashes in per_file:
+        hashes.spill_rest()
+    for index in range(BUCKETS):
+        yield np.sort(np.concatenate([hashes.spilled_bucket(index) for hashes in per_file]))
 
 
 def _duplicate_error(
-    files: Sequence[tuple[Path, array.array[int]]],
+    files: Sequence[tuple[Path, IdHashes]],
     first_seen: dict[str, tuple[int, int]],
     repeats: list[tuple[str, int, int]],
 ) -> FastaError:
