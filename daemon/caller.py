@@ -54,11 +54,17 @@ class Caller:
         if self.uid is None:
             return frozenset()
         primary = {self.gid} if self.gid is not None else set()
-        try:
-            entry = pwd.getpwuid(self.uid)
-        except KeyError:  # a uid with no passwd entry has only what the kernel said
-            return frozenset(primary)
-        return frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid)) | primary
+        return user_groups(self.uid) | primary
+
+
+def user_groups(uid: int) -> frozenset[int]:
+    """The user's groups as the user database gives them (what a new login of the user
+    gets); none for a uid with no passwd entry."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return frozenset()
+    return frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
 
 
 def user_owner(uid: int) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from zmq.utils import z85
 
 from .access import AllowedClients
-from .caller import Caller, describe_user, key_owner, user_owner
+from .caller import Caller, describe_user, key_owner, user_groups, user_owner
 
 if TYPE_CHECKING:
     from .config import DaemonConfig
@@ -115,11 +115,7 @@ class Identify:
             return True
         if self.admin_gid is None:
             return False
-        try:
-            entry = pwd.getpwuid(uid)
-        except KeyError:  # a uid with no passwd entry is in no group we can check
-            return False
-        return self.admin_gid in os.getgrouplist(entry.pw_name, entry.pw_gid)
+        return self.admin_gid in user_groups(uid)  # the database's, not the process's gid
 
     def key_counts(self) -> dict[str, int]:
         """How many keys each CURVE key dir holds now (for the start-up log)."""

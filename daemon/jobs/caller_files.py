@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import stat
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
-from ..caller import Caller, describe_user
+from ..caller import Caller, describe_user, user_groups
 from .file_rights import NO_ACL_SUPPORT, READ, SEARCH, WRITE, Who, fd_path, grant_directory, may_at
 
 MAX_LINKS = 40  # the kernel's limit on symlinks followed in one lookup
@@ -58,11 +57,7 @@ def rights_of_owner(owner: str | None) -> Who | None:
     uid = int(owner.removeprefix("uid:"))
     if uid == os.geteuid():
         return None
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return Who(uid, frozenset())
-    return Who(uid, frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid)))
+    return Who(uid, user_groups(uid))
 
 
 def who_text(who: Who) -> str:
