@@ -199,6 +199,8 @@ def too_many_jobs(limit: int, unfinished: int) -> SubmitRefused:
 
 
 def _unreadable(what: str, path: Path | str, reason: str) -> SubmitRefused:
+    """The kernel refused virnucd itself (the caller's own rights were judged before):
+    what the user can do about it, for an input, an output or another path."""
     if what == "output":
         return SubmitRefused(
             ErrorCode.INVALID_INPUT,
