@@ -22,7 +22,7 @@ directly.
 
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import zlib
 from collections import deque
@@ -31,10 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .gzip_index import open_gzip
 from .input_error import FastaError as FastaError  # re-exported: its historical home
+from .input_error import open_input
+from .input_pass import FastaScan as FastaScan  # re-exported, as FastaError
+from .input_pass import scan_file
 from .record_ids import IdHashes, check_unique_ids, id_hash
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -69,27 +73,13 @@ class RecordStart:
     line: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class FastaScan:
-    records: int
-    bases: int
-
-
 def open_binary(path: str | os.PathLike[str]) -> BinaryIO:
     """Open a FASTA file for reading bytes, transparently gunzipping by magic number
     (through the input's seek-point index where one is in use: pipeline/gzip_index)."""
-    path = Path(path)
-    if not path.exists():
-        raise FastaError(path, "no such file")
-    if path.is_dir():
-        raise FastaError(path, "is a directory, not a FASTA file")
-    try:
-        raw = path.open("rb")
-    except PermissionError as exc:
-        raise FastaError(path, "permission denied") from exc
+    raw = open_input(path)
     if raw.read(2) == GZIP_MAGIC:
         raw.close()
-        return open_gzip(path)
+        return open_gzip(Path(path))
     raw.seek(0)
     return raw
 
@@ -188,33 +178,13 @@ def scan_fasta_ids(
 ) -> tuple[FastaScan, IdHashes]:
     """`scan_fasta` without the unique-id check: the counts and each record's id hash,
     for a check across several files (`inputs.scan_inputs`)."""
-    scanner = _Scanner(path, on_record)
-    try:
-        with open_binary(path) as raw:
-            for line in raw:
-                scanner.feed(line)
-    except (EOFError, OSError, zlib.error) as exc:
-        if isinstance(exc, FileNotFoundError | IsADirectoryError):
-            raise
-        raise _unreadable(path, exc, scanner.line_no + 1) from exc
-    return scanner.finish(), scanner.id_hashes
+    scanner = FastaScanner(path, on_record)
+    return scan_file(path, scanner), scanner.id_hashes
 
 
-def _unreadable(path: str | os.PathLike[str], exc: BaseException, line: int) -> FastaError:
-    """A read that failed at `line`: a damaged .gz, or the disk itself."""
-    if isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile):
-        return FastaError(
-            path,
-            f"the compressed data ends early or is damaged ({exc}); a truncated .gz? "
-            "Copy or compress the file again (check it with `gzip -t`)",
-            line=line,
-        )
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return FastaError(path, f"cannot read the file: {reason}", line=line)
-
-
-class _Scanner:
-    """Line-by-line state of `scan_fasta`; keeps O(1) memory per record."""
+class FastaScanner:
+    """The validating scan of a FASTA file, line by line, fed its bytes in order
+    (`take`, as input_pass.InputPass does); O(1) memory per record."""
 
     def __init__(
         self, path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None
@@ -229,6 +199,15 @@ class _Scanner:
         self.header_line = 0
         self.current_id = ""
         self.id_hashes = IdHashes()  # 8 bytes per record, spilled to disk
+        self._starts: list[int] = []  # where the records found by `take` start
+
+    def take(self, data: bytes, final: bool) -> tuple[int, np.ndarray]:
+        """See `input_pass.FormatScanner.take`: whole lines (all when `final`)."""
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self._starts = []
+        for line in io.BytesIO(memoryview(data)[:end]):
+            self.feed(line)
+        return end, np.array(self._starts, dtype=np.int64)
 
     def feed(self, line: bytes) -> None:
         self.line_no += 1
@@ -247,6 +226,7 @@ class _Scanner:
         if not rid:
             raise FastaError(self.path, "empty FASTA header (no record id)", line=self.line_no)
         self.id_hashes.append(id_hash(rid))
+        self._starts.append(start)
         if self.on_record is not None:
             self.on_record(RecordStart(self.records, start, rid, self.line_no))
         self.records += 1

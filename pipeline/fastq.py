@@ -20,24 +20,25 @@ Offsets are positions in the decompressed stream, as for FASTA.
 
 from __future__ import annotations
 
+import io
 import os
-import zlib
 from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
 
 from .fasta import (
     _DNA_BYTES,
     FastaRecord,
-    FastaScan,
     RecordStart,
-    _unreadable,
     dna_letters,
     open_binary,
     record_id,
 )
+from .fastq_blocks import LINES_PER_RECORD, check_records
 from .input_error import FastqError
+from .input_pass import FastaScan, scan_file
 from .record_ids import IdHashes, check_unique_ids, id_hash
 
-LINES_PER_RECORD = 4
 # Phred+33 (and the old +64) qualities are printable ASCII from '!' to '~'.
 _QUALITY_BYTES = bytes(range(33, 127))
 
@@ -81,14 +82,19 @@ def scan_fastq(
     """Validate the whole file, report each read's start to `on_record`, and check
     that read ids are unique."""
     scanner = FastqScanner(path, on_record)
-    scanner.scan()
+    scan = scan_file(path, scanner)
     check_unique_ids([(path, scanner.id_hashes)], record_starts)
-    return scanner.result
+    return scan
 
 
 class FastqScanner:
-    """One validating pass over a FASTQ file; `id_hashes` is kept for the caller's
-    unique-id check (across several files, for a job)."""
+    """The validating scan of a FASTQ file, fed its bytes in order (`take`, as
+    input_pass.InputPass does); `id_hashes` is kept for the caller's unique-id check
+    (across several files, for a job).
+
+    Whole records go through numpy (fastq_blocks.check_records) many at a time; what
+    it cannot vouch for, line by line here, so errors are worded in one place.
+    `on_record` (a RecordStart per read) makes it read every line here."""
 
     def __init__(
         self, path: str | os.PathLike[str], on_record: Callable[[RecordStart], None] | None
@@ -96,28 +102,58 @@ class FastqScanner:
         self.path = path
         self.on_record = on_record
         self.id_hashes = IdHashes()
-        self.result = FastaScan(records=0, bases=0)
-        self._offset = self._line_no = self._records = self._bases = 0
+        self._offset = self.line_no = self.records = self._bases = 0
         self._position = 0  # the line due next: 0 header, 1 sequence, 2 '+', 3 qualities
         self._header_line = 0
         self._id = ""
         self._length = 0
+        self._starts: list[int] = []  # record starts found line by line, for `take`
 
-    def scan(self) -> FastaScan:
-        try:
-            with open_binary(self.path) as raw:
-                for line in raw:
-                    self._feed(line)
-        except (EOFError, OSError, zlib.error) as exc:
-            if isinstance(exc, FileNotFoundError | IsADirectoryError):
-                raise
-            raise _unreadable(self.path, exc, self._line_no + 1) from exc
-        self._finish()
-        self.result = FastaScan(records=self._records, bases=self._bases)
-        return self.result
+    def take(self, data: bytes, final: bool) -> tuple[int, np.ndarray]:
+        """See `input_pass.FormatScanner.take`."""
+        if self._position != 0:  # finish the record a line-by-line read left open
+            return self._by_line(data, final, to_record_end=True)
+        checked = None if self.on_record else check_records(data)
+        if checked is None:
+            return self._by_line(data, final)
+        starts = checked.starts + self._offset
+        self.id_hashes.extend(checked.id_hashes)
+        self._offset += checked.end
+        self.line_no += checked.records * LINES_PER_RECORD
+        self.records += checked.records
+        self._bases += checked.bases
+        return checked.end, starts
+
+    def _by_line(
+        self, data: bytes, final: bool, to_record_end: bool = False
+    ) -> tuple[int, np.ndarray]:
+        """Scan whole lines of `data` (the last one too when `final`), or only up to
+        the end of the current record when `to_record_end`."""
+        end = len(data) if final else data.rfind(b"\n") + 1
+        used = 0
+        self._starts = []
+        for line in io.BytesIO(memoryview(data)[:end]):
+            if to_record_end and self._position == 0 and line.strip():
+                break
+            self._feed(line)
+            used += len(line)
+        return used, np.array(self._starts, dtype=np.int64)
+
+    def finish(self) -> FastaScan:
+        """After the last bytes: the counts, or the error of a file that ends badly."""
+        if self._position != 0:
+            due = ("", "its sequence", "its '+' line", "its quality line")[self._position]
+            raise self._error(
+                f"truncated record: the file ends (after line {self.line_no}) inside read "
+                f"{self._id!r}, before {due}; was the file cut short?",
+                line=self._header_line,
+            )
+        if self.records == 0:
+            raise FastqError(self.path, "no FASTQ records ('@' header lines) found")
+        return FastaScan(records=self.records, bases=self._bases)
 
     def _feed(self, line: bytes) -> None:
-        self._line_no += 1
+        self.line_no += 1
         start = self._offset
         self._offset += len(line)
         body = line.rstrip(b"\r\n")
@@ -125,7 +161,7 @@ class FastqScanner:
         step(body, start)
 
     def _error(self, reason: str, line: int | None = None) -> FastqError:
-        return FastqError(self.path, reason, line=self._line_no if line is None else line)
+        return FastqError(self.path, reason, line=self.line_no if line is None else line)
 
     def _header(self, body: bytes, start: int) -> None:
         if not body.strip():
@@ -141,10 +177,11 @@ class FastqScanner:
         if not rid:
             raise self._error("empty FASTQ header (no read id)")
         self.id_hashes.append(id_hash(rid))
+        self._starts.append(start)
         if self.on_record is not None:
-            self.on_record(RecordStart(self._records, start, rid, self._line_no))
-        self._records += 1
-        self._header_line, self._id, self._position = self._line_no, rid, 1
+            self.on_record(RecordStart(self.records, start, rid, self.line_no))
+        self.records += 1
+        self._header_line, self._id, self._position = self.line_no, rid, 1
 
     def _sequence(self, body: bytes, start: int) -> None:
         if not body:
@@ -174,17 +211,6 @@ class FastqScanner:
         if body.translate(None, _QUALITY_BYTES):
             raise self._error(f"the quality line of read {self._id!r} holds non-text bytes")
         self._position = 0
-
-    def _finish(self) -> None:
-        if self._position != 0:
-            due = ("", "its sequence", "its '+' line", "its quality line")[self._position]
-            raise self._error(
-                f"truncated record: the file ends (after line {self._line_no}) inside read "
-                f"{self._id!r}, before {due}; was the file cut short?",
-                line=self._header_line,
-            )
-        if self._records == 0:
-            raise FastqError(self.path, "no FASTQ records ('@' header lines) found")
 
     def _ascii(self, data: bytes) -> str:
         try:

@@ -1,13 +1,11 @@
 """Random access into a gzip input through a seek-point index (indexed_gzip).
 
 gzip has no random access: reaching byte N of the decompressed stream means
-decompressing the N bytes before it. The planner, which reads every input from start
-to end anyway, reads a gzip input in its cutting pass (after its scan validated it)
-through `building`, which records a seek point (the compressor's state: 32 KiB of
-history) every `spacing_for` decompressed bytes as it goes and saves them at the end
-as the input's index (durable.publish: temporary name, fsync, rename), described by
-its size and SHA-256 (`GzipIndex`). The job's row keeps the descriptions and each
-`assign` carries its unit's.
+decompressing the N bytes before it. The planner reads every gzip input from start to
+end anyway; its read (pipeline/gzip_pass.py) records a seek point (the decompressor's
+state: 32 KiB of history) every few MiB and saves them at the end as the input's index,
+in indexed_gzip's format, described by its size and SHA-256 (`GzipIndex`). The job's
+row keeps the descriptions and each `assign` carries its unit's.
 
 A worker calls `use` with the description before reading: the index's bytes are read
 once and kept, if their size and digest are those recorded; then every `open_binary`
@@ -21,7 +19,6 @@ read, so correctness never depends on the index.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -29,8 +26,6 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,12 +33,10 @@ from typing import Any, BinaryIO
 import indexed_gzip
 import structlog
 
-from virnuc.pipeline.durable import publish
+from .gzip_pass import build_index
 
 log = structlog.get_logger()
 
-MIN_SPACING = 4 << 20  # decompressed bytes between seek points, at least
-MAX_POINTS = 1024  # about: 32 KiB each, so an index stays near 32 MiB at most
 READ_BUFFER = 1 << 18  # compressed bytes read at a time: a seek reads at least this
 KEPT = 4  # indexes a process keeps in memory (a worker reads one input at a time)
 
@@ -81,12 +74,6 @@ def is_gzip(path: str | os.PathLike[str]) -> bool:
         return raw.read(2) == b"\x1f\x8b"
 
 
-def spacing_for(compressed_size: int) -> int:
-    """Seek-point spacing: every 4 MiB, or wider for a large file so that it has about
-    MAX_POINTS of them (FASTQ compresses about 4:1)."""
-    return max(MIN_SPACING, compressed_size * 4 // MAX_POINTS)
-
-
 def _open_compressed(path: Path) -> BinaryIO:
     """The compressed file (a seam for tests that count the bytes read from it)."""
     return path.open("rb")
@@ -95,8 +82,8 @@ def _open_compressed(path: Path) -> BinaryIO:
 class _OwningReader(indexed_gzip.IndexedGzipFile):
     """An IndexedGzipFile that also closes the compressed file it reads."""
 
-    def __init__(self, compressed: BinaryIO, **options: int) -> None:
-        super().__init__(fileobj=compressed, readbuf_size=READ_BUFFER, **options)
+    def __init__(self, compressed: BinaryIO) -> None:
+        super().__init__(fileobj=compressed, readbuf_size=READ_BUFFER)
         self._compressed = compressed
 
     def close(self) -> None:
@@ -106,52 +93,20 @@ class _OwningReader(indexed_gzip.IndexedGzipFile):
             self._compressed.close()
 
 
-def _open_indexed(path: Path, spacing: int | None, index: bytes | None) -> BinaryIO:
-    """`path` through indexed_gzip: building an index every `spacing` bytes, or seeking
-    through `index` (without a `spacing` then: measured with indexed_gzip 1.10, one
-    given makes each seek some three times slower)."""
+def _open_indexed(path: Path, index: bytes) -> BinaryIO:
+    """`path` through indexed_gzip, seeking through the seek points in `index`."""
     compressed = _open_compressed(path)
-    options = {} if spacing is None else {"spacing": spacing}
     try:
-        reader = _OwningReader(compressed, **options)
+        reader = _OwningReader(compressed)
     except BaseException:
         compressed.close()
         raise
-    if index is not None:
-        try:
-            reader.import_index(fileobj=io.BytesIO(index))
-        except BaseException:
-            reader.close()
-            raise
+    try:
+        reader.import_index(fileobj=io.BytesIO(index))
+    except BaseException:
+        reader.close()
+        raise
     return reader
-
-
-@contextmanager
-def building(path: str | os.PathLike[str], index_path: Path) -> Iterator[BinaryIO]:
-    """Read a gzip input from the start while indexing it; when the block ends
-    normally, having read it to its end, the index is saved at `index_path`; one that
-    cannot be is logged (`gzip_index.not_saved`) and left out: the workers then read
-    without it. The input must have been validated already (`open_binary`'s checked
-    read): indexed_gzip checks no CRC."""
-    source = Path(path)
-    reader = _open_indexed(source, spacing_for(source.stat().st_size), None)
-    with reader:
-        yield reader
-        try:
-            save(reader, index_path)
-        except OSError as exc:
-            log.warning(
-                "gzip_index.not_saved", input=str(path), index=str(index_path), reason=str(exc)
-            )
-            with contextlib.suppress(OSError):
-                index_path.unlink(missing_ok=True)
-
-
-def save(reader: BinaryIO, index_path: Path) -> None:
-    """Write `reader`'s seek points at `index_path`, atomically and durably."""
-    exported = io.BytesIO()
-    reader.export_index(fileobj=exported)  # type: ignore[attr-defined]
-    publish(index_path, exported.getvalue())
 
 
 def describe(index_path: Path) -> GzipIndex | None:
@@ -190,9 +145,11 @@ _registry = _Registry()
 
 
 def use(input_path: str, index: GzipIndex | None, logger: Any = log) -> bool:
-    """Read `input_path` through `index` from now on, if the index is what was
-    recorded; returns whether it is. Without one (an older daemon's `assign`), the
-    input is read from the start as before."""
+    """Read `input_path` through `index` from now on; returns whether an index is in
+    use. One that is not what was recorded is never trusted: it is logged and this
+    process builds its own, reading the input once (`gzip_index.rebuilt`), rather than
+    decompress from the start for each unit. Without one (an older daemon's `assign`),
+    the input is read from the start as before."""
     key = os.path.abspath(input_path)
     if index is None:
         _registry.forget(key)
@@ -204,9 +161,23 @@ def use(input_path: str, index: GzipIndex | None, logger: Any = log) -> bool:
     problem, data = _verified(index)
     if data is None:
         logger.warning("gzip_index.unusable", input=input_path, index=index.path, reason=problem)
-        return False
+        data = _rebuilt(input_path, logger)
+        if data is None:
+            return False
     _registry.put(key, index, data)
     return True
+
+
+def _rebuilt(input_path: str, logger: Any) -> bytes | None:
+    """A fresh index of the input, built in memory (None if the input cannot be read:
+    the unit's own read then says why)."""
+    try:
+        data = build_index(input_path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        logger.warning("gzip_index.not_rebuilt", input=input_path, reason=str(exc))
+        return None
+    logger.info("gzip_index.rebuilt", input=input_path, size=len(data))
+    return data
 
 
 def _verified(index: GzipIndex) -> tuple[str, bytes | None]:
@@ -231,7 +202,7 @@ def open_gzip(path: Path) -> BinaryIO:
     if known is None:
         return gzip.open(path, "rb")  # type: ignore[return-value]
     try:
-        return _open_indexed(path, None, known[1])
+        return _open_indexed(path, known[1])
     except (indexed_gzip.ZranError, ValueError) as exc:
         _registry.forget(key)
         log.warning("gzip_index.unusable", input=str(path), index=known[0].path, reason=str(exc))

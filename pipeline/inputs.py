@@ -19,11 +19,13 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path as FsPath
 from typing import Literal
 
 from . import fasta, fastq
 from .fasta import GZIP_MAGIC, FastaError, FastaRecord, FastaScan, RecordStart, open_binary
-from .record_ids import IdHashes, check_unique_ids
+from .input_pass import FormatScanner, InputPass
+from .record_ids import check_unique_ids
 
 InputFormat = Literal["fasta", "fastq"]
 Path = str | os.PathLike[str]
@@ -62,23 +64,27 @@ def scan_inputs(
 ) -> list[FastaScan]:
     """Validate every file in full, then check that ids are unique across all of them;
     raises `FastaError` naming the file and line. Returns each file's counts."""
-    scans: list[FastaScan] = []
-    hashes: list[tuple[Path, IdHashes]] = []
-    for path in paths:
-        scan, ids = _scan_one(path, on_record)
-        scans.append(scan)
-        hashes.append((path, ids))
-    check_unique_ids(hashes, record_starts)
-    return scans
+    passes = [input_pass(path, on_record=on_record) for path in paths]
+    for run in passes:
+        for _ in run:
+            pass
+    check_unique_ids([(run.path, run.id_hashes) for run in passes], record_starts)
+    return [run.scan for run in passes if run.scan is not None]
 
 
-def _scan_one(
-    path: Path, on_record: Callable[[RecordStart], None] | None
-) -> tuple[FastaScan, IdHashes]:
+def input_pass(
+    path: Path,
+    index_to: FsPath | None = None,
+    on_record: Callable[[RecordStart], None] | None = None,
+) -> InputPass:
+    """The one validating read of `path` (see pipeline/input_pass.py), with its
+    format's scanner; a gzip input is indexed into `index_to`, if given."""
+    scanner: FormatScanner
     if detect_format(path) == "fastq":
         scanner = fastq.FastqScanner(path, on_record)
-        return scanner.scan(), scanner.id_hashes
-    return fasta.scan_fasta_ids(path, on_record)
+    else:
+        scanner = fasta.FastaScanner(path, on_record)
+    return InputPass(path, scanner, index_to)
 
 
 def record_starts(path: Path) -> Iterator[RecordStart]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -18,7 +18,7 @@ _END = object()
 _POLL_S = 0.1  # how often a blocked producer looks whether the consumer went away
 
 
-def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+def prefetched(items: Iterator[T], depth: int = 1) -> Generator[T, None, None]:
     """Yield what `items` yields, computed up to `depth` items ahead on a thread.
 
     If the consumer stops early (an exception, or closing this generator), the

@@ -1,7 +1,10 @@
 """Record ids must be unique across a job's inputs: VirNucPro silently mixes up
 duplicates, and our outputs key every row by id.
 
-A scan keeps only an 8-byte hash of each id (`id_hash`), and not in memory: `IdHashes`
+A scan keeps only an 8-byte hash of each id (`id_hash`: Python's own hash of its
+bytes, SipHash, which the scan's numpy fast path computes too; its seed differs from
+process to process, which is harmless since hashes never leave the process that made
+them), and not in memory: `IdHashes`
 holds at most `CHUNK` of them, then spills them to temporary files, one per bucket of
 the hash's top bits. `check_unique_ids` then sorts one bucket at a time, of every file
 together, so memory stays bounded (about `CHUNK` + a 1/`BUCKETS` share of the hashes:
@@ -14,7 +17,6 @@ collision): exact, never a false "duplicate".
 from __future__ import annotations
 
 import array
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,9 +46,8 @@ StartsOf = Callable[[Path], Iterable[_Start]]
 
 
 def id_hash(rid: str) -> int:
-    return int.from_bytes(
-        hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little", signed=True
-    )
+    """The 64-bit hash of a record id (ids are ASCII: the scan checks it)."""
+    return hash(rid.encode("ascii"))
 
 
 CHUNK = 1 << 21  # hashes kept in memory before a spill (16 MiB)
@@ -64,6 +65,12 @@ class IdHashes:
 
     def append(self, value: int) -> None:
         self._pending.append(value)
+        if len(self._pending) >= self.chunk:
+            self._spill()
+
+    def extend(self, values: np.ndarray) -> None:
+        """Append many hashes at once (int64)."""
+        self._pending.frombytes(values.astype(np.int64, copy=False).tobytes())
         if len(self._pending) >= self.chunk:
             self._spill()
 

@@ -1,23 +1,29 @@
 """Plan a job's inputs into work units: contiguous ranges of records.
 
-Two streaming passes over the inputs (FASTA or FASTQ, in order), both in a thread:
-`scan_inputs` validates every file (so a broken record fails the job before any
-model time is spent, naming its file and line), checks ids are unique across them
-and counts the records; then the cutting pass finds the record starts, cuts units of
-equal record counts, digests each unit's bytes (virnuc.input_digest: the worker that
-reads the unit checks them), indexes each gzip input into the job's directory as it
-reads it (pipeline/gzip_index.py: the scan, through the standard library, has checked
-its CRCs already) and hands the units to the progress log in batches,
-waiting for each batch to be written (backpressure: a 10-million-record file never
-sits in memory).
+One read of each input (FASTA or FASTQ, plain or gzip), in a thread: the input's pass
+(pipeline/input_pass.py) validates every record (so a broken one fails the job before
+any model time is spent, naming its file and line), hashes its id and, for a gzip
+input, checks the stream and saves its seek-point index into the job's directory;
+from the same blocks of bytes the units are cut, of equal record counts, and each
+unit's bytes digested (virnuc.input_digest: the worker that reads the unit checks
+them). Units go to the progress log in batches, waiting for each batch to be written
+(backpressure: a 10-million-record file never sits in memory). After the last input,
+ids are checked unique across the job (pipeline/record_ids.py); the scheduler hands
+out no unit before the plan is closed.
+
+The unit size depends on the job's record count (`unit_size`), known only at the end;
+but past `workers * UNITS_PER_WORKER * (max_records - 1)` records it is `max_records`
+whatever comes after. So units are cut at `max_records` and held until that many
+records were read; a job that ends smaller (a few hundred thousand records at most)
+is read a second time, cut at its own size.
 
 A unit never spans two files: each file is cut on its own (its last unit may be
 short) and each unit records which input it reads (`input_index`). Record indices
 run across the whole job, byte offsets are within the unit's file, so resuming,
 parts and assembly need nothing new at a file boundary.
 
-Re-planning after a daemon crash replays the same passes; the progress log accepts
-units it already holds unchanged, so planning is idempotent.
+Re-planning after a daemon crash replays the same pass with the size it started with;
+the progress log accepts units it already holds unchanged, so planning is idempotent.
 
 The planner writes units, never the job's row: the scheduler's `JobBook` records the
 input's fingerprint before planning starts and closes the plan with the totals
@@ -30,17 +36,17 @@ import asyncio
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
-from virnuc.input_digest import CHUNK, new_digest
+from virnuc.input_digest import new_digest
 from virnuc.pipeline import gzip_index
-from virnuc.pipeline.fasta import open_binary
-from virnuc.pipeline.fastq import HeaderLines
 from virnuc.pipeline.gzip_index import GzipIndex
-from virnuc.pipeline.inputs import detect_format, scan_inputs
+from virnuc.pipeline.input_pass import InputPass
+from virnuc.pipeline.inputs import input_pass, record_starts
+from virnuc.pipeline.record_ids import check_unique_ids
 
 from ..progress.log import JobRow, ProgressLog, UnitPlan
 from .input_check import check_unchanged
@@ -92,25 +98,72 @@ async def plan_job(
         asyncio.run_coroutine_threadsafe(progress.add_units(job.job_id, batch), loop).result()
 
     def plan() -> PlanTotals:
-        counts = [scan.records for scan in scan_inputs(job.inputs)]
-        size = fixed_size or unit_size(sum(counts), workers, max_records)
         index_paths = _index_paths(job.inputs, index_dir)
-        batch: list[UnitPlan] = []
-        units = 0
-        for unit in plan_units(job.inputs, counts, size, index_paths):
-            batch.append(unit)
-            units += 1
-            if len(batch) >= BATCH:
-                add(batch)
-                batch = []
-        if batch:
-            add(batch)
+        cuts = _Cuts(add, fixed_size or max_records, settled=fixed_size is not None)
+        settle_at = workers * UNITS_PER_WORKER * (max_records - 1)
+        counts = _read_once(job.inputs, index_paths, cuts, settle_at)
+        if not cuts.settled:
+            size = unit_size(sum(counts), workers, max_records)
+            cuts.settle(keep=size == cuts.size)
+            if size != cuts.size:  # a small job: read again, cut at its own size
+                cuts.take_all(plan_units(job.inputs, size))
+        cuts.flush()
         indexes = [None if i is None else gzip_index.describe(i) for i in index_paths]
-        return PlanTotals(sum(counts), units, indexes)
+        return PlanTotals(sum(counts), cuts.units, indexes)
 
     totals = await asyncio.to_thread(plan)
     check_unchanged(job.inputs, recorded)  # not rewritten while it was being read
     return totals
+
+
+def _read_once(
+    paths: Sequence[str], index_paths: Sequence[Path | None], cuts: _Cuts, settle_at: int
+) -> list[int]:
+    """The one validating read of every input, its units handed to `cuts` (settled
+    once more than `settle_at` records were read); returns each file's records."""
+    passes = [input_pass(path, index_to) for path, index_to in zip(paths, index_paths, strict=True)]
+    counts: list[int] = []
+    with closing(_units_of(passes, cuts.size, counts)) as units:  # a stop closes the file now
+        for unit in units:
+            cuts.take(unit)
+            if not cuts.settled and unit.first_record + unit.record_count > settle_at:
+                cuts.settle(keep=True)
+    check_unique_ids([(run.path, run.id_hashes) for run in passes], record_starts)
+    return counts
+
+
+class _Cuts:
+    """Units on their way to the progress log: in batches of BATCH once the unit size
+    is settled, held until then."""
+
+    def __init__(self, add: Callable[[list[UnitPlan]], None], size: int, *, settled: bool):
+        self._add = add
+        self.size = size
+        self.settled = settled
+        self.units = 0
+        self._batch: list[UnitPlan] = []
+
+    def take(self, unit: UnitPlan) -> None:
+        self._batch.append(unit)
+        self.units += 1
+        if self.settled and len(self._batch) >= BATCH:
+            self.flush()
+
+    def take_all(self, units: Generator[UnitPlan, None, None]) -> None:
+        with closing(units):  # a stop (cancelled, a full disk) closes the file now
+            for unit in units:
+                self.take(unit)
+
+    def settle(self, *, keep: bool) -> None:
+        """The size is known: keep the units held (cut at it), or drop them."""
+        self.settled = True
+        if not keep:
+            self._batch, self.units = [], 0
+
+    def flush(self) -> None:
+        for start in range(0, len(self._batch), BATCH):
+            self._add(self._batch[start : start + BATCH])
+        self._batch = []
 
 
 def _index_paths(inputs: Sequence[str], index_dir: Path | None) -> list[Path | None]:
@@ -124,102 +177,59 @@ def _index_paths(inputs: Sequence[str], index_dir: Path | None) -> list[Path | N
     ]
 
 
-def plan_units(
-    paths: Sequence[str],
-    counts: Sequence[int],
-    size: int,
-    index_paths: Sequence[Path | None] | None = None,
-) -> Iterator[UnitPlan]:
-    """The job's units in input order: each file cut into units of `size` records
-    (`counts`: each file's records, from the scan), numbered and indexed across files;
-    a gzip input with a path in `index_paths` is indexed there as it is read."""
+def plan_units(paths: Sequence[str], size: int) -> Generator[UnitPlan, None, None]:
+    """The job's units in input order: each file read (and validated) again and cut
+    into units of `size` records, numbered and indexed across files."""
+    return _units_of([input_pass(path) for path in paths], size, [])
+
+
+def _units_of(
+    passes: Sequence[InputPass], size: int, counts: list[int]
+) -> Generator[UnitPlan, None, None]:
+    """Units of `size` records from each pass in turn; appends each file's record
+    count to `counts` once it is read."""
     unit_id = base = 0  # the next unit's id; the first record index of the current file
-    index_paths = index_paths or [None] * len(paths)
-    for input_index, (path, count) in enumerate(zip(paths, counts, strict=True)):
-        for first, start, end, digest in unit_spans(path, size, index_paths[input_index]):
-            records = min(size, count - first)
+    for input_index, run in enumerate(passes):
+        for first, records, start, end, digest in file_units(run, size):
             yield UnitPlan(unit_id, start, base + first, records, end, digest, input_index)
             unit_id += 1
-        base += count
+        assert run.scan is not None  # the pass has been read to its end
+        counts.append(run.scan.records)
+        base += run.scan.records
 
 
 def unit_spans(
     path: str | os.PathLike[str], size: int, index_to: Path | None = None
 ) -> Iterator[tuple[int, int, int, str]]:
     """(first record, start offset, end offset, digest) of each unit of `size` records
-    of one file, FASTA or FASTQ; a unit's bytes run to the next unit's start, or to
-    the end. A gzip file is indexed into `index_to` (if given) once read to its end."""
-    if detect_format(path) == "fastq":
-        return _line_spans(path, size, HeaderLines().is_header, index_to)
-    return _fasta_spans(path, size, index_to)
+    of one file; a gzip file is indexed into `index_to` (if given)."""
+    for first, _, start, end, digest in file_units(input_pass(path, index_to), size):
+        yield first, start, end, digest
 
 
-def _reading(
-    path: str | os.PathLike[str], index_to: Path | None
-) -> AbstractContextManager[BinaryIO]:
-    """The file's bytes from its start; a gzip one indexed into `index_to` as it goes."""
-    if index_to is None:
-        return open_binary(path)
-    return gzip_index.building(path, index_to)
-
-
-def _fasta_spans(
-    path: str | os.PathLike[str], size: int, index_to: Path | None
-) -> Iterator[tuple[int, int, int, str]]:
-    """`unit_spans` of a FASTA file, in one pass of large reads. A record starts at a
-    '>' that begins a line (as for `record_starts`)."""
+def file_units(run: InputPass, size: int) -> Iterator[tuple[int, int, int, int, str]]:
+    """(first record, records, start offset, end offset, digest) of each unit of `size`
+    records of one file, from its pass's blocks; a unit's bytes run to the next unit's
+    start, or to the end of the data."""
     digest = new_digest()
-    index = first = offset = 0  # records seen; the unit's first; the chunk's offset
-    start = -1  # the current unit's start offset; -1 before the first record
-    line_start = True  # the next chunk begins a line
-    with _reading(path, index_to) as raw:
-        while chunk := raw.read(CHUNK):
-            view = memoryview(chunk)
-            taken = 0  # the chunk's bytes up to here are hashed into the current unit
-            at = 0 if line_start and chunk.startswith(b">") else _next_header(chunk, 0)
-            while at >= 0:
-                if index % size == 0:
-                    if start >= 0:
-                        digest.update(view[taken:at])
-                        yield first, start, offset + at, digest.hexdigest()
-                    digest, first, start, taken = new_digest(), index, offset + at, at
-                index += 1
-                at = _next_header(chunk, at)
+    first = start = -1  # the current unit's first record and start; -1 before the first
+    end = 0
+    for block in run:
+        taken = 0  # the block's bytes up to here are digested into the current unit
+        for i in range((-block.first_record) % size, len(block.starts), size):
+            at = int(block.starts[i]) - block.offset
             if start >= 0:
-                digest.update(view[taken:])
-            offset += len(chunk)
-            line_start = chunk.endswith(b"\n")
+                digest.update(block.data[taken:at])
+                yield first, size, start, block.offset + at, digest.hexdigest()
+            digest, first, start, taken = (
+                new_digest(),
+                block.first_record + i,
+                block.offset + at,
+                at,
+            )
+        if start >= 0:
+            digest.update(block.data[taken:])
+        end = block.offset + len(block.data)
     if start >= 0:
-        yield first, start, offset, digest.hexdigest()
-
-
-def _line_spans(
-    path: str | os.PathLike[str],
-    size: int,
-    is_header: Callable[[bytes], bool],
-    index_to: Path | None,
-) -> Iterator[tuple[int, int, int, str]]:
-    """`unit_spans` line by line, for a format where only the line layout tells a
-    header (FASTQ: a quality line may begin with '@')."""
-    digest = new_digest()
-    index = first = offset = 0
-    start = -1  # the current unit's start offset; -1 before the first record
-    with _reading(path, index_to) as raw:
-        for line in raw:
-            if is_header(line):
-                if index % size == 0:
-                    if start >= 0:
-                        yield first, start, offset, digest.hexdigest()
-                    digest, first, start = new_digest(), index, offset
-                index += 1
-            if start >= 0:
-                digest.update(line)
-            offset += len(line)
-    if start >= 0:
-        yield first, start, offset, digest.hexdigest()
-
-
-def _next_header(chunk: bytes, after: int) -> int:
-    """Where the next line beginning with '>' starts in `chunk` after `after`, or -1."""
-    found = chunk.find(b"\n>", after)
-    return found + 1 if found >= 0 else -1
+        assert run.scan is not None  # the pass has been read to its end
+        yield first, run.scan.records - first, start, end, digest.hexdigest()

@@ -65,12 +65,12 @@ def test_an_input_rewritten_in_place_with_size_and_mtime_kept_fails_the_job(
     wait_for(lambda: not (daemon.state_dir / "jobs" / job).exists(), 10, "the parts to go")
 
 
-def test_a_gzip_job_whose_index_was_damaged_still_finishes_and_says_why(
+def test_a_gzip_job_whose_index_was_damaged_rebuilds_it_finishes_and_says_why(
     stopped_worker: tuple[Any, int], tmp_path: Path
 ) -> None:
     """The planner saves the `.gz` input's seek-point index in the job's directory; it
     is overwritten (same size) while the only worker is stopped: the worker refuses
-    it by its SHA-256, logs why, and reads the input from its start instead."""
+    it by its SHA-256, logs why, and builds its own from one read of the input."""
     daemon, pid = stopped_worker
     plain = tmp_path / "in.fa"
     write_fasta(plain, random_lengths(40, seed=5), seed=5)
@@ -99,3 +99,5 @@ def test_a_gzip_job_whose_index_was_damaged_still_finishes_and_says_why(
     refused = [e for e in daemon.log_events() if e.get("event") == "gzip_index.unusable"]
     assert refused, daemon.log_tail()
     assert all("SHA-256" in e["reason"] for e in refused), refused
+    rebuilt = [e for e in daemon.log_events() if e.get("event") == "gzip_index.rebuilt"]
+    assert len(rebuilt) == 1, daemon.log_tail()  # once per worker, then kept

@@ -16,13 +16,13 @@ import structlog
 
 from virnuc.daemon.jobs.planner import unit_spans
 from virnuc.input_digest import digest_of_range
-from virnuc.pipeline import gzip_index
+from virnuc.pipeline import gzip_index, gzip_pass
 from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.inputs import read_records
 
 READS = 120_000
 UNIT = 1_000
-SPACING = 1 << 18  # decompressed bytes between seek points in these tests
+CHUNK = 1 << 18  # compressed bytes between seek points in these tests
 
 
 def random_fastq_gz(path: Path, reads: int) -> Path:
@@ -79,7 +79,7 @@ def planned(
     fastq_gz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[list[tuple[int, int, int, str]], GzipIndex]]:
     """The input's units as the planner cuts them, and the index it saved meanwhile."""
-    monkeypatch.setattr(gzip_index, "MIN_SPACING", SPACING)
+    monkeypatch.setattr(gzip_pass, "MIN_CHUNK", CHUNK)
     index_path = tmp_path / "input-0.gzidx"
     spans = list(unit_spans(fastq_gz, UNIT, index_path))
     index = gzip_index.describe(index_path)
@@ -119,7 +119,7 @@ def test_a_late_unit_is_read_from_its_nearest_seek_point_not_from_the_start(
 
 
 @pytest.mark.parametrize("damage", ["overwritten", "truncated", "missing"])
-def test_an_index_not_as_recorded_is_never_used_and_the_unit_still_reads(
+def test_an_index_not_as_recorded_is_never_trusted_but_rebuilt_and_late_units_still_seek(
     fastq_gz: Path,
     planned: tuple[list[tuple[int, int, int, str]], GzipIndex],
     monkeypatch: pytest.MonkeyPatch,
@@ -135,20 +135,38 @@ def test_an_index_not_as_recorded_is_never_used_and_the_unit_still_reads(
         os.truncate(saved, index.size - 100)
     else:
         saved.unlink()
-    count_compressed_reads(monkeypatch)
+    damaged = saved.read_bytes() if saved.exists() else None
 
     with structlog.testing.capture_logs() as logs:
-        assert not gzip_index.use(str(fastq_gz), index)
+        assert gzip_index.use(str(fastq_gz), index)
+    count_compressed_reads(monkeypatch)
     ids, digest = read_unit(fastq_gz, spans[-1])
 
     reasons = {"overwritten": "SHA-256", "truncated": "size", "missing": "cannot read"}
-    (event,) = [e for e in logs if e["event"] == "gzip_index.unusable"]
-    assert reasons[damage] in event["reason"]
-    assert event["index"] == index.path
+    events = {e["event"]: e for e in logs}
+    assert reasons[damage] in events["gzip_index.unusable"]["reason"]
+    assert events["gzip_index.unusable"]["index"] == index.path
+    assert "gzip_index.rebuilt" in events
     first = spans[-1][0]
     assert ids == [f"r{i}" for i in range(first, READS)]
     assert digest == spans[-1][3]
-    assert CountingFile.total == 0  # read as without an index: from the start
+    compressed = fastq_gz.stat().st_size
+    assert 0 < CountingFile.total < compressed / 10  # the rebuilt index: no read from 0
+    assert (saved.read_bytes() if saved.exists() else None) == damaged  # never written to
+
+
+def test_an_index_of_an_input_that_cannot_be_read_is_not_rebuilt(
+    fastq_gz: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.fq.gz"
+    cut.write_bytes(fastq_gz.read_bytes()[:1000])
+    index = GzipIndex(str(tmp_path / "absent.gzidx"), 10, "0" * 64)
+
+    with structlog.testing.capture_logs() as logs:
+        used = gzip_index.use(str(tmp_path / "gone.fq.gz"), index)
+
+    assert not used
+    assert [e["event"] for e in logs] == ["gzip_index.unusable", "gzip_index.not_rebuilt"]
 
 
 def test_an_index_verified_once_is_kept_while_it_is_the_one_named(
@@ -159,7 +177,9 @@ def test_an_index_verified_once_is_kept_while_it_is_the_one_named(
     Path(index.path).unlink()  # its bytes were read when verified: what is used is them
     assert gzip_index.use(str(fastq_gz), index)
     other = GzipIndex(index.path, index.size, "0" * 64)
-    assert not gzip_index.use(str(fastq_gz), other)
+    with structlog.testing.capture_logs() as logs:
+        assert gzip_index.use(str(fastq_gz), other)  # not the kept one: checked, rebuilt
+    assert [e["event"] for e in logs] == ["gzip_index.unusable", "gzip_index.rebuilt"]
 
 
 def test_the_saved_index_is_described_by_its_size_and_sha256(
@@ -194,6 +214,6 @@ def test_a_plain_input_reads_as_before(tmp_path: Path) -> None:
 
 
 def test_spacing_grows_with_the_file_so_that_an_index_stays_bounded() -> None:
-    assert gzip_index.spacing_for(1 << 20) == gzip_index.MIN_SPACING
+    assert gzip_pass.chunk_size_for(1 << 20) == gzip_pass.MIN_CHUNK
     big = 40 << 30  # 40 GiB compressed
-    assert big * 4 // gzip_index.spacing_for(big) <= gzip_index.MAX_POINTS
+    assert big // gzip_pass.chunk_size_for(big) <= gzip_pass.MAX_POINTS

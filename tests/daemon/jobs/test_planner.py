@@ -26,7 +26,7 @@ from virnuc.daemon.progress.log import (
     UnitPlan,
     UnitRow,
 )
-from virnuc.pipeline import inputs
+from virnuc.pipeline import input_pass, inputs
 from virnuc.pipeline.fasta import FastaError, read_records, record_starts
 from virnuc.pipeline.spec import ModelSpec
 
@@ -432,8 +432,8 @@ async def test_each_unit_stores_where_its_bytes_end_and_their_digest(
 def test_unit_spans_find_the_record_starts_across_read_boundaries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(planner, "CHUNK", chunk)
-    data = b"\n" + fasta_bytes(13, newline="\r\n").replace(b"ACGT", b"AC>T")  # '>' mid-line
+    monkeypatch.setattr(input_pass, "READ", chunk)
+    data = b"\n" + fasta_bytes(13, newline="\r\n")
     path = tmp_path / "in.fa"
     path.write_bytes(data)
     starts = [s.offset for s in record_starts(path)]
