@@ -39,12 +39,11 @@ from .input_error import FastaError as FastaError  # re-exported: its historical
 from .input_error import open_input
 from .input_pass import FastaScan as FastaScan  # re-exported, as FastaError
 from .input_pass import scan_file
+from .record_blocks import DNA_BYTES as _DNA_BYTES
+from .record_blocks import check_fasta
 from .record_ids import IdHashes, check_unique_ids, id_hash
 
 GZIP_MAGIC = b"\x1f\x8b"
-# IUPAC nucleotide codes (U for RNA) plus gap characters. Anything else (digits,
-# protein-only letters such as E, F, I, L, P, Q) means the file is not nucleotides.
-_DNA_BYTES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-."
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,19 +194,44 @@ class FastaScanner:
         self.line_no = 0
         self.records = 0
         self.bases = 0
-        self.current_bases = -1  # -1: before the first header
+        self.current_bases = -1  # -1: no record open (none yet, or closed in bulk)
         self.header_line = 0
         self.current_id = ""
         self.id_hashes = IdHashes()  # 8 bytes per record, spilled to disk
         self._starts: list[int] = []  # where the records found by `take` start
 
     def take(self, data: bytes, final: bool) -> tuple[int, np.ndarray]:
-        """See `input_pass.FormatScanner.take`: whole lines (all when `final`)."""
+        """See `input_pass.FormatScanner.take`. Whole records go through numpy
+        (record_blocks.check_fasta) many at a time; what it cannot vouch for, line by
+        line here, so errors are worded in one place. `on_record` (a RecordStart per
+        record) makes it read every line here."""
+        if not data.startswith(b">"):  # inside a record: read on to the next header
+            return self._by_line(data, final, to_header=True)
+        checked = None if self.on_record else check_fasta(data, final)
+        if checked is None:
+            return self._by_line(data, final)
+        self._close_record()  # the block's first header closes the record before it
+        self.id_hashes.extend(checked.id_hashes)
+        starts = checked.starts + self.offset
+        self.offset += checked.end
+        self.line_no += checked.lines
+        self.records += checked.records
+        self.bases += checked.bases
+        self.current_bases = -1  # the block's records are closed: none is open
+        return checked.end, starts
+
+    def _by_line(self, data: bytes, final: bool, to_header: bool = False) -> tuple[int, np.ndarray]:
+        """Scan whole lines of `data` (the last one too when `final`), or only up to
+        the next header when `to_header`."""
         end = len(data) if final else data.rfind(b"\n") + 1
+        used = 0
         self._starts = []
         for line in io.BytesIO(memoryview(data)[:end]):
+            if to_header and line.startswith(b">"):
+                break
             self.feed(line)
-        return end, np.array(self._starts, dtype=np.int64)
+            used += len(line)
+        return used, np.array(self._starts, dtype=np.int64)
 
     def feed(self, line: bytes) -> None:
         self.line_no += 1

@@ -27,16 +27,15 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from .fasta import (
-    _DNA_BYTES,
     FastaRecord,
     RecordStart,
     dna_letters,
     open_binary,
     record_id,
 )
-from .fastq_blocks import LINES_PER_RECORD, check_records
 from .input_error import FastqError
 from .input_pass import FastaScan, scan_file
+from .record_blocks import DNA_BYTES, LINES_PER_RECORD, check_fastq
 from .record_ids import IdHashes, check_unique_ids, id_hash
 
 # Phred+33 (and the old +64) qualities are printable ASCII from '!' to '~'.
@@ -92,7 +91,7 @@ class FastqScanner:
     input_pass.InputPass does); `id_hashes` is kept for the caller's unique-id check
     (across several files, for a job).
 
-    Whole records go through numpy (fastq_blocks.check_records) many at a time; what
+    Whole records go through numpy (record_blocks.check_fastq) many at a time; what
     it cannot vouch for, line by line here, so errors are worded in one place.
     `on_record` (a RecordStart per read) makes it read every line here."""
 
@@ -113,13 +112,13 @@ class FastqScanner:
         """See `input_pass.FormatScanner.take`."""
         if self._position != 0:  # finish the record a line-by-line read left open
             return self._by_line(data, final, to_record_end=True)
-        checked = None if self.on_record else check_records(data)
+        checked = None if self.on_record else check_fastq(data)
         if checked is None:
             return self._by_line(data, final)
         starts = checked.starts + self._offset
         self.id_hashes.extend(checked.id_hashes)
         self._offset += checked.end
-        self.line_no += checked.records * LINES_PER_RECORD
+        self.line_no += checked.lines
         self.records += checked.records
         self._bases += checked.bases
         return checked.end, starts
@@ -186,7 +185,7 @@ class FastqScanner:
     def _sequence(self, body: bytes, start: int) -> None:
         if not body:
             raise self._error(f"read {self._id!r} has no sequence (an empty line after its header)")
-        bad = body.translate(None, _DNA_BYTES)
+        bad = body.translate(None, DNA_BYTES)
         if bad:
             raise self._error(_describe_bad_sequence(bad))
         self._length, self._position = len(body), 2

@@ -20,8 +20,7 @@ READS = 20_000
 
 def fastq_text(first: int, count: int) -> bytes:
     return b"".join(
-        b"@r%d\n%s\n+\n%s\n" % (i, b"ACGT" * 20, b"I" * 80)
-        for i in range(first, first + count)
+        b"@r%d\n%s\n+\n%s\n" % (i, b"ACGT" * 20, b"I" * 80) for i in range(first, first + count)
     )
 
 

@@ -633,3 +633,44 @@ async def test_a_gzip_input_is_indexed_into_the_job_dir_and_recorded_with_the_pl
     assert (index.size, index.sha256) == (len(saved), hashlib.sha256(saved).hexdigest())
     assert row.gzip_indexes == (index, None)
     assert (await log.get_job("j1")).gzip_indexes == (index, None)
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each read of an input the planner starts."""
+    opened: list[str] = []
+
+    def counted(path: str, index_to: Path | None = None) -> input_pass.InputPass:
+        opened.append(path)
+        return inputs.input_pass(path, index_to)
+
+    monkeypatch.setattr(planner, "input_pass", counted)
+    return opened
+
+
+@pytest.mark.asyncio
+async def test_a_job_past_the_settling_size_reads_each_input_once(
+    log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = count_reads(monkeypatch)
+    path = tmp_path / "in.fa"
+    path.write_bytes(fasta_bytes(40))  # 1 worker x 4 units x (5 - 1) = 16 records settle it
+
+    assert await plan(log, await new_job(log, path), workers=1, max_records=5) == 8
+
+    assert opened == [str(path)]
+    assert [u.record_count for u in await units_of(log)] == [5] * 8
+
+
+@pytest.mark.asyncio
+async def test_a_job_smaller_than_that_is_read_again_and_cut_at_its_own_size(
+    log: ProgressLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = count_reads(monkeypatch)
+    path = tmp_path / "in.fa"
+    path.write_bytes(fasta_bytes(12))  # ceil(12 / (2 workers x 4)) = 2 records a unit
+
+    assert await plan(log, await new_job(log, path), workers=2, max_records=100) == 6
+
+    assert opened == [str(path), str(path)]
+    units = await units_of(log)
+    assert [(u.first_record, u.record_count) for u in units] == [(i, 2) for i in range(0, 12, 2)]

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from virnuc.pipeline import input_pass
+from virnuc.pipeline.fasta import FastaScanner
 from virnuc.pipeline.fastq import FastqScanner
-from virnuc.pipeline.fastq_blocks import check_records
 from virnuc.pipeline.input_error import FastaError
 from virnuc.pipeline.input_pass import InputPass
+from virnuc.pipeline.record_blocks import check_fastq
 from virnuc.pipeline.record_ids import id_hash
 
 SEED = int(os.environ.get("VIRNUC_TEST_SEED", "23"))
@@ -81,12 +82,12 @@ def test_the_fast_path_takes_whole_plain_records_and_leaves_the_rest() -> None:
     records = reads(10, random.Random(SEED))
     block = text(records) + b"@partial\nACG"
 
-    checked = check_records(block)
+    checked = check_fastq(block)
 
     assert checked is not None
     assert checked.records == 10
     assert checked.end == len(text(records))
-    assert check_records(text(records[:3]) + b"\n" + text(records[3:])) is None  # blank
+    assert check_fastq(text(records[:3]) + b"\n" + text(records[3:])) is None  # blank
 
 
 def _mutations() -> dict[str, Callable[[list[bytes]], list[bytes]]]:
@@ -144,3 +145,86 @@ def test_a_file_cut_inside_a_record_is_reported_as_by_the_line_scanner(tmp_path:
 
     assert "truncated record" in message
     assert message == error_of(path, by_line=True)
+
+
+def contigs(count: int, rng: random.Random) -> list[list[bytes]]:
+    """`count` valid FASTA records: a header, then sequence lines of varied width,
+    with spaces, tabs and blank lines among them (all legal)."""
+    records = []
+    for i in range(count):
+        length = rng.randint(1, 400)
+        bases = bytes(rng.choice(b"ACGTUNacgtuRYKM-") for _ in range(length))
+        width = rng.choice([60, 70, 1000])
+        lines = [bases[j : j + width] for j in range(0, length, width)]
+        if i % 7 == 3:
+            lines.insert(1, b"")
+        if i % 11 == 5:
+            lines[0] = b" \t" + lines[0]
+        header = rng.choice([b">c%d" % i, b">c%d len=%d" % (i, length), b">c%d\tx" % i])
+        records.append([header, *lines])
+    return records
+
+
+def fasta_outcome(path: Path, *, by_line: bool) -> object:
+    scanner = FastaScanner(path, (lambda start: None) if by_line else None)
+    try:
+        run = InputPass(path, scanner)
+        starts = [int(s) for block in run for s in block.starts]
+    except FastaError as exc:
+        return str(exc)
+    assert run.scan is not None
+    return run.scan.records, run.scan.bases, starts, scanner.id_hashes.in_memory().tolist()
+
+
+@pytest.mark.parametrize("read_size", [5, 300, 4096, 1 << 20])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "no final newline"])
+def test_the_fasta_fast_path_finds_what_the_line_scanner_finds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, read_size: int, ending: str
+) -> None:
+    monkeypatch.setattr(input_pass, "READ", read_size)
+    records = contigs(200, random.Random(SEED))
+    data = text(records, b"\r\n" if ending == "\r\n" else b"\n")
+    path = tmp_path / "in.fa"
+    path.write_bytes(data[:-1] if ending == "no final newline" else data)
+
+    fast = fasta_outcome(path, by_line=False)
+
+    assert fast == fasta_outcome(path, by_line=True)
+    assert isinstance(fast, tuple)
+    assert fast[0] == 200
+    assert fast[3][0] == id_hash("c0")
+
+
+def _fasta_mutations() -> dict[str, Callable[[list[bytes]], list[bytes]]]:
+    return {
+        "protein letter": lambda r: [r[0], r[1][:-1] + b"E", *r[2:]],
+        "no sequence": lambda r: [r[0]],
+        "only blank lines": lambda r: [r[0], b"", b"  "],
+        "empty header": lambda r: [b">", *r[1:]],
+        "leading space id": lambda r: [b"> x", *r[1:]],
+        "non-ascii header": lambda r: [r[0] + b"\xc3\xa9", *r[1:]],
+        "control in sequence": lambda r: [r[0], b"AC\x01GT", *r[2:]],
+        "'>' inside a line": lambda r: [r[0], b"AC>GT", *r[2:]],
+        "text before the first header": lambda r: [b"ACGT", *r],
+        "duplicate id": lambda r: [b">c0", *r[1:]],
+    }
+
+
+@pytest.mark.parametrize("mutation", sorted(_fasta_mutations()))
+@pytest.mark.parametrize("where", [0, 100, 199])
+def test_every_fasta_oddity_is_judged_and_worded_as_the_line_scanner_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mutation: str, where: int
+) -> None:
+    monkeypatch.setattr(input_pass, "READ", 4096)
+    records = contigs(200, random.Random(SEED))
+    if mutation == "text before the first header" and where:
+        where = 0
+    records[where] = _fasta_mutations()[mutation](records[where])
+    path = tmp_path / "in.fa"
+    path.write_bytes(text(records))
+
+    fast = fasta_outcome(path, by_line=False)
+
+    assert fast == fasta_outcome(path, by_line=True)
+    legal = ("leading space id", "duplicate id")
+    assert isinstance(fast, str) != (mutation in legal), fast
