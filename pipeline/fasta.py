@@ -2,10 +2,12 @@
 
 Two passes over a file, both streaming:
 
-* `scan_fasta` walks the raw bytes once to validate the file and to find where each
-  record starts (byte offset, record index). It never holds a sequence whole, so a
-  10 GB file costs only a few bytes per record (an 8-byte hash of each id, to find
-  duplicate ids — VirNucPro silently breaks on them).
+* `scan_fasta` (`FastaScanner`, fed by input_pass.InputPass) walks the raw bytes once
+  to validate the file and to find where each record starts (byte offset, record
+  index): many records at a time with numpy (record_blocks.check_fasta), line by line
+  where that cannot vouch for them, so every error is worded here. It never holds a
+  sequence whole, so a 10 GB file costs only a few bytes per record (an 8-byte hash of
+  each id, to find duplicate ids — VirNucPro silently breaks on them).
 * `read_records` parses records with Biopython from any record start onward; the
   daemon uses the offsets from the scan to hand out contiguous ranges of records.
 

@@ -9,8 +9,10 @@ begin with '@' or '+' and only the line count tells a header from qualities. Bla
 lines between records are allowed (and belong to the record before them, so a record's
 bytes run to the next header, as in FASTA).
 
-* `scan_fastq` validates the whole file in one pass with O(1) memory per read (an
-  8-byte id hash, for the unique-id check), naming the file and line of a problem.
+* `scan_fastq` (`FastqScanner`, fed by input_pass.InputPass) validates the whole file
+  in one pass with O(1) memory per read (an 8-byte id hash, for the unique-id check),
+  naming the file and line of a problem: many reads at a time with numpy
+  (record_blocks.check_fastq), line by line where that cannot vouch for them.
 * `parse_fastq` turns lines from any record start onward into records with their byte
   spans; the worker reads a unit with it (via `inputs.parse_records`).
 * `HeaderLines` tells which lines are headers, for planning units and listing ids.

@@ -6,8 +6,9 @@ of the (decompressed) data is '>' for FASTA and '@' for FASTQ. Everything downst
 never `fasta` or `fastq` directly, so both formats share every offset, digest and
 resume rule:
 
-* `scan_inputs` validates every file and checks that record ids are unique across
-  all of them (naming both files of a repeated id);
+* `input_pass` is the one validating read of a file (pipeline/input_pass.py) with its
+  format's scanner; `scan_inputs` runs it over every file and checks that record ids
+  are unique across all of them (naming both files of a repeated id);
 * `record_starts` / `job_record_starts` list where records start, with their ids;
 * `parse_records` turns lines from a record start into records with byte spans
   (`read_records` opens a file for it). Both formats read RNA as DNA, U as T
