@@ -37,6 +37,7 @@ import numpy as np
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .gzip_index import open_gzip
+from .gzip_pass import GZIP_MAGIC as GZIP_MAGIC  # re-exported
 from .input_error import FastaError as FastaError  # re-exported: its historical home
 from .input_error import open_input
 from .input_pass import FastaScan as FastaScan  # re-exported, as FastaError
@@ -44,8 +45,6 @@ from .input_pass import scan_file
 from .record_blocks import DNA_BYTES as _DNA_BYTES
 from .record_blocks import check_fasta
 from .record_ids import IdHashes, check_unique_ids, id_hash
-
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True, slots=True)

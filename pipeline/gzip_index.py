@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import indexed_gzip
 import structlog
 
-from .gzip_pass import build_index
+from .gzip_pass import GZIP_MAGIC, build_index
 
 log = structlog.get_logger()
 
@@ -71,7 +71,7 @@ def loads(text: str | None) -> tuple[GzipIndex | None, ...]:
 def is_gzip(path: str | os.PathLike[str]) -> bool:
     """Whether the file starts as gzip does."""
     with open(path, "rb") as raw:
-        return raw.read(2) == b"\x1f\x8b"
+        return raw.read(2) == GZIP_MAGIC
 
 
 def _open_compressed(path: Path) -> BinaryIO:

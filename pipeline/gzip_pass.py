@@ -36,18 +36,20 @@ from .input_error import unreadable_error
 
 log = structlog.get_logger()
 
-MIN_CHUNK = 4 << 20  # compressed bytes between seek points, at least
+GZIP_MAGIC = b"\x1f\x8b"  # how every gzip file starts
+CHUNK = 1 << 20  # compressed bytes rapidgzip decodes at a time: its cache holds some
+# 16 decoded chunks (about 70 MB of FASTQ text here, 4 MiB would cost 200 MB)
+MIN_SPACING = 4 << 20  # decompressed bytes between the seek points kept, at least
 MAX_POINTS = 1024  # about: 32 KiB each, so an index stays near 32 MiB at most
 _READ = 1 << 22  # decompressed bytes per read of `build_index`
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # isal's stub calls it an instance
 _PIECE = 1 << 16  # compressed bytes per step of `verify`
 
 
-def chunk_size_for(compressed_size: int) -> int:
-    """Compressed bytes between seek points: 4 MiB (some 16 MiB of FASTQ text, what
-    a seek decompresses at most), or wider for a large file so that it has about
-    MAX_POINTS of them."""
-    return max(MIN_CHUNK, compressed_size // MAX_POINTS)
+def spacing_for(decompressed_size: int) -> int:
+    """Decompressed bytes between the seek points kept: 4 MiB (what a seek decompresses
+    at most), or wider for a large file, so that it keeps about MAX_POINTS of them."""
+    return max(MIN_SPACING, decompressed_size // MAX_POINTS)
 
 
 class CheckedGzipReader:
@@ -59,10 +61,7 @@ class CheckedGzipReader:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        size = self.path.stat().st_size
-        self._reader = rapidgzip.RapidgzipFile(
-            str(self.path), parallelization=1, chunk_size=chunk_size_for(size)
-        )
+        self._reader = rapidgzip.RapidgzipFile(str(self.path), parallelization=1, chunk_size=CHUNK)
         self._crc = 0
         self._length = 0
 
@@ -93,10 +92,11 @@ class CheckedGzipReader:
             self._save_index(index_to)
 
     def export_index(self) -> bytes:
-        """The seek points met so far, in indexed_gzip's format."""
+        """The seek points met so far, in indexed_gzip's format, one every
+        `spacing_for` decompressed bytes (rapidgzip keeps one every few hundred KiB)."""
         exported = io.BytesIO()
         self._reader.export_index(exported, rapidgzip.IndexFormat.INDEXED_GZIP)
-        return exported.getvalue()
+        return thinned(exported.getvalue(), spacing_for(self._length))
 
     def _save_index(self, index_to: Path) -> None:
         """Save the seek points; an index that cannot be saved is logged
@@ -118,6 +118,32 @@ class CheckedGzipReader:
             raw.seek(-8, os.SEEK_END)
             crc, length = struct.unpack("<II", raw.read(8))
         return crc == self._crc and length == self._length & 0xFFFFFFFF
+
+
+# indexed_gzip's index file (zran.c, version 1): a header, then each point's offsets,
+# bit offset and whether a window follows, then the windows of those that have one.
+_HEADER = struct.Struct("<5sBBQQIII")  # b"GZIDX", version, flags, sizes, spacing, window, points
+_POINT = struct.Struct("<QQBB")  # compressed offset, decompressed offset, bits, has a window
+
+
+def thinned(index: bytes, spacing: int) -> bytes:
+    """`index` (indexed_gzip's format) keeping its first and last points and, between,
+    one at least `spacing` decompressed bytes past the one kept before it."""
+    magic, version, flags, compressed, size, _, window, count = _HEADER.unpack_from(index)
+    if magic != b"GZIDX" or version != 1:
+        raise ValueError(f"not an indexed_gzip index of version 1 ({magic!r}, {version})")
+    points = [_POINT.unpack_from(index, _HEADER.size + i * _POINT.size) for i in range(count)]
+    windows, at = [], _HEADER.size + count * _POINT.size
+    for point in points:
+        windows.append(index[at : at + window] if point[3] else b"")
+        at += window if point[3] else 0
+    kept, last = [], -spacing
+    for i, point in enumerate(points):
+        if i in (0, count - 1) or point[1] - last >= spacing:
+            kept.append(i)
+            last = point[1]
+    header = _HEADER.pack(magic, version, flags, compressed, size, spacing, window, len(kept))
+    return b"".join([header, *(_POINT.pack(*points[i]) for i in kept), *(windows[i] for i in kept)])
 
 
 def build_index(path: str | os.PathLike[str]) -> bytes:

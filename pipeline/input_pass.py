@@ -26,14 +26,13 @@ from typing import BinaryIO, Protocol, TypeVar
 import numpy as np
 
 from . import gzip_pass
-from .gzip_pass import CheckedGzipReader
+from .gzip_pass import GZIP_MAGIC, CheckedGzipReader
 from .input_error import FastaError, open_input, unreadable_error
 from .prefetch import prefetched
 from .record_ids import IdHashes
 
 T = TypeVar("T")
 READ = 1 << 21  # decompressed bytes per block: large enough for numpy, small for caches
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class FormatScanner(Protocol):
@@ -96,7 +95,7 @@ class InputPass:
 
     def __iter__(self) -> Iterator[Block]:
         with open_input(self.path) as plain:
-            self._gzipped = plain.read(2) == _GZIP_MAGIC
+            self._gzipped = plain.read(2) == GZIP_MAGIC
             plain.seek(0)
             with _source(self.path, plain, self._gzipped) as source:
                 yield from self._blocks(source)

@@ -22,7 +22,7 @@ from virnuc.pipeline.inputs import read_records
 
 READS = 120_000
 UNIT = 1_000
-CHUNK = 1 << 18  # compressed bytes between seek points in these tests
+SPACING = 1 << 18  # decompressed bytes between the seek points kept in these tests
 
 
 def random_fastq_gz(path: Path, reads: int) -> Path:
@@ -79,7 +79,7 @@ def planned(
     fastq_gz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[list[tuple[int, int, int, str]], GzipIndex]]:
     """The input's units as the planner cuts them, and the index it saved meanwhile."""
-    monkeypatch.setattr(gzip_pass, "MIN_CHUNK", CHUNK)
+    monkeypatch.setattr(gzip_pass, "MIN_SPACING", SPACING)
     index_path = tmp_path / "input-0.gzidx"
     spans = list(unit_spans(fastq_gz, UNIT, index_path))
     index = gzip_index.describe(index_path)
@@ -214,6 +214,31 @@ def test_a_plain_input_reads_as_before(tmp_path: Path) -> None:
 
 
 def test_spacing_grows_with_the_file_so_that_an_index_stays_bounded() -> None:
-    assert gzip_pass.chunk_size_for(1 << 20) == gzip_pass.MIN_CHUNK
-    big = 40 << 30  # 40 GiB compressed
-    assert big // gzip_pass.chunk_size_for(big) <= gzip_pass.MAX_POINTS
+    assert gzip_pass.spacing_for(1 << 20) == gzip_pass.MIN_SPACING
+    big = 160 << 30  # 160 GiB of FASTQ text
+    assert big // gzip_pass.spacing_for(big) <= gzip_pass.MAX_POINTS
+
+
+def test_a_thinned_index_keeps_points_a_spacing_apart_and_still_seeks_right(
+    fastq_gz: Path, planned: tuple[list[tuple[int, int, int, str]], GzipIndex]
+) -> None:
+    _, index = planned
+    full = Path(index.path).read_bytes()
+    spacing = 4 * SPACING
+    thin = gzip_pass.thinned(full, spacing)
+
+    offsets = [point[1] for point in _points(thin)]
+    assert 2 < len(offsets) < len(_points(full))
+    assert all(b - a >= spacing for a, b in zip(offsets[:-2], offsets[1:-1], strict=True))
+    plain = gzip.decompress(fastq_gz.read_bytes())
+    reader = gzip_index._open_indexed(fastq_gz, thin)
+    with reader:
+        for offset in (0, len(plain) // 3, len(plain) - 500):
+            reader.seek(offset)
+            assert reader.read(500) == plain[offset : offset + 500]
+
+
+def _points(index: bytes) -> list[tuple[int, int, int, int]]:
+    count = gzip_pass._HEADER.unpack_from(index)[-1]
+    size, at = gzip_pass._POINT.size, gzip_pass._HEADER.size
+    return [gzip_pass._POINT.unpack_from(index, at + i * size) for i in range(count)]
