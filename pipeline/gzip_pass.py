@@ -1,8 +1,8 @@
 """A gzip input read once, start to end, checked and indexed on the way: planning's read.
 
 rapidgzip decompresses it (ISA-L inside: about twice the standard library's speed
-here) and keeps seek points as it goes; `finish` exports them in indexed_gzip's format
-for the workers (pipeline/gzip_index.py reads them).
+here) and keeps seek points as it goes; `finish` exports them in indexed_gzip's format,
+thinned to one every few MiB (`thinned`), for the workers (pipeline/gzip_index.py).
 
 rapidgzip checks the CRC32 of each gzip member whose footer it reaches, but not that
 the stream has one: a file cut short inside its deflate data reads as a shorter file,
@@ -11,8 +11,8 @@ CRC32 and the length of all it returned and, at the end, compares them with the 
 last 8 bytes: the footer of a single-member file (what gzip and pigz write), which
 then is complete and intact. A file whose footer does not match is either made of
 several members (concatenated .gz files, BGZF) or damaged, and is decompressed once
-more through ISA-L's gzip reader, which checks every member and that the last one
-ends: a damaged file fails with the line where its data went wrong (`verify`).
+more through ISA-L, which checks every member and that the last one ends: a damaged
+file fails with the line where its data went wrong (`verify`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,9 @@ class CheckedGzipReader:
         not match, or deflate data that cannot be decoded, raises `gzip.BadGzipFile`."""
         try:
             data: bytes = self._reader.read(size)
-        except (ValueError, RuntimeError) as exc:  # rapidgzip's errors for bad data
+        except OSError:
+            raise  # the disk, not the data
+        except Exception as exc:  # rapidgzip words bad data as ValueError, RuntimeError, ...
             raise gzip.BadGzipFile(str(exc)) from exc
         self._crc = isal_zlib.crc32(data, self._crc)
         self._length += len(data)
