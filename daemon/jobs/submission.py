@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ def check_head(path: str, head: bytes) -> None:
     text = head.lstrip()
     if text.startswith((b">", b"@")):  # FASTA or FASTQ
         return
+    _refuse_other_compression(path, head)
     if _looks_binary(head):
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT,
@@ -177,6 +179,27 @@ def check_head(path: str, head: bytes) -> None:
         f"input {path}: not a FASTA or FASTQ file; FASTA starts with a '>' header line, "
         "FASTQ with an '@' one",
     )
+
+
+#: Compressions people keep sequencing data in that virnuc does not read: magic bytes,
+#: the format's name, and the command that decompresses a file, keeping it.
+_OTHER_COMPRESSIONS = (
+    (b"BZh", "bzip2", "bunzip2 -k"),
+    (b"\xfd7zXZ\x00", "xz", "unxz -k"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"),  # zstd keeps the source by default
+)
+
+
+def _refuse_other_compression(path: str, head: bytes) -> None:
+    """A bzip2, xz or zstd file is refused naming its format and the fix, not as
+    "binary data", which leaves the user guessing."""
+    for magic, name, decompress in _OTHER_COMPRESSIONS:
+        if head.startswith(magic):
+            raise SubmitRefused(
+                ErrorCode.INVALID_INPUT,
+                f"input {path} is {name}-compressed; virnuc reads plain or gzip FASTA/FASTQ: "
+                f"decompress it ({decompress} {shlex.quote(path)}) or recompress it with gzip",
+            )
 
 
 def output_busy(path: Path | str) -> SubmitRefused:

@@ -3,7 +3,10 @@ and a message naming the file (tests/e2e/test_bad_input.py sends them through vi
 
 from __future__ import annotations
 
+import bz2
+import lzma
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,33 @@ def test_a_missing_input_is_refused_naming_it(tmp_path: Path) -> None:
         submission.check_input(str(gone), ("/",), None)
     assert refused.value.code == ErrorCode.INVALID_INPUT
     assert f"input {gone}: no such file" in refused.value.message
+
+
+# `printf '>r1\nACGT\n' | zstd -c`: the stdlib has no zstd before Python 3.14.
+ZSTD_FASTA = bytes.fromhex("28b52ffd04584900003e72310a414347540aa31db531")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compress", "name", "fix"),
+    [
+        pytest.param(".bz2", bz2.compress, "bzip2", "bunzip2 -k", id="bzip2"),
+        pytest.param(".xz", lzma.compress, "xz", "unxz -k", id="xz"),
+        pytest.param(".zst", lambda _: ZSTD_FASTA, "zstd", "unzstd", id="zstd"),
+    ],
+)
+def test_a_bzip2_xz_or_zstd_input_is_refused_naming_the_format_and_the_fix(
+    tmp_path: Path, suffix: str, compress: Callable[[bytes], bytes], name: str, fix: str
+) -> None:
+    packed = tmp_path / f"reads.fa{suffix}"
+    packed.write_bytes(compress(b">r1\nACGTACGTAC\n"))
+    with pytest.raises(submission.SubmitRefused) as refused:
+        submission.check_input(str(packed), ("/",), None)
+    assert refused.value.code == ErrorCode.INVALID_INPUT
+    message = refused.value.message
+    assert f"input {packed} is {name}-compressed" in message
+    assert f"{fix} {packed}" in message
+    assert "recompress it with gzip" in message
+    assert "binary data" not in message
 
 
 def test_an_input_virnucd_itself_cannot_read_is_refused_saying_so(tmp_path: Path) -> None:
