@@ -41,13 +41,17 @@ def job_lines(status: Mapping[str, Any]) -> str:
         ("frames", status["frames_done"]),
         ("restarts", status["restarts"]),
     ]
-    shown = ("precision", "input", "output", "waiting", "error")
-    rows += [(key, status[key]) for key in shown if status.get(key)]
+    rows += [(key, status[key]) for key in _OPTIONAL_FIELDS if status.get(key)]
     inputs = status.get("inputs") or []
     if len(inputs) > 1:  # one line per file, after the first (`input`)
         at = next(i for i, (key, _) in enumerate(rows) if key == "input") + 1
         rows[at:at] = [("", path) for path in inputs[1:]]
-    return "\n".join(f"{key + ':' if key else '':<10}{value}" for key, value in rows)
+    return "\n".join(f"{key + ':' if key else '':<{_LABEL_WIDTH}}{value}" for key, value in rows)
+
+
+_OPTIONAL_FIELDS = ("precision", "input", "output", "waiting", "error")
+#: The longest label, its colon and a space: every value starts in the same column.
+_LABEL_WIDTH = max(len(key) for key in _OPTIONAL_FIELDS) + 2
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:

@@ -133,8 +133,8 @@ def test_status_prints_one_line_per_field(
     daemon.handlers["status"] = lambda r: job(state="failed", error="disk full", output="/o")
     assert run(daemon, "status", "j1") == 0
     out = capsys.readouterr().out
-    assert "state:    failed\nrecords:  3/10 (30.0%)\nframes:   21\n" in out
-    assert "error:    disk full" in out
+    assert "state:     failed\nrecords:   3/10 (30.0%)\nframes:    21\n" in out
+    assert "error:     disk full" in out
 
 
 def test_status_follow_shows_progress_until_the_job_ends(

@@ -18,7 +18,7 @@ def test_status_of_a_job_with_several_inputs_lists_each_on_its_own_line() -> Non
         "output": "/out",
     }
     lines = job_lines(status).splitlines()
-    at = lines.index("input:    /a.fa")
+    at = lines.index("input:     /a.fa")
     assert lines[at + 1].split() == ["/b.fq"]
     assert lines[at + 2].startswith("output:")
 
@@ -38,12 +38,35 @@ def test_a_queued_job_shows_its_place_in_the_queue_in_status_list_and_the_bar() 
         "restarts": 0,
         "queue_position": 3,
     }
-    assert "state:    queued (position 3)" in job_lines(queued).splitlines()
+    assert "state:     queued (position 3)" in job_lines(queued).splitlines()
     assert jobs_table([queued]).splitlines()[1].split()[:4] == ["j2", "queued", "(position", "3)"]
     drawn = io.StringIO()
     ProgressLine(drawn).show(queued)
     assert drawn.getvalue().rstrip().endswith("queued (position 3)")
     running = {**queued, "state": "running"}  # a position is a queued job's only
-    assert "state:    running" in job_lines(running).splitlines()
+    assert "state:     running" in job_lines(running).splitlines()
     older = {key: value for key, value in queued.items() if key != "queue_position"}
-    assert "state:    queued" in job_lines(older).splitlines()  # an older virnucd's
+    assert "state:     queued" in job_lines(older).splitlines()  # an older virnucd's
+
+
+def test_status_separates_every_label_from_its_value_precision_included() -> None:
+    """`precision:fp32` was printed with no space: the label filled the column."""
+    from virnuc.client.output import job_lines
+
+    status = {
+        "job_id": "j1",
+        "state": "running",
+        "records_total": 0,
+        "records_done": 0,
+        "frames_done": 0,
+        "restarts": 0,
+        "precision": "fp32",
+        "input": "/a.fa",
+        "output": "/out",
+        "waiting": "a worker",
+        "error": "none",
+    }
+    lines = job_lines(status).splitlines()
+    assert "precision: fp32" in lines
+    columns = {line.index(line.split(":", 1)[1].strip()) for line in lines}
+    assert len(columns) == 1  # every value starts in the same column
