@@ -18,6 +18,7 @@ from typing import Any
 from virnuc.protocol import JobState, KillArgs, ListArgs, StatusArgs, SubmitArgs, WorkersArgs
 
 from .connection import CurveKeys, DaemonAddress, DaemonClient
+from .device import choose_device
 from .errors import EXIT_INVALID_INPUT, EXIT_OK, ClientError, DaemonUnreachable, JobEnded
 from .follow import GIVE_UP_AFTER, follow_job
 from .output import job_lines, jobs_table, print_json, workers_table
@@ -230,16 +231,18 @@ def workers(args: argparse.Namespace, client: DaemonClient) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
-    """``virnucctl predict INPUT --out DIR [...]``: a whole prediction on a private daemon.
+    """``virnucctl predict INPUT --out DIR [...]``: a whole prediction on a private daemon,
+    on the device ``--device`` names (``auto``: the GPU if torch sees one; device.py).
 
     With ``--json`` the job's final status is printed (it carries ``output``,
     ``records_done`` and ``frames_done``, as the in-process predict did).
     """
     _demo_notice(args)
     request = submit_args(args)
+    device = choose_device(args.device)
     with (
         signals_interrupt(),
-        PrivateDaemon(args.device, args.workers, args.checkpoint_every, args.timeout) as client,
+        PrivateDaemon(device, args.workers, args.checkpoint_every, args.timeout) as client,
     ):
         job_id = client.call(request)["job_id"]
         final = follow_with_bar(client, job_id)
