@@ -32,10 +32,13 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from typing import Any
 
+from virnuc import __version__
 from virnuc.protocol.constants import PRECISIONS
 
 from .commands import DEMO_NOTICE, run_command
+from .device import AUTO_DEVICE
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -68,7 +71,7 @@ DEFAULT_TIMEOUT = 10.0
 
 
 def _exit_codes_help() -> str:
-    """The docstring's exit-code table, reused as every parser's epilog."""
+    """The docstring's exit-code table: ``virnucctl --help``'s epilog."""
     text = __doc__ or ""
     start = text.find("Exit codes")
     return text[start : text.find("\n\n", start)] if start >= 0 else ""
@@ -97,24 +100,24 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--profile", choices=["demo"], help="tiny random models, for trying the pipeline"
     )
+    group.add_argument("--esm", metavar="NAME|FILE", help="ESM-2 model (default esm2_t36_3B_UR50D)")
     group.add_argument(
-        "--esm", help="fair-esm ESM-2 name or local .pt file (default esm2_t36_3B_UR50D)"
+        "--dnabert", metavar="ID|DIR", help="DNABERT-S model (default zhihan1996/DNABERT-S)"
     )
     group.add_argument(
-        "--dnabert", help="DNABERT-S hub id or local directory (default zhihan1996/DNABERT-S)"
+        "--classifier", metavar="FILE", help="VirNucPro's 300_model.pth or 500_model.pth"
     )
-    group.add_argument("--classifier", help="VirNucPro classifier: 300_model.pth or 500_model.pth")
     group.add_argument(
         "--chunk-length",
         type=int,
         choices=[300, 500],
-        help="chunk length; default from the classifier's name, else 300",
+        help="default: from the classifier's name, else 300",
     )
     group.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="fp32 (VirNucPro's numbers; the daemon's default unless configured), "
-        "tf32 or bf16 (faster on GPUs, scores differ slightly: see README)",
+        help="fp32: VirNucPro's scores (the usual default); tf32, bf16: faster on GPUs, "
+        "scores differ slightly",
     )
 
 
@@ -124,72 +127,94 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="FASTA or FASTQ file (plain or .gz); several make one job, outputs in their order",
+        help="FASTA/FASTQ file, plain or .gz (several: one job)",
     )
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
     parser.add_argument("--force", action="store_true", help="replace results already in --out")
     parser.add_argument(
         "--checkpoint-every",
         type=positive_int,
         metavar="N",
-        help="records per checkpoint part (default: the daemon's)",
+        help="records per checkpoint part (default: daemon's)",
     )
     add_model_options(parser)
 
 
-def _connection_options(defaults: bool, timeout_only: bool = False) -> argparse.ArgumentParser:
-    """Where the daemon is; accepted before or after the command name.
+def _global_options(top_level: bool, daemon: bool = True) -> argparse.ArgumentParser:
+    """The options every command takes, accepted before or after the command name.
 
-    The top-level parser holds the defaults; each command's copy uses SUPPRESS so
-    an option given before the command is not reset by the command's parser.
-    ``predict`` runs its own daemon, so it takes only ``--timeout``.
+    The top-level parser holds the defaults and their help (``virnucctl --help``); each
+    command's copy has SUPPRESS as default, so an option given before the command is not
+    reset by the command's parser (given in both places, the later one wins), and hidden
+    help, so a command's ``--help`` stays short. ``--json`` is the exception: shown in
+    every command's help too. ``daemon=False`` (``predict``, which runs its own daemon)
+    leaves out where the daemon is, keeping ``--timeout``.
     """
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("daemon")
+    parent.add_argument(
+        "--json",
+        action="store_true",
+        default=False if top_level else argparse.SUPPRESS,
+        help="print the result as JSON (any command; before or after COMMAND)"
+        if top_level
+        else "print the result as JSON",
+    )
+    group = parent.add_argument_group("daemon options (before or after COMMAND)")
 
-    def default(value: object) -> object:
-        return value if defaults else argparse.SUPPRESS
+    def option(*flags: str, default: object = None, text: str, **kwargs: Any) -> None:
+        group.add_argument(
+            *flags,
+            default=default if top_level else argparse.SUPPRESS,
+            help=text if top_level else argparse.SUPPRESS,
+            **kwargs,
+        )
 
-    group.add_argument(
+    option(
         "--timeout",
         type=positive_float,
         metavar="SECONDS",
-        default=default(DEFAULT_TIMEOUT),
-        help=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g})",
+        default=DEFAULT_TIMEOUT,
+        text=f"seconds to wait for each answer (default {DEFAULT_TIMEOUT:g})",
     )
-    if timeout_only:
+    if not daemon:
         return parent
-    group.add_argument(
+    option(
         "--state-dir",
         metavar="DIR",
-        default=default(None),
-        help="virnucd's state dir (default $VIRNUC_STATE_DIR, else $XDG_STATE_HOME/virnuc)",
+        text="virnucd's state dir (default $VIRNUC_STATE_DIR, else $XDG_STATE_HOME/virnuc)",
     )
-    group.add_argument(
-        "--endpoint", metavar="URL", default=default(None), help="control endpoint, e.g. tcp://…"
-    )
-    group.add_argument(
+    option("--endpoint", metavar="URL", text="control endpoint, e.g. tcp://…")
+    option(
         "--events-endpoint",
         metavar="URL",
-        default=default(None),
-        help="events endpoint (default: beside an ipc:// control socket, else polling only)",
+        text="events endpoint (default: beside an ipc:// control socket, else polling only)",
     )
-    group.add_argument(
+    option(
         "--curve-server-key",
         metavar="FILE",
-        default=default(None),
-        help="the daemon's public CURVE key (server.key), for tcp:// "
+        text="the daemon's public CURVE key (server.key), for tcp:// "
         "(default $VIRNUC_CURVE_SERVER_KEY)",
     )
-    group.add_argument(
+    option(
         "--curve-client-key",
         metavar="FILE",
-        default=default(None),
-        help="your secret CURVE key (NAME.key_secret, from `virnucctl keys generate`) "
+        text="your secret CURVE key (NAME.key_secret, from `virnucctl keys generate`) "
         "(default $VIRNUC_CURVE_CLIENT_KEY)",
     )
     return parent
+
+
+#: Each command's epilog, in place of the daemon options and exit codes it used to repeat.
+COMMAND_EPILOG = "--json and the daemon options go before or after COMMAND: virnucctl --help"
+LOCAL_EPILOG = "--json goes before or after COMMAND; exit codes: virnucctl --help"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help in a column wide enough for ``--give-up-after SECONDS``: fewer lines."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,23 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0] if __doc__ else None,
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_connection_options(defaults=True)],
+        parents=[_global_options(top_level=True)],
     )
-    connection = _connection_options(defaults=False)
-    timeout_only = _connection_options(defaults=False, timeout_only=True)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"virnucctl {__version__}",
+        help="print virnucctl's version and exit",
+    )
+    options = _global_options(top_level=False)
+    predict_options = _global_options(top_level=False, daemon=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, private: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+        return commands.add_parser(
             name,
             help=help_text,
             description=help_text,
-            epilog=EXIT_CODES_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            parents=[timeout_only if private else connection],
+            epilog=COMMAND_EPILOG,
+            formatter_class=_HelpFormatter,
+            parents=[predict_options if private else options],
         )
-        sub.add_argument("--json", action="store_true", help="print the result map as JSON")
-        return sub
 
     _add_submit(command("submit", "submit FASTA/FASTQ files as one job; print the job id"))
     _add_status(command("status", "show one job, or every job"))
@@ -227,26 +256,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(
         command("predict", "predict FASTA/FASTQ files on a private virnucd and wait", private=True)
     )
-    _add_keys(commands)
-    _add_report(commands)
+    local_options = _json_only()
+    _add_keys(commands, local_options)
+    _add_report(commands, local_options)
     return parser
 
 
-def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _json_only() -> argparse.ArgumentParser:
+    """The commands that read local files only (``report``, ``keys generate``) take
+    ``--json`` before or after their name, and no daemon options."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
+    return parent
+
+
+def _add_report(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    local_options: argparse.ArgumentParser,
+) -> None:
     """``report DIR``: reads local files only, so no daemon options."""
     help_text = "write prediction.png and report.html for an existing output directory"
     report = commands.add_parser(
         "report",
         help=help_text,
         description=help_text,
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=LOCAL_EPILOG,
+        parents=[local_options],
     )
     report.add_argument("dir", metavar="DIR", help="a complete output directory (--out)")
     report.add_argument(
         "--top", type=positive_int, default=20, metavar="N", help="records to plot (default 20)"
     )
-    report.add_argument("--json", action="store_true", help="print the report summary as JSON")
 
 
 def add_follow_options(parser: argparse.ArgumentParser) -> None:
@@ -256,8 +298,7 @@ def add_follow_options(parser: argparse.ArgumentParser) -> None:
         type=positive_float,
         metavar="SECONDS",
         default=GIVE_UP_AFTER,
-        help="while following a job, keep asking a virnucd that does not answer (each try "
-        f"waits --timeout) for this long, then exit 3 (default {GIVE_UP_AFTER:g})",
+        help=f"exit 3 after SECONDS of silence (default {GIVE_UP_AFTER:g})",
     )
 
 
@@ -277,11 +318,20 @@ def _add_status(sub: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: argparse.ArgumentParser) -> None:
     add_job_options(sub)
-    sub.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    sub.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    sub.add_argument(
+        "--device",
+        default=AUTO_DEVICE,
+        help="auto, cpu, cuda or cuda:N (default auto: a GPU if torch sees one, else cpu)",
+    )
+    sub.add_argument(
+        "--workers", type=positive_int, default=1, metavar="N", help="worker processes (default 1)"
+    )
 
 
-def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_keys(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    local_options: argparse.ArgumentParser,
+) -> None:
     """``keys generate``: local files only, so no daemon options."""
     keys = commands.add_parser(
         "keys", help="CURVE key pairs for tcp:// (README: Security)", description=KEYS_HELP
@@ -291,6 +341,8 @@ def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "generate",
         help="write NAME.key (public) and NAME.key_secret (secret, 0600)",
         description=KEYS_HELP,
+        epilog=LOCAL_EPILOG,
+        parents=[local_options],
     )
     generate.add_argument(
         "--dir", metavar="DIR", help="where to write them (default ~/.config/virnuc/keys)"
@@ -298,7 +350,6 @@ def _add_keys(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     generate.add_argument(
         "--name", default="client", help="file name stem (default client; server for virnucd's)"
     )
-    generate.add_argument("--json", action="store_true", help="print the two paths as JSON")
 
 
 KEYS_HELP = (
