@@ -1,5 +1,12 @@
 # virnuc: every set-up step lives here, so a fresh clone needs only `make demo` / `make test`.
-PYTHON     ?= python3.11
+# Any Python pyproject.toml's requires-python allows (3.11 or newer; CI runs 3.11): the
+# first of these found, or `make PYTHON=/path/to/python3.x venv`.
+PYTHON_MIN := 3.11
+comma      := ,
+PYTHON     ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < ($(subst .,$(comma),$(PYTHON_MIN))))' \
+		>/dev/null 2>&1 && { echo $$p; break; }; \
+	done)
 VENV       := .venv
 BIN        := $(VENV)/bin
 # CPU build here. On a GPU server: make venv TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128'
@@ -10,6 +17,9 @@ TYPECHECK  := build/typecheck
 .PHONY: venv demo test test-fast lint format bench bench-scale bench-slurm bench-wheels clean
 
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "virnuc needs Python \
+	$(PYTHON_MIN) or newer: none of python3.13, python3.12, python3.11, python3 is one; \
+	install one, or name it: make PYTHON=/path/to/python3.x" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -17,8 +27,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# --force: a second `make demo` replaces the first one's demo-output.
 demo: venv
-	$(BIN)/virnucctl predict examples/example.fasta --out demo-output --profile demo --save-embeddings
+	$(BIN)/virnucctl predict examples/example.fasta --out demo-output --profile demo --save-embeddings --force
 
 # mypy cannot follow setuptools' editable import hook, so it checks a link tree
 # that spells the installed layout (virnuc/pipeline -> ../../pipeline, ...).

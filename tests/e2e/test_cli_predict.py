@@ -1,5 +1,6 @@
 """`virnucctl predict` as a user runs it: a private virnucd with its workers, the demo
-profile, outputs written, and a second run into the same folder refused without --force."""
+profile, outputs written, and a second run into the same folder refused without --force
+and done with it (as `make demo` runs it)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ def test_cli_predict_with_the_demo_profile(demo_cache: Path, tmp_path: Path) -> 
     again = subprocess.run([*cmd, "--out", str(tmp_path)], env=env, capture_output=True, text=True)
     assert again.returncode == 4
     assert "--force" in again.stderr
+    forced = subprocess.run(
+        [*cmd, "--out", str(tmp_path), "--force"], env=env, capture_output=True, text=True
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / PREDICTIONS).exists()
