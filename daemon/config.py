@@ -65,6 +65,10 @@ class DaemonConfig:
     # Unfinished jobs (queued, running, assembling) one owner may have at once; a submit
     # over it is refused (conflict) until one finishes. 0: no limit. Admins count too.
     max_jobs_per_owner: int = 0
+    # Finished jobs (done, failed, killed) leave the progress log, with their units,
+    # parts and events, this many days after they ended: checked at start-up and once
+    # a day (daemon/retention.py). 0 keeps them for ever.
+    retention_days: float = 30.0
     # A full disk pauses a job (verified parts kept) instead of failing it; it looks
     # again after space_retry seconds, doubling up to space_retry_max.
     space_retry: float = 2.0
@@ -266,6 +270,8 @@ def _check(config: DaemonConfig) -> None:
     for name in ("state_min_free_mb", "max_jobs_per_owner"):
         if int(getattr(config, name)) < 0:
             raise ConfigError(f"{name} must be 0 or more")
+    if config.retention_days < 0:
+        raise ConfigError("retention_days must be 0 (keep finished jobs for ever) or more")
     if config.healthy_run <= 0:
         raise ConfigError("healthy_run must be above 0")
     if not 0 < config.space_retry <= config.space_retry_max:

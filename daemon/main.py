@@ -49,6 +49,7 @@ from .jobs.scheduler import Scheduler
 from .notify import Notifier
 from .progress.log import ProgressLog, ProgressLogError
 from .publisher import EventPublisher
+from .retention import drop_old_jobs_daily
 from .slots import keys as worker_keys
 from .slots.hub import WorkerHub
 from .slots.launcher import Launcher, LocalLauncher
@@ -267,6 +268,7 @@ class Daemon:
         background = [
             asyncio.create_task(self._announce_ready(supervisors, scheduler, events)),
             asyncio.create_task(self._keep_systemd_informed(supervisors, scheduler)),
+            asyncio.create_task(drop_old_jobs_daily(progress, config.retention_days)),
         ]
         log.info(
             "daemon.ready",

@@ -133,6 +133,21 @@ class JobQueries:
         return self._job(job_id)
 
     @_transaction
+    def drop_finished_jobs(self, finished_before: float) -> list[str]:
+        """Delete the jobs that ended before `finished_before` (a Unix time), with their
+        units and parts (foreign keys cascade) and events; the ids dropped."""
+        marks = ", ".join("?" * len(TERMINAL_STATES))
+        rows = self.conn.execute(
+            f"SELECT job_id FROM jobs WHERE state IN ({marks}) AND finished_at < ?",
+            (*TERMINAL_STATES, finished_before),
+        )
+        dropped = [job_id for (job_id,) in rows]
+        for job_id in dropped:
+            self.conn.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            self.conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        return dropped
+
+    @_transaction
     def add_restart(self, job_id: str, lost_records: int) -> JobRow:
         self._bump_job(
             job_id,

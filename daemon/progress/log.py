@@ -270,6 +270,11 @@ class ProgressLog:
         cannot change state: ConflictError."""
         return await self._call(self._store.set_job_state, job_id, state, error, error_code)
 
+    async def drop_finished_jobs(self, finished_before: float) -> list[str]:
+        """Delete the done, failed and killed jobs that ended before `finished_before`
+        (a Unix time), with their units, parts and events; the ids dropped."""
+        return await self._call(self._store.drop_finished_jobs, finished_before)
+
     async def add_restart(self, job_id: str, lost_records: int = 0) -> JobRow:
         """Count a unit re-run after a worker death, and the computed records it lost;
         returns the job's row."""

@@ -37,11 +37,19 @@ def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_pa
         ("max_jobs_per_owner = -1\n", "max_jobs_per_owner must be 0 or more"),
         ("space_retry = 0\n", "space_retry must be above 0"),
         ("space_retry = 90\n", "at most space_retry_max"),
+        ("retention_days = -1\n", "retention_days must be 0"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(tmp_path, text)
+
+
+def test_finished_jobs_are_kept_30_days_by_default_and_0_keeps_them_for_ever(
+    tmp_path: Path,
+) -> None:
+    assert load(tmp_path, "").retention_days == 30
+    assert load(tmp_path, "retention_days = 0\n").retention_days == 0
 
 
 def test_max_jobs_per_owner_defaults_to_no_limit(tmp_path: Path) -> None:
