@@ -7,6 +7,7 @@ virnucctl does not know included), so scripts see the documented wire shapes.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,7 +59,16 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
     """``virnucctl list``: one row per job, oldest first, as the daemon lists them."""
     if not jobs:
         return "no jobs"
-    header = ("JOB", "STATE", "RECORDS", "FRAMES", "RESTARTS", "OUTPUT / ERROR")
+    header = (
+        "JOB",
+        "STATE",
+        "RECORDS",
+        "FRAMES",
+        "RESTARTS",
+        "SUBMITTED",
+        "ENDED",
+        "OUTPUT / ERROR",
+    )
     rows = [
         (
             j["job_id"],
@@ -66,6 +76,8 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
             records(j),
             j["frames_done"],
             j["restarts"],
+            local_time(j.get("submitted_at")),
+            local_time(j.get("finished_at")),
             j.get("error")
             or (j.get("waiting") and f"waiting: {j['waiting']}")
             or j.get("output")
@@ -74,6 +86,14 @@ def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
         for j in jobs
     ]
     return table(header, rows)
+
+
+def local_time(unix_time: float | None) -> str:
+    """``2026-12-06 14:02`` in the local time zone; ``-`` when the daemon did not say
+    (an unfinished job's end, or an older virnucd)."""
+    if unix_time is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_time))
 
 
 def workers_table(workers: Sequence[Mapping[str, Any]]) -> str:

@@ -66,6 +66,8 @@ class JobStatus(TypedDict):
     input: NotRequired[str]  # the (first) input file
     inputs: NotRequired[list[str]]  # every input file, in order
     output: NotRequired[str]
+    submitted_at: NotRequired[float]  # Unix time in seconds
+    finished_at: NotRequired[float]  # when it became done, failed or killed (Unix time)
 
 
 class WorkerInfo(TypedDict):

@@ -137,6 +137,9 @@ def job_status(
     )
     status["records_recomputed"] = row.records_recomputed
     status["precision"] = row.spec.precision
+    status["submitted_at"] = row.created_at
+    if row.finished_at is not None:
+        status["finished_at"] = row.finished_at
     if row.error:
         status["error"] = row.error
     if row.error_code:

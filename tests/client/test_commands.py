@@ -175,7 +175,7 @@ def test_list_prints_a_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[s
     assert run(daemon, "list") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("JOB  STATE    RECORDS")
-    assert lines[1].split() == ["j1", "running", "3/10", "(30.0%)", "21", "0", "/out/a"]
+    assert lines[1].split() == ["j1", "running", "3/10", "(30.0%)", "21", "0", "-", "-", "/out/a"]
     assert lines[2].split()[:2] == ["j2", "failed"]
     assert lines[2].endswith("bad input")
 

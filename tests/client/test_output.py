@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _restore_time_zone() -> Iterator[None]:
+    """A test that sets $TZ (monkeypatch undoes it) has it re-read afterwards."""
+    yield
+    time.tzset()
+
 
 def test_status_of_a_job_with_several_inputs_lists_each_on_its_own_line() -> None:
     from virnuc.client.output import job_lines
@@ -70,3 +82,19 @@ def test_status_separates_every_label_from_its_value_precision_included() -> Non
     assert "precision: fp32" in lines
     columns = {line.index(line.split(":", 1)[1].strip()) for line in lines}
     assert len(columns) == 1  # every value starts in the same column
+
+
+def test_list_shows_when_each_job_was_submitted_and_when_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from virnuc.client.output import jobs_table
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    base = {"records_total": 1, "records_done": 1, "frames_done": 1, "restarts": 0}
+    ended = {**base, "job_id": "j1", "state": "done", "submitted_at": 0.0, "finished_at": 90.0}
+    running = {**base, "job_id": "j2", "state": "running", "submitted_at": 3600.0}
+    lines = jobs_table([ended, running]).splitlines()
+    assert lines[0].split()[5:7] == ["SUBMITTED", "ENDED"]
+    assert "1970-01-01 00:00  1970-01-01 00:01" in lines[1]
+    assert "1970-01-01 01:00  -" in lines[2]

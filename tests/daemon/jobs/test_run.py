@@ -1,12 +1,13 @@
 """`assign_message`: the `assign` names the seek-point index of the unit's own input
-(when it is gzip and was indexed), and nothing for a plain input or an older job."""
+(when it is gzip and was indexed), and nothing for a plain input or an older job.
+`job_status`: when the job was submitted and, once it has, when it ended."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from virnuc.daemon.jobs.run import assign_message
+from virnuc.daemon.jobs.run import assign_message, job_status
 from virnuc.daemon.progress.log import JobRow, UnitRow
 from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.spec import ModelSpec
@@ -50,3 +51,11 @@ def test_a_plain_unit_or_a_job_planned_before_indexes_names_none() -> None:
         assert assign.gzip_index is None
         assert "gzip_index" not in assign.to_wire()
         assert dataclasses.replace(assign) == decode_from_daemon(assign.encode())
+
+
+def test_status_says_when_a_job_was_submitted_and_once_it_has_when_it_ended() -> None:
+    running = dataclasses.replace(job_row(()), created_at=100.0)
+    assert job_status(running, None)["submitted_at"] == 100.0
+    assert "finished_at" not in job_status(running, None)
+    done = dataclasses.replace(running, state=JobState.DONE, finished_at=250.0)
+    assert job_status(done, None)["finished_at"] == 250.0
