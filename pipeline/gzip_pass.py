@@ -1,18 +1,21 @@
 """A gzip input read once, start to end, checked and indexed on the way: planning's read.
 
-rapidgzip decompresses it (ISA-L inside: about twice the standard library's speed
-here) and keeps seek points as it goes; `finish` exports them in indexed_gzip's format,
-thinned to one every few MiB (`thinned`), for the workers (pipeline/gzip_index.py).
+indexed_gzip (zran) decompresses it and records a seek point (the decompressor's
+state: 32 KiB of history) every `spacing_for` decompressed bytes as it goes; `finish`
+saves them, in indexed_gzip's format, for the workers (pipeline/gzip_index.py). Its
+memory is the points kept (about 1,024 at most) and its buffers, whatever the size of
+the file. (rapidgzip decompresses faster, but holds every chunk's window until its
+index is exported: some 1.2 GB for a 10⁸-read lane; measured with 0.16.1.) It runs
+on the planning pass's reading thread, beside the scan.
 
-rapidgzip checks the CRC32 of each gzip member whose footer it reaches, but not that
-the stream has one: a file cut short inside its deflate data reads as a shorter file,
-without an error (rapidgzip issue #71, open in 0.16). So this reader also takes the
-CRC32 and the length of all it returned and, at the end, compares them with the file's
-last 8 bytes: the footer of a single-member file (what gzip and pigz write), which
-then is complete and intact. A file whose footer does not match is either made of
-several members (concatenated .gz files, BGZF) or damaged, and is decompressed once
-more through ISA-L, which checks every member and that the last one ends: a damaged
-file fails with the line where its data went wrong (`verify`).
+indexed_gzip checks no CRC32, and reads a file cut short inside its deflate data as a
+shorter file, without an error. So this reader takes the CRC32 and the length of all
+it returned and, at the end, compares them with the file's last 8 bytes: the footer
+of a single-member file (what gzip and pigz write), which then is complete and intact.
+A file whose footer does not match is either made of several members (concatenated
+.gz files, BGZF) or damaged, and is decompressed once more through ISA-L, which checks
+every member and that the last one ends: a damaged file fails with the line where its
+data went wrong (`verify`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-import rapidgzip
+import indexed_gzip
 import structlog
 from isal import isal_zlib
 
@@ -37,31 +40,38 @@ from .input_error import unreadable_error
 log = structlog.get_logger()
 
 GZIP_MAGIC = b"\x1f\x8b"  # how every gzip file starts
-CHUNK = 1 << 20  # compressed bytes rapidgzip decodes at a time: its cache holds some
-# 16 decoded chunks (about 70 MB of FASTQ text here, 4 MiB would cost 200 MB)
-MIN_SPACING = 4 << 20  # decompressed bytes between the seek points kept, at least
+MIN_SPACING = 4 << 20  # decompressed bytes between seek points, at least
 MAX_POINTS = 1024  # about: 32 KiB each, so an index stays near 32 MiB at most
+_READ_BUFFER = 1 << 20  # compressed bytes indexed_gzip reads at a time
 _READ = 1 << 22  # decompressed bytes per read of `build_index`
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # isal's stub calls it an instance
 _PIECE = 1 << 16  # compressed bytes per step of `verify`
 
 
-def spacing_for(decompressed_size: int) -> int:
-    """Decompressed bytes between the seek points kept: 4 MiB (what a seek decompresses
-    at most), or wider for a large file, so that it keeps about MAX_POINTS of them."""
-    return max(MIN_SPACING, decompressed_size // MAX_POINTS)
+def spacing_for(compressed_size: int) -> int:
+    """Seek-point spacing: every 4 MiB (what a seek decompresses at most), or wider for
+    a large file so that it has about MAX_POINTS of them (FASTQ compresses some 3:1,
+    counted as 4:1 to stay under)."""
+    return max(MIN_SPACING, compressed_size * 4 // MAX_POINTS)
+
+
+def _indexing_reader(path: Path) -> BinaryIO:
+    """`path` through indexed_gzip, recording seek points from its start."""
+    spacing = spacing_for(path.stat().st_size)
+    return indexed_gzip.IndexedGzipFile(
+        str(path), spacing=spacing, readbuf_size=_READ_BUFFER, skip_crc_check=True
+    )
 
 
 class CheckedGzipReader:
     """Decompressed bytes of a gzip file, read from the start (see the module doc).
 
-    Use as a context manager (rapidgzip's threads must be joined before the
-    interpreter exits); read to the end, then `finish`.
+    Use as a context manager; read to the end, then `finish`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._reader = rapidgzip.RapidgzipFile(str(self.path), parallelization=1, chunk_size=CHUNK)
+        self._reader = _indexing_reader(self.path)
         self._crc = 0
         self._length = 0
 
@@ -76,9 +86,7 @@ class CheckedGzipReader:
         not match, or deflate data that cannot be decoded, raises `gzip.BadGzipFile`."""
         try:
             data: bytes = self._reader.read(size)
-        except OSError:
-            raise  # the disk, not the data
-        except Exception as exc:  # rapidgzip words bad data as ValueError, RuntimeError, ...
+        except indexed_gzip.ZranError as exc:  # data it cannot decode (`verify` says where)
             raise gzip.BadGzipFile(str(exc)) from exc
         self._crc = isal_zlib.crc32(data, self._crc)
         self._length += len(data)
@@ -94,11 +102,10 @@ class CheckedGzipReader:
             self._save_index(index_to)
 
     def export_index(self) -> bytes:
-        """The seek points met so far, in indexed_gzip's format, one every
-        `spacing_for` decompressed bytes (rapidgzip keeps one every few hundred KiB)."""
+        """The seek points recorded so far, in indexed_gzip's format."""
         exported = io.BytesIO()
-        self._reader.export_index(exported, rapidgzip.IndexFormat.INDEXED_GZIP)
-        return thinned(exported.getvalue(), spacing_for(self._length))
+        self._reader.export_index(fileobj=exported)  # type: ignore[attr-defined]
+        return exported.getvalue()
 
     def _save_index(self, index_to: Path) -> None:
         """Save the seek points; an index that cannot be saved is logged
@@ -120,32 +127,6 @@ class CheckedGzipReader:
             raw.seek(-8, os.SEEK_END)
             crc, length = struct.unpack("<II", raw.read(8))
         return crc == self._crc and length == self._length & 0xFFFFFFFF
-
-
-# indexed_gzip's index file (zran.c, version 1): a header, then each point's offsets,
-# bit offset and whether a window follows, then the windows of those that have one.
-_HEADER = struct.Struct("<5sBBQQIII")  # b"GZIDX", version, flags, sizes, spacing, window, points
-_POINT = struct.Struct("<QQBB")  # compressed offset, decompressed offset, bits, has a window
-
-
-def thinned(index: bytes, spacing: int) -> bytes:
-    """`index` (indexed_gzip's format) keeping its first and last points and, between,
-    one at least `spacing` decompressed bytes past the one kept before it."""
-    magic, version, flags, compressed, size, _, window, count = _HEADER.unpack_from(index)
-    if magic != b"GZIDX" or version != 1:
-        raise ValueError(f"not an indexed_gzip index of version 1 ({magic!r}, {version})")
-    points = [_POINT.unpack_from(index, _HEADER.size + i * _POINT.size) for i in range(count)]
-    windows, at = [], _HEADER.size + count * _POINT.size
-    for point in points:
-        windows.append(index[at : at + window] if point[3] else b"")
-        at += window if point[3] else 0
-    kept, last = [], -spacing
-    for i, point in enumerate(points):
-        if i in (0, count - 1) or point[1] - last >= spacing:
-            kept.append(i)
-            last = point[1]
-    header = _HEADER.pack(magic, version, flags, compressed, size, spacing, window, len(kept))
-    return b"".join([header, *(_POINT.pack(*points[i]) for i in kept), *(windows[i] for i in kept)])
 
 
 def build_index(path: str | os.PathLike[str]) -> bytes:

@@ -9,9 +9,10 @@ planner cuts and digests units from the same blocks: one read of each input wher
 there were three, and large reads, so the cost is the decompression's and numpy's
 rather than Python's per line.
 
-A scan error at the very end of a gzip input may come from a stream cut short
-(rapidgzip reads a truncated file as a shorter one): the stream is checked first, so
-the user hears of the damage, as the standard library's reader would have said.
+A scan error in a gzip input may come from a damaged stream (garbage decoded before a
+CRC32 can be checked, or a file cut short, which indexed_gzip reads as a shorter one):
+the stream is checked first, so the user hears of the damage and its line rather
+than of the garbage (one more read of the file, on this error path only).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class InputPass:
             plain.seek(0)
             with _source(self.path, plain, self._gzipped) as source:
                 yield from self._blocks(source)
-                self.scan = self._at_end(self.scanner.finish)
+                self.scan = self._gzip_checked_first(self.scanner.finish)
                 if isinstance(source, CheckedGzipReader):
                     source.finish(self.index_to)
 
@@ -128,19 +129,17 @@ class InputPass:
         try:
             return next(chunks, b"")
         except (EOFError, OSError) as exc:
-            if self._gzipped:  # rapidgzip reads ahead: the checking read finds the line
+            if self._gzipped:  # read ahead on a thread: the checking read finds the line
                 gzip_pass.verify(self.path)
             line = self.scanner.line_no + carry.count(b"\n") + 1
             raise unreadable_error(self.path, exc, line) from exc
 
     def _take(self, data: bytes, final: bool) -> tuple[int, np.ndarray]:
-        if not final:
-            return self.scanner.take(data, final)
-        return self._at_end(lambda: self.scanner.take(data, final))
+        return self._gzip_checked_first(lambda: self.scanner.take(data, final))
 
-    def _at_end(self, step: Callable[[], T]) -> T:
-        """`step` at the end of the file: a scan error there is first checked against
-        a damaged gzip stream (see the module doc)."""
+    def _gzip_checked_first(self, step: Callable[[], T]) -> T:
+        """`step`, whose scan error in a gzip input is first checked against a damaged
+        stream (see the module doc)."""
         try:
             return step()
         except FastaError:

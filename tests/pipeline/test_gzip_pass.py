@@ -1,4 +1,4 @@
-"""Planning's one read of a gzip input: fast (rapidgzip), yet every damage the standard
+"""Planning's one read of a gzip input: fast, yet every damage the standard
 library's reader finds is found, with its line; a sound single-member file is
 decompressed once; several members are read and indexed too."""
 
