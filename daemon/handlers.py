@@ -99,6 +99,7 @@ async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, 
         owner=caller.owner,
         output_identity=checked.output_identity,
         input_fingerprint=checked.input_fingerprint,
+        model_set=checked.model_set,
     )
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await ctx.scheduler.tell(sm.SubmitJob(job, reply))
