@@ -106,3 +106,16 @@ def test_a_bad_model_set_stops_virnucd_at_start_naming_its_table(tmp_path: Path)
     text = '[models.fast]\nclassifier = "/m/300_model.pth"\nprecision = "fp8"\n'
     with pytest.raises(ConfigError, match=r"\[models.fast\]: precision must be one of"):
         load(tmp_path, text)
+
+
+def test_the_shared_daemon_example_has_a_default_model_set_of_local_files() -> None:
+    """Under the unit's HF_HUB_OFFLINE=1 every model must be a local file: the example's
+    default set names all three, so a submit that names no model works offline."""
+    from virnuc.model_sets import parse_model_sets
+
+    example = Path(__file__).parents[2] / "systemd" / "virnucd.toml"
+    default = parse_model_sets(tomllib.loads(example.read_text())["models"])["default"]
+    assert default.classifier is not None
+    for path in (default.classifier, default.esm, default.dnabert):
+        assert path is not None
+        assert path.startswith("/opt/virnuc/models/")
