@@ -111,7 +111,7 @@ async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, 
         output=row.output,
         caller=caller.label,
         owner=caller.owner,
-        model_set=row.model_set,
+        model_set=job.model_set,
     )
     return {"job_id": row.job_id}
 
