@@ -13,18 +13,9 @@ from dataclasses import dataclass
 
 from virnuc.model_sets import DEFAULT_SET, ModelSetConfig
 from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
-from virnuc.protocol import ErrorCode, SubmitArgs
+from virnuc.protocol import SubmitArgs
 
 from ..config import DaemonConfig
-
-
-class ModelChoiceRefused(Exception):
-    """The submit's models cannot be had: the error code and message the client gets."""
-
-    def __init__(self, code: ErrorCode, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -37,8 +28,8 @@ class ModelChoice:
 
 def choose_models(args: SubmitArgs, config: DaemonConfig) -> ModelChoice:
     """The set the submit names (or the default set), else its own model options,
-    resolved into a spec; raises `ModelSpecError` for options that do not make one,
-    `ModelChoiceRefused` for a set this virnucd does not have."""
+    resolved into a spec; raises `ModelSpecError` for options that do not make one, or
+    a set this virnucd does not have."""
     model_set = _chosen_set(args, config.models)
     precision = args.precision or config.default_precision
     if model_set is None:
@@ -70,7 +61,7 @@ def _chosen_set(args: SubmitArgs, sets: dict[str, ModelSetConfig]) -> ModelSetCo
     if args.models is None:
         return None if args.model_choices() else sets.get(DEFAULT_SET)
     if args.models not in sets:
-        raise ModelChoiceRefused(ErrorCode.INVALID_INPUT, unknown_set(args.models, sets))
+        raise ModelSpecError(unknown_set(args.models, sets))
     return sets[args.models]
 
 

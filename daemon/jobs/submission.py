@@ -39,7 +39,7 @@ from .caller_files import (
 )
 from .file_rights import Who
 from .input_check import SEPARATOR
-from .model_choice import ModelChoice, ModelChoiceRefused, choose_models
+from .model_choice import ModelChoice, choose_models
 
 # "name" or "owner/name" on the Hugging Face hub (what the DNABERT loader downloads).
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -289,8 +289,6 @@ def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelChoice:
     `model_roots`; a set's are the admin's. Either way the files must be there."""
     try:
         choice = choose_models(args, config)
-    except ModelChoiceRefused as exc:
-        raise SubmitRefused(exc.code, exc.message) from exc
     except ModelSpecError as exc:
         raise SubmitRefused(ErrorCode.INVALID_INPUT, str(exc)) from exc
     except (OSError, RuntimeError) as exc:  # resolving the classifier's path
