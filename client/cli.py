@@ -35,6 +35,7 @@ from contextlib import suppress
 from typing import Any
 
 from virnuc import __version__
+from virnuc.protocol import MODEL_CHOICES
 from virnuc.protocol.constants import PRECISIONS
 
 from .commands import DEMO_NOTICE, run_command
@@ -98,6 +99,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Model options shared by ``submit`` and ``predict``; the daemon resolves them."""
     group = parser.add_argument_group("models")
     group.add_argument(
+        "--models",
+        metavar="NAME",
+        help="virnucd's model set; replaces all but --precision",
+    )
+    group.add_argument(
         "--profile", choices=["demo"], help="tiny random models, for trying the pipeline"
     )
     group.add_argument("--esm", metavar="NAME|FILE", help="ESM-2 model (default esm2_t36_3B_UR50D)")
@@ -119,6 +125,15 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="fp32: VirNucPro's scores (the usual default); tf32, bf16: faster on GPUs, "
         "scores differ slightly",
     )
+
+
+def models_mixed(args: argparse.Namespace) -> str:
+    """The options given beside ``--models`` that a model set replaces, as a list for
+    the usage error; "" when there is no such clash."""
+    if args.models is None:
+        return ""
+    given = [name for name in MODEL_CHOICES if getattr(args, name) is not None]
+    return ", ".join("--" + name.replace("_", "-") for name in given)
 
 
 def add_job_options(parser: argparse.ArgumentParser) -> None:
@@ -326,6 +341,12 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--workers", type=positive_int, default=1, metavar="N", help="worker processes (default 1)"
     )
+    sub.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a virnucd config: its model sets ([models.NAME]) only, for --models; "
+        "[models.default] serves a predict naming no model",
+    )
 
 
 def _add_keys(
@@ -390,6 +411,13 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "status" and args.follow and args.job is None:
         parser.error("status --follow needs a JOB")
+    if args.command in ("submit", "predict") and (mixed := models_mixed(args)):
+        parser.error(f"--models NAME chooses the models: leave out {mixed}")
+    if args.command == "predict" and args.models and not args.config:
+        parser.error(
+            "predict --models NAME needs --config FILE, a virnucd config with a "
+            "[models.NAME] table (predict starts its own virnucd, which has no other)"
+        )
     try:
         return keys_command(args) if args.command == "keys" else run_command(args)
     except ClientError as exc:

@@ -22,7 +22,7 @@ from .device import choose_device
 from .errors import EXIT_INVALID_INPUT, EXIT_OK, ClientError, DaemonUnreachable, JobEnded
 from .follow import GIVE_UP_AFTER, follow_job
 from .output import job_lines, jobs_table, print_json, workers_table
-from .private_daemon import PrivateDaemon, signals_interrupt
+from .private_daemon import PrivateDaemon, read_model_sets, signals_interrupt
 from .progress import ProgressLine
 
 DEMO_NOTICE = (
@@ -87,6 +87,7 @@ def submit_args(args: argparse.Namespace) -> SubmitArgs:
         input=paths[0] if len(paths) == 1 else None,
         inputs=paths if len(paths) > 1 else None,
         output=absolute(args.out),
+        models=args.models,
         profile=args.profile,
         esm=model_ref(args.esm),
         dnabert=model_ref(args.dnabert),
@@ -239,11 +240,10 @@ def predict(args: argparse.Namespace) -> int:
     """
     _demo_notice(args)
     request = submit_args(args)
+    model_sets = read_model_sets(args.config) if args.config else ""
     device = choose_device(args.device)
-    with (
-        signals_interrupt(),
-        PrivateDaemon(device, args.workers, args.checkpoint_every, args.timeout) as client,
-    ):
+    daemon = PrivateDaemon(device, args.workers, args.checkpoint_every, args.timeout, model_sets)
+    with signals_interrupt(), daemon as client:
         job_id = client.call(request)["job_id"]
         final = follow_with_bar(client, job_id)
         if args.json:

@@ -42,7 +42,7 @@ def job_lines(status: Mapping[str, Any]) -> str:
         ("frames", status["frames_done"]),
         ("restarts", status["restarts"]),
     ]
-    rows += [(key, status[key]) for key in _OPTIONAL_FIELDS if status.get(key)]
+    rows += [(_LABELS.get(key, key), status[key]) for key in _OPTIONAL_FIELDS if status.get(key)]
     inputs = status.get("inputs") or []
     if len(inputs) > 1:  # one line per file, after the first (`input`)
         at = next(i for i, (key, _) in enumerate(rows) if key == "input") + 1
@@ -50,9 +50,11 @@ def job_lines(status: Mapping[str, Any]) -> str:
     return "\n".join(f"{key + ':' if key else '':<{_LABEL_WIDTH}}{value}" for key, value in rows)
 
 
-_OPTIONAL_FIELDS = ("precision", "input", "output", "waiting", "error")
+_OPTIONAL_FIELDS = ("model_set", "precision", "input", "output", "waiting", "error")
+#: A field's label where it is not the field's name.
+_LABELS = {"model_set": "models"}
 #: The longest label, its colon and a space: every value starts in the same column.
-_LABEL_WIDTH = max(len(key) for key in _OPTIONAL_FIELDS) + 2
+_LABEL_WIDTH = max(len(_LABELS.get(key, key)) for key in _OPTIONAL_FIELDS) + 2
 
 
 def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:

@@ -17,16 +17,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
+from virnuc.model_sets import ModelSetError, model_sets_toml, parse_model_sets
 from virnuc.protocol import PingArgs, ShutdownArgs
 from virnuc.protocol.constants import CONTROL_SOCKET
 
 from .connection import DaemonAddress, DaemonClient
-from .errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE, ClientError, DaemonUnreachable
+from .errors import (
+    EXIT_INVALID_INPUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    ClientError,
+    DaemonUnreachable,
+)
 
 #: How long the daemon may take to answer its first ping (imports, SQLite, sockets).
 STARTUP_DEADLINE = 120.0
@@ -37,20 +45,40 @@ PING_TIMEOUT = 1.0
 #: about to be deleted, so a SIGKILL loses nothing; it only saves the user a wait.
 SHUTDOWN_GRACE = 10.0
 LOG_NAME = "virnucd.log"
+CONFIG_NAME = "virnucd.toml"  # the model sets of `predict --config`, and nothing else
 LOG_TAIL_LINES = 40
 #: Unix socket paths are limited to about 107 bytes.
 _MAX_SOCKET_PATH = 100
 
 
 def daemon_command(
-    state_dir: Path, device: str, workers: int, checkpoint_every: int | None
+    state_dir: Path,
+    device: str,
+    workers: int,
+    checkpoint_every: int | None,
+    config: Path | None = None,
 ) -> list[str]:
     """The private virnucd's command line (the current interpreter, so the same venv)."""
     command = [sys.executable, "-m", "virnuc.daemon.main", "--state-dir", str(state_dir)]
     command += ["--device", device, "--workers", str(workers)]
     if checkpoint_every is not None:
         command += ["--checkpoint-every", str(checkpoint_every)]
+    if config is not None:
+        command += ["--config", str(config)]
     return command
+
+
+def read_model_sets(path: str) -> str:
+    """The `[models.NAME]` tables of the virnucd config at `path`, checked, as the TOML
+    of the private virnucd's own config. Only they are taken: the file's other keys
+    (a state dir, endpoints, a Slurm backend) belong to the daemon it was written for."""
+    try:
+        tables = tomllib.loads(Path(path).expanduser().read_text()).get("models", {})
+        return model_sets_toml(parse_model_sets(tables))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ClientError(f"cannot read --config {path}: {exc}", EXIT_USAGE) from None
+    except ModelSetError as exc:
+        raise ClientError(f"--config {path}: {exc}", EXIT_USAGE) from None
 
 
 def make_state_dir() -> Path:
@@ -66,12 +94,18 @@ class PrivateDaemon:
     """``with PrivateDaemon(...) as client:`` a virnucd that answers, gone afterwards."""
 
     def __init__(
-        self, device: str, workers: int, checkpoint_every: int | None, timeout: float
+        self,
+        device: str,
+        workers: int,
+        checkpoint_every: int | None,
+        timeout: float,
+        model_sets: str = "",
     ) -> None:
         self.device = device
         self.workers = workers
         self.checkpoint_every = checkpoint_every
         self.timeout = timeout
+        self.model_sets = model_sets  # TOML of `[models.NAME]` tables (read_model_sets)
         self.state_dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.client: DaemonClient | None = None
@@ -99,7 +133,13 @@ class PrivateDaemon:
 
     def _start(self) -> DaemonClient:
         self.state_dir = make_state_dir()
-        command = daemon_command(self.state_dir, self.device, self.workers, self.checkpoint_every)
+        config = None
+        if self.model_sets:
+            config = self.state_dir / CONFIG_NAME
+            config.write_text(self.model_sets)
+        command = daemon_command(
+            self.state_dir, self.device, self.workers, self.checkpoint_every, config
+        )
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from virnuc.model_sets import ModelSetConfig, ModelSetError, parse_model_sets
 from virnuc.pipeline.spec import DEFAULT_PRECISION, PRECISIONS
 from virnuc.protocol.constants import (
     CONTROL_SOCKET,
@@ -87,6 +88,10 @@ class DaemonConfig:
     # --dnabert DIR, --classifier FILE). "/" (the default) allows any: set it on a shared
     # daemon. Hub ids, fair-esm names and the demo profile's own models are not paths.
     model_roots: tuple[str, ...] = ("/",)
+    # Named model sets, `[models.NAME]` tables (virnuc/model_sets.py): a submit names one
+    # (--models NAME) instead of model files, and `[models.default]` serves a submit that
+    # names no model. Their paths are the admin's, so model_roots does not limit them.
+    models: dict[str, ModelSetConfig] = field(default_factory=dict, hash=False)
     # Members of this group may use the sockets too: state dir 0710, sockets 0660.
     group: str | None = None
     # CURVE (encryption + client keys) on the control and events sockets; required
@@ -252,6 +257,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
     for roots in ("input_roots", "output_roots", "model_roots"):
         if roots in values:
             values[roots] = tuple(str(Path(r).resolve()) for r in values[roots])
+    if "models" in values:
+        try:
+            values["models"] = parse_model_sets(values["models"])
+        except ModelSetError as exc:
+            raise ConfigError(str(exc)) from exc
     config = replace(DaemonConfig(), **values)
     _check(config)
     return config

@@ -99,6 +99,7 @@ async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, 
         owner=caller.owner,
         output_identity=checked.output_identity,
         input_fingerprint=checked.input_fingerprint,
+        model_set=checked.model_set,
     )
     reply: asyncio.Future[JobRow] = asyncio.get_running_loop().create_future()
     await ctx.scheduler.tell(sm.SubmitJob(job, reply))
@@ -110,6 +111,7 @@ async def submit(ctx: DaemonContext, args: OpArgs, caller: Caller) -> dict[str, 
         output=row.output,
         caller=caller.label,
         owner=caller.owner,
+        model_set=job.model_set,
     )
     return {"job_id": row.job_id}
 

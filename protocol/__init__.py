@@ -24,6 +24,7 @@ from .events import (
     worker_topic,
 )
 from .messages import (
+    MODEL_CHOICES,
     OPS,
     ErrorInfo,
     KillArgs,
@@ -79,6 +80,7 @@ from .worker import (
 __all__ = [
     "DAEMON_TOPIC",
     "MAX_MESSAGE_SIZE",
+    "MODEL_CHOICES",
     "OPS",
     "PROTOCOL_VERSION",
     "UNKNOWN_REQUEST_ID",

@@ -107,12 +107,18 @@ class SubmitArgs(WireModel):
     absolute because the daemon's working directory is not the client's. ``esm`` and
     ``dnabert`` are model names or absolute paths; the client resolves relative paths
     before sending.
+
+    ``models`` names one of the daemon's configured model sets instead of the models
+    themselves, so it excludes the options that choose models (``MODEL_CHOICES``);
+    ``precision`` may go with it. With no model option at all the daemon uses its
+    ``default`` set, if it has one.
     """
 
     OP: ClassVar[Literal[Op.SUBMIT]] = Op.SUBMIT
     input: AbsPath | None = None
     inputs: list[AbsPath] | None = None
     output: AbsPath
+    models: NonEmptyStr | None = None  # a model set of the daemon's config
     profile: NonEmptyStr | None = None
     esm: NonEmptyStr | None = None
     dnabert: NonEmptyStr | None = None
@@ -134,6 +140,13 @@ class SubmitArgs(WireModel):
                 if path in seen:
                     fail("inputs", f"lists {short_repr(path)} more than once")
                 seen.add(path)
+        if self.models is not None and (named := self.model_choices()):
+            fail("models", f"names a model set, which chooses the models: leave out {named}")
+
+    def model_choices(self) -> str:
+        """The options given that choose models (``--profile``, ``--classifier``, ...),
+        as a list for messages; "" when none is."""
+        return ", ".join(name for name in MODEL_CHOICES if getattr(self, name) is not None)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -142,6 +155,10 @@ class SubmitArgs(WireModel):
             return tuple(self.inputs)
         assert self.input is not None  # __post_init__
         return (self.input,)
+
+
+#: The submit options that choose models, which a model set (``models``) replaces.
+MODEL_CHOICES = ("profile", "esm", "dnabert", "classifier", "chunk_length")
 
 
 @dataclass(frozen=True)

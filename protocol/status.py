@@ -53,6 +53,9 @@ class JobStatus(TypedDict):
     restarts: int  # times a unit of this job was re-run after a worker failure
     records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
     precision: NotRequired[str]  # fp32 (VirNucPro's numbers), tf32 or bf16
+    # The daemon's model set the job uses (`submit`'s `models`, or "default" for a
+    # submit that named no model); absent when the submit named the models itself.
+    model_set: NotRequired[str]
     error: NotRequired[str]  # why the job failed; present only when state is failed
     # With `error`, when the failure is the user's to fix: `invalid_input` (the input
     # is invalid or changed since submission) or `conflict` (a file not ours in --out).

@@ -137,6 +137,8 @@ def job_status(
     )
     status["records_recomputed"] = row.records_recomputed
     status["precision"] = row.spec.precision
+    if row.model_set is not None:
+        status["model_set"] = row.model_set
     status["submitted_at"] = row.created_at
     if row.finished_at is not None:
         status["finished_at"] = row.finished_at

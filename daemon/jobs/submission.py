@@ -22,7 +22,7 @@ from virnuc.disk_space import describe, free_bytes
 from virnuc.pipeline.fasta import GZIP_MAGIC
 from virnuc.pipeline.outputs import OUTPUT_NAMES
 from virnuc.pipeline.report import REPORT_NAMES
-from virnuc.pipeline.spec import ModelSpec, ModelSpecError, resolve_spec
+from virnuc.pipeline.spec import ModelSpec, ModelSpecError
 from virnuc.protocol import ErrorCode, SubmitArgs
 
 from ..caller import Caller
@@ -39,6 +39,7 @@ from .caller_files import (
 )
 from .file_rights import Who
 from .input_check import SEPARATOR
+from .model_choice import ModelChoice, choose_models
 
 # "name" or "owner/name" on the Hugging Face hub (what the DNABERT loader downloads).
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
@@ -62,6 +63,7 @@ class CheckedSubmission:
     spec: ModelSpec
     output_identity: str
     input_fingerprint: str
+    model_set: str | None = None  # the name of the config's model set it uses, if any
 
 
 def check_submission(
@@ -79,12 +81,13 @@ def check_submission(
             check_allowed("output", Path(target), config.output_roots, real=out.real)
             check_output(out, who, force=args.force, busy=busy_outputs)
         check_state_space(config)
-        spec = check_models(args, config)
+        models = check_models(args, config)
         with _os_refusals("output", target):
             identity = create_output(out, who)
     finally:
         out.close()
-    return CheckedSubmission(spec, identity, SEPARATOR.join(prints))
+    set_name = models.model_set.name if models.model_set else None
+    return CheckedSubmission(models.spec, identity, SEPARATOR.join(prints), set_name)
 
 
 def check_state_space(config: DaemonConfig) -> None:
@@ -281,31 +284,41 @@ def _lexists(dir_fd: int, name: str) -> bool:
     return True
 
 
-def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelSpec:
+def check_models(args: SubmitArgs, config: DaemonConfig) -> ModelChoice:
+    """The job's models (model_choice.py): paths the submit names must lie under
+    `model_roots`; a set's are the admin's. Either way the files must be there."""
     try:
-        spec = resolve_spec(
-            profile=args.profile,
-            esm=args.esm,
-            dnabert=args.dnabert,
-            classifier=args.classifier,
-            chunk_length=args.chunk_length,
-            precision=args.precision or config.default_precision,
-            cache_dir=config.model_cache,
-        )
+        choice = choose_models(args, config)
     except ModelSpecError as exc:
         raise SubmitRefused(ErrorCode.INVALID_INPUT, str(exc)) from exc
     except (OSError, RuntimeError) as exc:  # resolving the classifier's path
         raise SubmitRefused(
             ErrorCode.INVALID_INPUT, f"classifier {args.classifier}: {_os_reason(exc)}"
         ) from exc
-    if spec.profile is None:  # the demo profile's models are the daemon's own
+    spec = choice.spec
+    if spec.profile is not None:  # the demo profile's models are the daemon's own
+        return choice
+    if choice.model_set is None:
         _check_model_roots(spec, config.model_roots)
-        _check_model_path("classifier", spec.classifier, want_dir=False)
-        if spec.esm.endswith(".pt"):
-            _check_model_path("ESM-2 checkpoint", spec.esm, want_dir=False)
-        if spec.dnabert.startswith(("/", ".")):
-            _check_model_path("DNABERT-S directory", spec.dnabert, want_dir=True)
-    return spec
+    try:
+        _check_model_files(spec)
+    except SubmitRefused as exc:
+        if choice.model_set is None:
+            raise
+        raise SubmitRefused(
+            exc.code,
+            f"model set {choice.model_set.name!r} of virnucd's config: {exc.message} "
+            "(tell virnucd's administrator)",
+        ) from exc
+    return choice
+
+
+def _check_model_files(spec: ModelSpec) -> None:
+    _check_model_path("classifier", spec.classifier, want_dir=False)
+    if spec.esm.endswith(".pt"):
+        _check_model_path("ESM-2 checkpoint", spec.esm, want_dir=False)
+    if spec.dnabert.startswith(("/", ".")):
+        _check_model_path("DNABERT-S directory", spec.dnabert, want_dir=True)
 
 
 def _check_model_roots(spec: ModelSpec, roots: tuple[str, ...]) -> None:

@@ -57,9 +57,9 @@ class JobQueries:
         self.conn.execute(
             "INSERT INTO jobs (job_id, seq, state, input, inputs, output, spec,"
             " save_embeddings, checkpoint_every, force, created_at, updated_at,"
-            " owner, output_identity, input_fingerprint)"
+            " owner, output_identity, input_fingerprint, model_set)"
             " VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), 'queued',"
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.job_id,
                 job.input,
@@ -74,6 +74,7 @@ class JobQueries:
                 job.owner,
                 job.output_identity,
                 job.input_fingerprint,
+                job.model_set,
             ),
         )
         more = f" (+{len(job.inputs) - 1} more)" if len(job.inputs) > 1 else ""

@@ -79,6 +79,7 @@ class NewJob:
     owner: str | None = None  # Caller.owner of the submitter (None: admins only)
     output_identity: str | None = None  # "DEV:INODE" of the output dir opened at submit
     input_fingerprint: str | None = None  # of the input files opened at submit
+    model_set: str | None = None  # the config's model set it uses (None: named its own)
 
     def __post_init__(self) -> None:
         _default_inputs(self)
@@ -123,6 +124,7 @@ class JobRow:
     output_identity: str | None = None  # "DEV:INODE" of its output dir (v7)
     # each input's seek-point index (v8); None for a plain input, () before planning ends
     gzip_indexes: tuple[GzipIndex | None, ...] = ()
+    model_set: str | None = None  # the config's model set it uses (v9); None: its own
 
     def __post_init__(self) -> None:
         _default_inputs(self)

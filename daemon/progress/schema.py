@@ -140,4 +140,10 @@ _V8 = """
 ALTER TABLE jobs ADD COLUMN gzip_indexes TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# v9: the name of the model set of virnucd's config (`[models.NAME]`) a job uses, shown
+# by `status`; NULL for a job whose submit named its models, and for older jobs.
+_V9 = """
+ALTER TABLE jobs ADD COLUMN model_set TEXT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)

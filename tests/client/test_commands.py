@@ -208,3 +208,28 @@ def test_workers_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -
         ["w0", "123", "cuda:0", "busy", "j1", "4"],
         ["w1", "-", "cuda:1", "restarting", "-", "-"],
     ]
+
+
+def test_submit_models_sends_the_set_s_name(
+    daemon: FakeDaemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    daemon.handlers["submit"] = lambda r: {"job_id": "j1"}
+    assert run(daemon, "submit", "in.fa", "--out", "out", "--models", "big") == 0
+    (request,) = daemon.requests
+    assert request.args == p.SubmitArgs(
+        input=str(tmp_path / "in.fa"), output=str(tmp_path / "out"), models="big"
+    )
+
+
+@pytest.mark.parametrize("command", ["submit", "predict"])
+def test_models_with_model_options_is_a_usage_error_naming_them(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [command, "in.fa", "--out", "o", "--models", "big", "--classifier", "m.pth"]
+    with pytest.raises(SystemExit) as usage:
+        cli.main([*argv, "--chunk-length", "500", "--precision", "bf16"])
+    assert usage.value.code == 2
+    assert "--models NAME chooses the models: leave out --classifier, --chunk-length" in (
+        capsys.readouterr().err
+    )

@@ -73,6 +73,7 @@ def test_status_separates_every_label_from_its_value_precision_included() -> Non
         "frames_done": 0,
         "restarts": 0,
         "precision": "fp32",
+        "model_set": "default",
         "input": "/a.fa",
         "output": "/out",
         "waiting": "a worker",
@@ -80,6 +81,7 @@ def test_status_separates_every_label_from_its_value_precision_included() -> Non
     }
     lines = job_lines(status).splitlines()
     assert "precision: fp32" in lines
+    assert "models:    default" in lines  # the server's model set the job uses
     columns = {line.index(line.split(":", 1)[1].strip()) for line in lines}
     assert len(columns) == 1  # every value starts in the same column
 

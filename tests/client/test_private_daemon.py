@@ -138,3 +138,39 @@ def test_private_daemon_is_cleaned_up_after_ctrl_c(
     assert daemon.ops() == ["ping", "shutdown"]
     assert not daemon.state_dir.exists()
     assert "interrupt again to kill it" in capsys.readouterr().err
+
+
+def test_the_private_virnucd_reads_the_config_it_is_given() -> None:
+    command = private_daemon.daemon_command(Path("/s"), "cpu", 1, None, Path("/s/virnucd.toml"))
+    assert command[-2:] == ["--config", "/s/virnucd.toml"]
+
+
+def test_predict_config_gives_the_private_virnucd_only_its_model_sets(tmp_path: Path) -> None:
+    config = tmp_path / "virnucd.toml"
+    config.write_text(
+        'state_dir = "/var/lib/virnuc"\ncontrol_endpoint = "tcp://0.0.0.0:5555"\n'
+        '[models.default]\nclassifier = "/m/300_model.pth"\n[models.demo]\nprofile = "demo"\n'
+    )
+    assert private_daemon.read_model_sets(str(config)) == (
+        '[models."default"]\nclassifier = "/m/300_model.pth"\n\n[models."demo"]\nprofile = "demo"\n'
+    )
+
+
+def test_predict_config_with_a_bad_model_set_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "virnucd.toml"
+    config.write_text('[models.default]\nclassifier = "300_model.pth"\n')
+    argv = ["predict", "in.fa", "--out", str(tmp_path / "o"), "--config", str(config)]
+    assert cli.main(argv) == 2
+    assert "[models.default]: classifier must be an absolute path" in capsys.readouterr().err
+    assert cli.main([*argv[:-1], str(tmp_path / "missing.toml")]) == 2
+
+
+def test_predict_models_without_config_is_a_usage_error_saying_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["predict", "in.fa", "--out", "o", "--models", "big"])
+    assert usage.value.code == 2
+    assert "predict --models NAME needs --config FILE" in capsys.readouterr().err

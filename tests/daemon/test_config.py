@@ -91,3 +91,31 @@ def test_curve_users_map_key_names_to_existing_users(tmp_path: Path) -> None:
 def test_bad_access_settings_are_refused_at_load(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(tmp_path, text)
+
+
+def test_model_sets_are_read_from_models_tables(tmp_path: Path) -> None:
+    text = '[models.default]\nprofile = "demo"\n\n[models.big]\nclassifier = "/m/500_model.pth"\n'
+    sets = load(tmp_path, text).models
+    assert sorted(sets) == ["big", "default"]
+    assert sets["default"].profile == "demo"
+    assert sets["big"].classifier == "/m/500_model.pth"
+    assert load(tmp_path, "").models == {}
+
+
+def test_a_bad_model_set_stops_virnucd_at_start_naming_its_table(tmp_path: Path) -> None:
+    text = '[models.fast]\nclassifier = "/m/300_model.pth"\nprecision = "fp8"\n'
+    with pytest.raises(ConfigError, match=r"\[models.fast\]: precision must be one of"):
+        load(tmp_path, text)
+
+
+def test_the_shared_daemon_example_has_a_default_model_set_of_local_files() -> None:
+    """Under the unit's HF_HUB_OFFLINE=1 every model must be a local file: the example's
+    default set names all three, so a submit that names no model works offline."""
+    from virnuc.model_sets import parse_model_sets
+
+    example = Path(__file__).parents[2] / "systemd" / "virnucd.toml"
+    default = parse_model_sets(tomllib.loads(example.read_text())["models"])["default"]
+    assert default.classifier is not None
+    for path in (default.classifier, default.esm, default.dnabert):
+        assert path is not None
+        assert path.startswith("/opt/virnuc/models/")

@@ -114,6 +114,24 @@ def test_to_wire_omits_unset_optional_args() -> None:
     assert wire == {"input": "/in.fa", "output": "/out", "save_embeddings": False, "force": False}
 
 
+def test_a_submit_naming_a_model_set_may_name_its_precision_too() -> None:
+    args = {"input": "/in.fa", "output": "/out", "models": "default", "precision": "bf16"}
+    request = p.parse_request(wire_request("submit", args))
+    assert request.args == p.SubmitArgs(
+        input="/in.fa", output="/out", models="default", precision="bf16"
+    )
+
+
+def test_a_submit_naming_a_model_set_and_models_is_refused_naming_them() -> None:
+    args = {"input": "/in.fa", "output": "/out", "models": "default"}
+    args |= {"classifier": "/m/300_model.pth", "chunk_length": 300}
+    with pytest.raises(p.ProtocolError) as refused:
+        p.parse_request(wire_request("submit", args))
+    assert refused.value.code == p.ErrorCode.BAD_REQUEST
+    assert "field 'models' names a model set" in refused.value.message
+    assert "leave out classifier, chunk_length" in refused.value.message
+
+
 BAD_REQUESTS: list[tuple[str, Any, p.ErrorCode, str, str]] = [
     ("not a map", ["ping"], p.ErrorCode.BAD_REQUEST, "request must be a map, got list", ""),
     (

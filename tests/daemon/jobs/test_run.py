@@ -59,3 +59,8 @@ def test_status_says_when_a_job_was_submitted_and_once_it_has_when_it_ended() ->
     assert "finished_at" not in job_status(running, None)
     done = dataclasses.replace(running, state=JobState.DONE, finished_at=250.0)
     assert job_status(done, None)["finished_at"] == 250.0
+
+
+def test_status_names_the_model_set_of_a_job_that_has_one() -> None:
+    assert job_status(dataclasses.replace(job_row(()), model_set="big"), None)["model_set"] == "big"
+    assert "model_set" not in job_status(job_row(()), None)  # it named its models itself

@@ -116,7 +116,7 @@ def with_model_roots(tmp_path: Path, *roots: Path) -> DaemonConfig:
 def test_models_inside_the_model_roots_are_accepted(tmp_path: Path) -> None:
     models = model_files(tmp_path / "models")
     config = with_model_roots(tmp_path, tmp_path / "models")
-    spec = submission.check_models(model_request(tmp_path, **models), config)
+    spec = submission.check_models(model_request(tmp_path, **models), config).spec
     assert (spec.esm, spec.dnabert, spec.classifier) == (
         models["esm"],
         models["dnabert"],
@@ -180,8 +180,8 @@ def test_hub_ids_names_and_the_demo_profile_are_not_limited_by_model_roots(
     hub = model_request(
         tmp_path, classifier=classifier, esm="esm2_t6_8M_UR50D", dnabert="zhihan1996/DNABERT-S"
     )
-    assert submission.check_models(hub, config).dnabert == "zhihan1996/DNABERT-S"
-    demo = submission.check_models(model_request(tmp_path, profile="demo"), config)
+    assert submission.check_models(hub, config).spec.dnabert == "zhihan1996/DNABERT-S"
+    demo = submission.check_models(model_request(tmp_path, profile="demo"), config).spec
     assert not Path(demo.dnabert).is_relative_to(allowed)  # in the state dir's cache
 
 
@@ -200,7 +200,7 @@ def test_without_model_roots_any_model_path_is_allowed(tmp_path: Path) -> None:
     models = model_files(tmp_path / "anywhere")
     spec = submission.check_models(
         model_request(tmp_path, **models), DaemonConfig(state_dir=tmp_path / "state")
-    )
+    ).spec
     assert spec.classifier == models["classifier"]
 
 

@@ -599,3 +599,30 @@ async def test_a_write_that_finds_the_disk_full_waits_and_commits_once_there_is_
     assert log.disk_full is None
     notes = [message for kind, message in events(Path(log.path), "j1") if kind == "note"]
     assert len(notes) == 40  # each exactly once: a failed transaction left nothing
+
+
+@pytest.mark.asyncio
+async def test_a_job_keeps_the_name_of_its_model_set_and_older_jobs_have_none(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as raw:  # as a virnuc without model sets (v8) left it
+        for script in schema.MIGRATIONS[:8]:
+            raw.executescript(script)
+        raw.execute(
+            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
+            " checkpoint_every, force, created_at, updated_at)"
+            " VALUES ('old', 1, 'queued', '/in.fa', '/out', ?, 0, 2, 0, 1.0, 1.0)",
+            (json.dumps(SPEC.as_dict()),),
+        )
+        raw.execute("PRAGMA user_version = 8")
+    raw.close()
+    async with await ProgressLog.open(path) as log:
+        old = await log.get_job("old")
+        assert old is not None
+        assert old.model_set is None
+        created = await log.create_job(dataclasses.replace(new_job("new"), model_set="default"))
+        assert created.model_set == "default"
+        again = await log.get_job("new")
+        assert again is not None
+        assert again.model_set == "default"
