@@ -49,6 +49,8 @@ def chunk_starts(length: int, chunk_length: int) -> list[int]:
     """Start offsets of VirNucPro's overlapping chunks (n=1000, L=300 -> 0 249 498 747)."""
     if length <= 0:
         return []
+    if length <= chunk_length:  # one chunk, the whole record (most reads)
+        return [0]
     count = math.ceil(length / chunk_length)
     surplus = count * chunk_length - length
     base_shift = surplus // count

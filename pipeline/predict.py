@@ -22,6 +22,9 @@ from .outputs import RecordResult
 from .prefetch import prefetched
 
 DEFAULT_BLOCK_FRAMES = 2048
+# The scores of every record without frames: one read-only array, not one per record.
+_NO_SCORES = np.zeros((0, 2), np.float32)
+_NO_SCORES.flags.writeable = False
 
 
 @dataclass(slots=True)
@@ -39,9 +42,7 @@ class _Pending:
 
     def result(self) -> RecordResult:
         if not self.pieces:
-            return RecordResult(
-                self.record_id, self.length, self.chunks, [], np.zeros((0, 2), np.float32)
-            )
+            return RecordResult(self.record_id, self.length, self.chunks, [], _NO_SCORES)
         scores, nucleotide, protein = zip(*self.pieces, strict=True)
         return RecordResult(
             self.record_id,
