@@ -13,6 +13,7 @@ is kept on purpose (docs/architecture.md §1.1-1.3):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +30,9 @@ CODON_TABLE = {
 }
 # Only A, C, G and T are complemented; every other letter stays as it is.
 _COMPLEMENT = str.maketrans("ACGT", "TGCA")
+# Matches at a frame's start when a stop codon lies in that frame: whole codons are
+# skipped, one at a time, up to the first stop.
+_STOP_IN_FRAME = re.compile(r"(?:...)*?(?:TAA|TAG|TGA)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,8 @@ def chunk_starts(length: int, chunk_length: int) -> list[int]:
     """Start offsets of VirNucPro's overlapping chunks (n=1000, L=300 -> 0 249 498 747)."""
     if length <= 0:
         return []
+    if length <= chunk_length:  # one chunk, the whole record (most reads)
+        return [0]
     count = math.ceil(length / chunk_length)
     surplus = count * chunk_length - length
     base_shift = surplus // count
@@ -76,16 +82,24 @@ def translate(sequence: str) -> str:
 
 
 def chunk_frames(chunk_id: str, chunk: str) -> list[Frame]:
-    """The kept frames of one chunk, in the order F1 F2 F3 R1 R2 R3."""
+    """The kept frames of one chunk, in the order F1 F2 F3 R1 R2 R3.
+
+    A frame with a stop codon is dropped untranslated (its protein would hold a '*'):
+    most frames of most DNA have one, so this skips most of the translating.
+    """
     forward = chunk.upper()
-    strands = (forward, forward, forward, *([reverse_complement(forward)] * 3))
     frames = []
-    for name, strand in zip(FRAME_NAMES, strands, strict=True):
-        offset = int(name[1]) - 1
-        protein = translate(strand[offset:])
-        if protein and "*" not in protein:
-            nucleotides = strand[offset : offset + 1 + 3 * len(protein)]
-            frames.append(Frame(chunk_id + name, chunk_id, nucleotides, protein))
+    for names, strand in (
+        (FRAME_NAMES[:3], forward),
+        (FRAME_NAMES[3:], reverse_complement(forward)),
+    ):
+        for offset, name in enumerate(names):
+            if _STOP_IN_FRAME.match(strand, offset):
+                continue
+            protein = translate(strand[offset:])
+            if protein:
+                nucleotides = strand[offset : offset + 1 + 3 * len(protein)]
+                frames.append(Frame(chunk_id + name, chunk_id, nucleotides, protein))
     return frames
 
 

@@ -17,6 +17,7 @@ Nothing takes a final name until every file is complete and fsynced; the renames
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 from contextlib import suppress
@@ -105,6 +106,7 @@ def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str
     return "\t".join(map(str, fields)) + "\n"
 
 
+@functools.lru_cache(maxsize=64)  # one source per input file, asked once per record
 def _tsv_field(text: str) -> str:
     """A path as one TSV field: a tab or newline in a file name cannot split the row."""
     return text.replace("\t", " ").replace("\n", " ").replace("\r", " ")
@@ -183,12 +185,14 @@ class ResultWriter:
 
     def write(self, result: RecordResult, *, source: str = "") -> None:
         """Append one record's rows; `source` is the input file it came from."""
-        calls = chunk_calls(result)
-        self._text[PREDICTIONS].writelines(prediction_rows(result))
-        self._text[HIGHEST_SCORE].writelines(f"{cid}\t{v}\n" for cid, v in calls)
+        calls: list[tuple[str, bool]] = []
+        if result.frame_ids:  # a record without frames has a summary row only
+            calls = chunk_calls(result)
+            self._text[PREDICTIONS].writelines(prediction_rows(result))
+            self._text[HIGHEST_SCORE].writelines(f"{cid}\t{v}\n" for cid, v in calls)
+            if self._h5 is not None:
+                self._h5.append(result)
         self._text[SUMMARY].write(summary_row(result, calls, source))
-        if self._h5 is not None:
-            self._h5.append(result)
         self.frames += len(result.frame_ids)
         self.records += 1
 

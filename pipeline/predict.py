@@ -22,6 +22,9 @@ from .outputs import RecordResult
 from .prefetch import prefetched
 
 DEFAULT_BLOCK_FRAMES = 2048
+# The scores of every record without frames: one read-only array, not one per record.
+_NO_SCORES = np.zeros((0, 2), np.float32)
+_NO_SCORES.flags.writeable = False
 
 
 @dataclass(slots=True)
@@ -39,9 +42,7 @@ class _Pending:
 
     def result(self) -> RecordResult:
         if not self.pieces:
-            return RecordResult(
-                self.record_id, self.length, self.chunks, [], np.zeros((0, 2), np.float32)
-            )
+            return RecordResult(self.record_id, self.length, self.chunks, [], _NO_SCORES)
         scores, nucleotide, protein = zip(*self.pieces, strict=True)
         return RecordResult(
             self.record_id,
@@ -71,7 +72,9 @@ class Predictor:
     With `prefetch`, the next block is cut (records read, frames translated, DNA
     tokenized) on a thread while the current one is scored; the results are the same
     either way, but the records iterator is then advanced on that thread, one block
-    ahead.
+    ahead, and records without a frame wait in the block being cut (at most
+    `block_frames` of them) rather than each crossing to the consumer as a block of
+    its own: a hand-over between threads costs more than such a record's own work.
     """
 
     def __init__(
@@ -89,7 +92,12 @@ class Predictor:
 
     def predict(self, records: Iterable[FastaRecord]) -> Iterator[RecordResult]:
         blocks = _tokenized(
-            _cut_blocks(records, self.models.spec.chunk_length, self.block_frames),
+            _cut_blocks(
+                records,
+                self.models.spec.chunk_length,
+                self.block_frames,
+                eager=not self.prefetch,
+            ),
             self.models.dnabert.tokenize,
         )
         pending: deque[_Pending] = deque()
@@ -122,11 +130,13 @@ class Predictor:
 
 
 def _cut_blocks(
-    records: Iterable[FastaRecord], chunk_length: int, block_frames: int
+    records: Iterable[FastaRecord], chunk_length: int, block_frames: int, *, eager: bool = True
 ) -> Iterator[_Block]:
-    """Pool consecutive records' frames into blocks of `block_frames`. A record that
-    ends with the block empty closes at once (an empty block), so without prefetch
-    every finished result is out before the next record is read."""
+    """Pool consecutive records' frames into blocks of `block_frames`. With `eager`, a
+    record that ends with the block empty closes at once (an empty block), so without
+    prefetch every finished result is out before the next record is read; otherwise
+    such records stay in the block until it fills with frames or holds `block_frames`
+    closed records."""
     block: list[tuple[Frame, _Pending]] = []
     opened: list[_Pending] = []
     closed: list[_Pending] = []
@@ -140,7 +150,7 @@ def _cut_blocks(
                 yield _Block(block, opened, closed)
                 block, opened, closed = [], [], []
         closed.append(current)
-        if not block:
+        if not block and (eager or len(closed) >= block_frames):
             yield _Block([], opened, closed)
             opened, closed = [], []
     if block or opened or closed:

@@ -83,18 +83,32 @@ class PartContents:
     def results(self) -> Iterator[RecordResult]:
         """The records in input order, exactly as written (see module notes on None)."""
         a = self.arrays
-        embedded = all(name in a for name in _EMBEDDINGS)
+        rows = [a["scores"], *(a[name] for name in _EMBEDDINGS if name in a)]
+        embedded = len(rows) == 1 + len(_EMBEDDINGS)
+        # Whole columns as Python lists at once, and one set of zero-row slices shared
+        # by the records without frames: per record, numpy scalars and slices cost
+        # more than everything else such a record needs.
+        frame_ids = a["frame_ids"].tolist()
+        no_rows = [array[:0] for array in rows]
+        columns = zip(
+            a["record_ids"].tolist(),
+            a["record_lengths"].tolist(),
+            a["record_chunks"].tolist(),
+            a["record_frames"].tolist(),
+            strict=True,
+        )
         start = 0
-        for i, rid in enumerate(a["record_ids"].tolist()):
-            end = start + int(a["record_frames"][i])
+        for rid, length, chunks, frames in columns:
+            end = start + frames
+            own = [array[start:end] for array in rows] if frames else no_rows
             yield RecordResult(
                 record_id=rid,
-                length=int(a["record_lengths"][i]),
-                chunks=int(a["record_chunks"][i]),
-                frame_ids=a["frame_ids"][start:end].tolist(),
-                scores=a["scores"][start:end],
-                nucleotide=a["nucleotide"][start:end] if embedded else None,
-                protein=a["protein"][start:end] if embedded else None,
+                length=length,
+                chunks=chunks,
+                frame_ids=frame_ids[start:end],
+                scores=own[0],
+                nucleotide=own[1] if embedded else None,
+                protein=own[2] if embedded else None,
             )
             start = end
 

@@ -111,7 +111,7 @@ class _Assembly:
                     row, f"holds record {result.record_id!r} where the input has {expected}"
                 )
             prefix = f"{result.record_id}_chunk_"
-            if any(not frame_id.startswith(prefix) for frame_id in result.frame_ids):
+            if result.frame_ids and not all(f.startswith(prefix) for f in result.frame_ids):
                 raise PartNeedsRecompute(row, f"record {result.record_id!r} has foreign frame ids")
             sources.append(source)
         return sources

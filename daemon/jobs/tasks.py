@@ -21,7 +21,7 @@ import structlog
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
 from virnuc.pipeline.outputs import OutputExistsError
-from virnuc.pipeline.report import REPORT_NAMES, write_report
+from virnuc.pipeline.report import REPORT_NAMES
 from virnuc.protocol import ErrorCode
 
 from .. import scheduler_messages as sm
@@ -30,6 +30,7 @@ from .assembler import AssemblyCancelled, PartNeedsRecompute, assemble
 from .caller_files import OutputMoved, reopen_output
 from .input_check import InputChanged
 from .planner import PlanningCancelled, plan_job
+from .report_process import write_report
 from .result_access import hand_over
 
 log = structlog.get_logger()
@@ -103,7 +104,7 @@ async def assembly(
 
 class Reports:
     """The reports of done jobs being made, each its own task. The scheduler starts one
-    after it recorded `done`; at shutdown the unfinished ones are cancelled (a thread
+    after it recorded `done`; at shutdown the unfinished ones are cancelled (a child
     already drawing may still write its files, each one atomically)."""
 
     def __init__(self, progress: ProgressLog) -> None:

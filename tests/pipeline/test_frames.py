@@ -10,7 +10,13 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virnuc.pipeline.frames import chunk_frames, chunk_starts, record_frames, translate
+from virnuc.pipeline.frames import (
+    FRAME_NAMES,
+    chunk_frames,
+    chunk_starts,
+    record_frames,
+    translate,
+)
 
 CODONS = {
     "TTT": "F",
@@ -162,3 +168,23 @@ def test_frame_with_stop_is_discarded_and_slice_is_one_base_longer() -> None:
 def test_lowercase_is_uppercased_and_chunk_without_clean_frame_yields_nothing() -> None:
     assert [f.protein for f in chunk_frames("c", "atggcc")][:1] == ["MA"]
     assert chunk_frames("c", "NN") == []
+
+
+def test_a_codon_with_another_letter_is_no_stop() -> None:
+    # F1 = ATG TNA GCC: TNA is dropped, not a stop, so F1 is kept as "MA"; F2 and F3
+    # hold no whole stop either (TGT NAG CC, GTN AGC C) and are kept, NAG dropped.
+    frames = {f.id[-2:]: f.protein for f in chunk_frames("c", "ATGTNAGCC")}
+    assert frames["F1"] == "MA"
+    assert frames["F2"] == "C"
+    assert frames["F3"] == "S"
+
+
+@given(seq=st.text(alphabet="ACGTNacgt", max_size=40))
+def test_no_kept_frame_has_a_stop_and_every_clean_one_is_kept(seq: str) -> None:
+    frames = {f.id[-2:]: f.protein for f in chunk_frames("c", seq)}
+    forward = seq.upper()
+    reverse = forward.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+    for name, strand in zip(FRAME_NAMES, [forward] * 3 + [reverse] * 3, strict=True):
+        protein = reference_translate(strand[int(name[1]) - 1 :])
+        kept = bool(protein) and "*" not in protein
+        assert (name in frames) == kept, name

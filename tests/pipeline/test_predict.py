@@ -10,7 +10,7 @@ import torch
 from virnuc.pipeline.classifier import classify
 from virnuc.pipeline.fasta import FastaRecord, read_records
 from virnuc.pipeline.frames import record_frames
-from virnuc.pipeline.predict import Predictor
+from virnuc.pipeline.predict import Predictor, _cut_blocks
 
 from bench.synthetic import random_lengths, write_fasta
 
@@ -87,3 +87,15 @@ def test_prefetching_the_next_block_gives_the_same_arrays(
             have, expected = getattr(got, name), getattr(want, name)
             assert (have is None) == (expected is None)
             assert have is None or np.array_equal(have, expected), name
+
+
+def test_without_eager_records_without_frames_share_a_block() -> None:
+    # Prefetching hands each block to another thread: frameless records wait in the
+    # block being cut, at most block_frames of them, rather than crossing one by one.
+    frameless = [FastaRecord(f"r{i}", "TTAGTTAGTTAG", i) for i in range(10)]
+    eager = list(_cut_blocks(frameless, 300, 4))
+    held = list(_cut_blocks(frameless, 300, 4, eager=False))
+    assert [len(b.closed) for b in eager] == [1] * 10
+    assert [len(b.closed) for b in held] == [4, 4, 2]
+    assert [p.record_id for b in held for p in b.opened] == [r.id for r in frameless]
+    assert all(not b.frames for b in held)
