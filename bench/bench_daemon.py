@@ -2,10 +2,10 @@
 
 1. The same job (demo models, synthetic coding DNA) timed in-process (`predict_file`,
    models already loaded) and through a real virnucd with one worker (models warmed by
-   a first job), side by side in one run. Prints both and the overhead.
+   a first job), alternated over `--rounds`. Prints each round and the median overhead.
 2. 1,000 `status` round trips (median, p99) while 2 workers are busy on a job.
 
-    .venv/bin/python -m bench.bench_daemon [--records 1500]
+    .venv/bin/python -m bench.bench_daemon [--records 1500] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -92,22 +92,32 @@ def stop_daemon(state_dir: Path, process: subprocess.Popen[bytes]) -> None:
     process.wait(120)
 
 
-def overhead(root: Path, cache: Path, fasta: Path, warmup: Path) -> None:
+def overhead(root: Path, cache: Path, fasta: Path, warmup: Path, rounds: int) -> None:
+    """The same job in-process and through virnucd, alternated `rounds` times (this
+    machine is noisy: a ratio is only taken between neighbours); prints each round
+    and the median ratio."""
     models = ModelSet.load(demo_spec(cache))
     predict_file(models, warmup, root / "warm-inproc", force=True)
-    start = time.perf_counter()
-    predict_file(models, fasta, root / "inproc", force=True)
-    in_process = time.perf_counter() - start
     state = root / "state1"
     process = start_daemon(state, cache, workers=1)
     client = Client(state)
     client.run_job(warmup, root / "warm-daemon")
-    through_daemon = client.run_job(fasta, root / "daemon")
-    client.close()
-    stop_daemon(state, process)
-    print(f"in-process:   {in_process:8.2f} s")
-    print(f"via virnucd:  {through_daemon:8.2f} s  (1 worker, models warm)")
-    print(f"overhead:     {100 * (through_daemon / in_process - 1):+.1f} %")
+    ratios = []
+    try:
+        for n in range(rounds):
+            start = time.perf_counter()
+            predict_file(models, fasta, root / "inproc", force=True)
+            in_process = time.perf_counter() - start
+            through_daemon = client.run_job(fasta, root / "daemon")
+            ratios.append(through_daemon / in_process)
+            print(
+                f"round {n + 1}: in-process {in_process:6.2f} s, via virnucd "
+                f"{through_daemon:6.2f} s (1 worker, models warm): {100 * (ratios[-1] - 1):+.1f} %"
+            )
+    finally:
+        client.close()
+        stop_daemon(state, process)
+    print(f"overhead, median of {rounds} rounds: {100 * (statistics.median(ratios) - 1):+.1f} %")
 
 
 def status_latency(root: Path, cache: Path, fasta: Path) -> None:
@@ -137,6 +147,7 @@ def status_latency(root: Path, cache: Path, fasta: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=5, help="alternated in-process/daemon runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -145,7 +156,7 @@ def main() -> None:
         fasta, warmup = root / "job.fa", root / "warmup.fa"
         write_fasta(fasta, random_lengths(args.records, seed=2, low=1000, high=3000), seed=2)
         write_fasta(warmup, random_lengths(20, seed=3), seed=3)
-        overhead(root, cache, fasta, warmup)
+        overhead(root, cache, fasta, warmup, args.rounds)
         status_latency(root, cache, fasta)
 
 
