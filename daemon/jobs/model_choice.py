@@ -31,30 +31,28 @@ def choose_models(args: SubmitArgs, config: DaemonConfig) -> ModelChoice:
     resolved into a spec; raises `ModelSpecError` for options that do not make one, or
     a set this virnucd does not have."""
     model_set = _chosen_set(args, config.models)
-    precision = args.precision or config.default_precision
     if model_set is None:
         if args.profile is None and args.classifier is None:
             raise ModelSpecError(no_models_named(config.models))
-        spec = resolve_spec(
-            profile=args.profile,
-            esm=args.esm,
-            dnabert=args.dnabert,
-            classifier=args.classifier,
-            chunk_length=args.chunk_length,
-            precision=precision,
-            cache_dir=config.model_cache,
-        )
-        return ModelChoice(spec, None)
-    spec = resolve_spec(
-        profile=model_set.profile,
-        esm=model_set.esm,
-        dnabert=model_set.dnabert,
-        classifier=model_set.classifier,
-        chunk_length=model_set.chunk_length,
-        precision=args.precision or model_set.precision or config.default_precision,
+        return ModelChoice(_spec(args, args.precision, config), None)
+    precision = args.precision or model_set.precision
+    return ModelChoice(_spec(model_set, precision, config), model_set)
+
+
+def _spec(
+    models: SubmitArgs | ModelSetConfig, precision: str | None, config: DaemonConfig
+) -> ModelSpec:
+    """The spec of the models a submit or a set names, run in `precision` (else the
+    daemon's)."""
+    return resolve_spec(
+        profile=models.profile,
+        esm=models.esm,
+        dnabert=models.dnabert,
+        classifier=models.classifier,
+        chunk_length=models.chunk_length,
+        precision=precision or config.default_precision,
         cache_dir=config.model_cache,
     )
-    return ModelChoice(spec, model_set)
 
 
 def _chosen_set(args: SubmitArgs, sets: dict[str, ModelSetConfig]) -> ModelSetConfig | None:
