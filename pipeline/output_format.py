@@ -15,6 +15,8 @@ HIGHEST_SCORE = "prediction_results_highestscore.csv"
 SUMMARY = "sequence_summary.tsv"
 EMBEDDINGS = "embeddings.h5"
 OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS)
+# What ran and how (pipeline/run_info.py): written after the outputs, not part of their set.
+RUN_INFO = "run_info.json"
 
 PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
 HIGHEST_SCORE_HEADER = "Modified_ID\tIs_Virus\n"

@@ -82,6 +82,9 @@ def histogram_plot(counts: list[int]) -> bytes:
     nonzero = [c for c in counts if c]
     if nonzero and max(nonzero) > 100 * min(nonzero):
         ax.set_yscale("log")  # a few viruses among many others stay visible
+    if not nonzero:  # matplotlib would centre an empty axis on 0, below it
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, "no scored records", ha="center", va="center")
     ax.set_xlim(0, 1)
     ax.set_xlabel("max P(virus) of the record")
     ax.set_ylabel("records")

@@ -24,6 +24,7 @@ from typing import Any
 
 from .frames import chunk_starts
 from .output_format import (
+    LABELS,
     PREDICTIONS,
     PREDICTIONS_HEADER,
     SUMMARY,
@@ -144,8 +145,15 @@ class SummaryEntry:
 def scan_summary(
     path: Path, top: int, summary: ReportSummary, given_length: Any
 ) -> list[SummaryEntry]:
-    """One pass: totals, histogram, chunk length; the `top` best records, best first."""
-    heap: list[tuple[float, int, SummaryEntry]] = []  # min-heap on (score, -index)
+    """One pass: totals, histogram, chunk length; the `top` best records, best first.
+
+    "Best" follows the call first: every record called virus ranks above every record
+    called others, then the higher max P(virus), then input order. Ranked by the score
+    alone, an "others" record (a frame with P(virus) 0.52 in a chunk that another frame
+    calls others) would rank above a "virus" one (a chunk whose best scores are 0.501
+    and 0.499), and the table would seem to contradict its own calls.
+    """
+    heap: list[tuple[bool, float, int, SummaryEntry]] = []  # min-heap on rank_key
     calls: Counter[str] = Counter()
     lengths = set(CHUNK_LENGTHS)
     histogram = summary.histogram
@@ -177,13 +185,13 @@ def scan_summary(
             else:
                 score = min(max(score, 0.0), 1.0)
                 histogram[min(int(score * BINS), BINS - 1)] += 1
-                key = (score, -index)
+                key = (call == LABELS[1], score, -index)
                 if len(heap) < top:
                     entry = SummaryEntry(
                         record_id, length, chunks, frames, chunks_virus, score, call, row, index
                     )
                     heapq.heappush(heap, (*key, entry))
-                elif key > heap[0][:2]:
+                elif key > heap[0][:3]:
                     entry = SummaryEntry(
                         record_id, length, chunks, frames, chunks_virus, score, call, row, index
                     )

@@ -100,3 +100,65 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "out"), "--top", "1", "--json"]) == EXIT_OK
     assert '"rec0"' in capsys.readouterr().out
     assert (tmp_path / "out" / REPORT).is_file()
+
+
+def _frames(record_id: str, pairs: list[tuple[float, float]]) -> RecordResult:
+    """One 250-base chunk of `record_id` with a frame per (P(others), P(virus))."""
+    ids = [f"{record_id}_chunk_1F{k + 1}" for k in range(len(pairs))]
+    return RecordResult(record_id, 250, 1, ids, np.array(pairs, np.float32))
+
+
+def test_ranking_never_puts_an_others_call_above_a_virus_call(tmp_path: Path) -> None:
+    # "contested": a frame at P(virus) 0.524, but another frame of its only chunk is
+    # more sure it is others (0.6): called others. "narrow": 0.501 vs 0.499: virus.
+    contested = _frames("contested", [(0.476, 0.524), (0.6, 0.4)])
+    narrow = _frames("narrow", [(0.499, 0.501)])
+    write_outputs(tmp_path, [record(0, 0.9), contested, narrow, record(1, 0.2)])
+
+    summary = write_report(tmp_path, top=4)
+
+    assert [(t.record_id, t.call) for t in summary.top] == [
+        ("rec0", "virus"),
+        ("narrow", "virus"),
+        ("contested", "others"),
+        ("rec1", "others"),
+    ]
+    calls = [t.call for t in summary.top]
+    assert calls == sorted(calls, key=lambda call: call != "virus")  # no virus under others
+    page = (tmp_path / REPORT).read_text()
+    assert page.index("<td>narrow</td>") < page.index("<td>contested</td>")
+    assert "ranked first" in page  # the rule is stated where the table is
+
+
+def test_the_page_says_how_to_read_it(tmp_path: Path) -> None:
+    write_outputs(tmp_path, [record(0, 0.9)])
+    write_report(tmp_path)
+    page = (tmp_path / REPORT).read_text()
+    assert "How to read this report" in page
+    for term in ("Chunk.", "Frame.", "score1 and score2.", "Record call.", "no_frames"):
+        assert term in page, term
+    assert "at least its highest score1" in page  # the chunk's call rule
+    assert "of 300 bases" in page  # the chunk length, inferred from the records
+    assert "DEMO MODELS" not in page
+
+
+def test_demo_models_get_a_banner(tmp_path: Path) -> None:
+    write_outputs(tmp_path, [record(0, 0.9)])
+    write_report(tmp_path, run_info={"profile": "demo"})
+    assert 'class="banner">DEMO MODELS' in (tmp_path / REPORT).read_text()
+
+
+def test_a_run_with_nothing_scored_gets_an_honest_page(tmp_path: Path) -> None:
+    empty = [RecordResult(f"r{i}", 20, 1, [], np.zeros((0, 2), np.float32)) for i in range(3)]
+    write_outputs(tmp_path, empty)
+
+    summary = write_report(tmp_path)
+
+    assert summary.top == []
+    assert summary.unscored == 3
+    page = (tmp_path / REPORT).read_text()
+    assert "No record has a scored frame" in page
+    assert "3 of 3 records" in page
+    assert "top 0" not in page
+    assert "Best-ranked records" not in page
+    assert "<img" not in page  # no empty histogram, no empty panel
