@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
@@ -66,6 +68,13 @@ def test_raw_client_job_equals_the_in_process_pipeline(daemon, demo_models, tmp_
     page = report.read_text()
     assert "data:image/png;base64," in page
     assert (tmp_path / "out" / "prediction.png").read_bytes().startswith(b"\x89PNG")
+    assert "DEMO MODELS" in page
+    # both paths record the run alike: the same keys, the same demo files and checksums
+    info = json.loads((tmp_path / "out" / RUN_INFO).read_text())
+    ref_info = json.loads((tmp_path / "ref" / RUN_INFO).read_text())
+    assert info.keys() == ref_info.keys()
+    assert info["models"] == ref_info["models"]
+    assert info["inputs"] == [str(EXAMPLE)]
 
 
 def test_two_jobs_back_to_back_complete_without_reloading_models(

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.pipeline.report import PLOT, REPORT
 
@@ -274,7 +275,7 @@ def test_an_output_dir_swapped_for_a_symlink_is_not_written_through(
 
 def is_output(name: str) -> bool:
     """A result file, or a temporary one on its way there."""
-    return name in (*OUTPUT_NAMES, REPORT, PLOT) or name.endswith(".partial")
+    return name in (*OUTPUT_NAMES, RUN_INFO, REPORT, PLOT) or name.endswith(".partial")
 
 
 # --- 6. owners ------------------------------------------------------------------------------
