@@ -21,7 +21,10 @@ RUN_INFO = "run_info.json"
 PREDICTIONS_HEADER = "Sequence_ID\tPrediction\tscore1\tscore2\n"
 HIGHEST_SCORE_HEADER = "Modified_ID\tIs_Virus\n"
 SUMMARY_HEADER = (
-    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource\n"
+    "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource"
+    "\twarnings\n"
 )
-# Written before the `source` column was added; `virnucctl report` still reads it.
-SUMMARY_HEADER_V1 = SUMMARY_HEADER.replace("\tsource", "")
+# Written before the `warnings` column, and before `source` too: `virnucctl report`
+# still reads both.
+SUMMARY_HEADER_V2 = SUMMARY_HEADER.replace("\twarnings", "")
+SUMMARY_HEADER_V1 = SUMMARY_HEADER_V2.replace("\tsource", "")

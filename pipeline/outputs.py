@@ -6,7 +6,8 @@ Files (docs/architecture.md §1.7), all tab-separated:
 * `prediction_results_highestscore.csv` — one row per chunk with rows; `True` when the
   chunk's max P(virus) >= its max P(others). (Tab-separated despite the name, as the
   original. Rows follow input order, where the original's pandas groupby sorted ids.)
-* `sequence_summary.tsv` — one row per input record, with the file it came from.
+* `sequence_summary.tsv` — one row per input record, with the file it came from and
+  its warnings (pipeline/record_warnings.py).
 * `embeddings.h5` (optional) — `ids`, `nucleotide`, `protein`, row-aligned with
   `prediction_results.txt`.
 
@@ -41,6 +42,7 @@ from .output_format import (
     SUMMARY,
     SUMMARY_HEADER,
 )
+from .record_warnings import record_warnings
 
 _H5_GROWTH = 4096
 
@@ -60,6 +62,7 @@ class RecordResult:
     scores: np.ndarray  # [frames, 2] float32: P(others), P(virus)
     nucleotide: np.ndarray | None = None  # [frames, nucleotide dim] float32
     protein: np.ndarray | None = None  # [frames, protein dim] float32
+    n_bases: int | None = None  # its N/n letters (None: not known, a part of an older virnuc)
 
 
 def format_score(value: np.float32 | float) -> str:
@@ -85,8 +88,14 @@ def chunk_calls(result: RecordResult) -> list[tuple[str, bool]]:
     return [(chunk_id, bool(v >= o)) for chunk_id, (o, v) in best.items()]
 
 
-def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str) -> str:
-    """The record's `sequence_summary.tsv` row; `source` is the input file it is in."""
+def summary_row(
+    result: RecordResult,
+    calls: list[tuple[str, bool]],
+    source: str,
+    chunk_length: int | None = None,
+) -> str:
+    """The record's `sequence_summary.tsv` row; `source` is the input file it is in,
+    `chunk_length` the models' (None: no `shorter_than_chunk` warning)."""
     virus_chunks = sum(is_virus for _, is_virus in calls)
     if not result.frame_ids:
         max_virus, call = "NA", NO_FRAMES
@@ -102,6 +111,12 @@ def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str
         max_virus,
         call,
         _tsv_field(source),
+        record_warnings(
+            frames=len(result.frame_ids),
+            length=result.length,
+            chunk_length=chunk_length,
+            n_count=result.n_bases,
+        ),
     )
     return "\t".join(map(str, fields)) + "\n"
 
@@ -135,8 +150,10 @@ class ResultWriter:
         force: bool = False,
         check_free: bool = True,
         shown_as: str | os.PathLike[str] | None = None,
+        chunk_length: int | None = None,
     ):
         self.out_dir = Path(out_dir)
+        self.chunk_length = chunk_length  # the models', for the `shorter_than_chunk` warning
         self.shown = Path(shown_as) if shown_as is not None else self.out_dir
         self.force = force
         self.frames = 0
@@ -192,7 +209,7 @@ class ResultWriter:
             self._text[HIGHEST_SCORE].writelines(f"{cid}\t{v}\n" for cid, v in calls)
             if self._h5 is not None:
                 self._h5.append(result)
-        self._text[SUMMARY].write(summary_row(result, calls, source))
+        self._text[SUMMARY].write(summary_row(result, calls, source, self.chunk_length))
         self.frames += len(result.frame_ids)
         self.records += 1
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .output_format import LABELS, NO_FRAMES
+from .record_warnings import WARNINGS
 from .report_scan import BINS, ReportSummary
 from .report_text import DEMO_BANNER, RANKING_RULE, how_to_read, is_demo, model_files_table
 
@@ -95,8 +96,21 @@ def _summary_rows(summary: ReportSummary, info: dict[str, Any]) -> list[tuple[st
             for label, count in summary.calls.items()
             if label not in CALLS
         ),
+        *_warning_rows(summary.warnings),
         ("Report made in", f"{summary.seconds:.1f} s"),
     ]
+
+
+def _warning_rows(warnings: dict[str, int] | None) -> list[tuple[str, str]]:
+    """Records per warning (each in the summary's `warnings` column), every known one
+    shown, 0 included; an older summary without the column says so."""
+    if warnings is None:
+        return [("Records with warnings", "not recorded (a summary without warnings)")]
+    known = [(f"Records with warning {w}", f"{warnings.get(w, 0):,}") for w in WARNINGS]
+    other = [
+        (f"Records with warning {w}", f"{n:,}") for w, n in warnings.items() if w not in WARNINGS
+    ]
+    return known + other
 
 
 def _top_table(summary: ReportSummary) -> str:

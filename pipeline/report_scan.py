@@ -30,6 +30,7 @@ from .output_format import (
     SUMMARY,
     SUMMARY_HEADER,
     SUMMARY_HEADER_V1,
+    SUMMARY_HEADER_V2,
 )
 from .spec import CHUNK_LENGTHS  # VirNucPro's two models
 
@@ -86,6 +87,7 @@ class ReportSummary:
     chunks: int = 0
     chunks_virus: int = 0
     calls: dict[str, int] = field(default_factory=dict)  # virus / others / no_frames
+    warnings: dict[str, int] | None = None  # records per warning; None: an older layout
     histogram: list[int] = field(default_factory=lambda: [0] * BINS)  # per-record max P(virus)
     unscored: int = 0  # records with no max P(virus) (no frames, or NaN)
     chunk_length: int | None = None  # None: not known, estimated per record
@@ -104,6 +106,7 @@ class ReportSummary:
             "chunks": self.chunks,
             "chunks_virus": self.chunks_virus,
             "calls": dict(self.calls),
+            "warnings": None if self.warnings is None else dict(self.warnings),
             "histogram": list(self.histogram),
             "unscored": self.unscored,
             "chunk_length": self.chunk_length,
@@ -155,12 +158,13 @@ def scan_summary(
     """
     heap: list[tuple[bool, float, int, SummaryEntry]] = []  # min-heap on rank_key
     calls: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
     lengths = set(CHUNK_LENGTHS)
     histogram = summary.histogram
     row = 0
     with path.open(encoding="utf-8", newline="\n") as handle:
         header = handle.readline()
-        if header not in (SUMMARY_HEADER, SUMMARY_HEADER_V1):
+        if header not in (SUMMARY_HEADER, SUMMARY_HEADER_V2, SUMMARY_HEADER_V1):
             raise ReportError(f"{path} does not start with the header of {SUMMARY}")
         width = header.count("\t") + 1
         for index, line in enumerate(handle):
@@ -175,6 +179,8 @@ def scan_summary(
             except ValueError:
                 raise ReportError(f"{path} line {index + 2}: not a number") from None
             calls[call] += 1
+            if header == SUMMARY_HEADER:  # `warnings`, last: ";"-joined words, or empty
+                warnings.update(word for word in fields[-1].split(";") if word)
             summary.frames += frames
             summary.chunks += chunks
             summary.chunks_virus += chunks_virus
@@ -200,6 +206,7 @@ def scan_summary(
             row += frames
             summary.records += 1
     summary.calls = dict(calls)
+    summary.warnings = dict(warnings) if header == SUMMARY_HEADER else None
     if given_length:
         summary.chunk_length = int(given_length)
     elif lengths:

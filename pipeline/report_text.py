@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .output_format import HIGHEST_SCORE, LABELS, NO_FRAMES, PREDICTIONS
+from .output_format import HIGHEST_SCORE, LABELS, NO_FRAMES, PREDICTIONS, SUMMARY
 
 VIRUS, OTHERS = LABELS[1], LABELS[0]
 
@@ -52,6 +52,10 @@ def how_to_read(chunk_length: int | None) -> str:
         "of its frames scores P(others) 0.60, and a chunk whose best scores are 0.501 "
         f"and 0.499 is {VIRUS}.",
         f"<b>Ranking.</b> {RANKING_RULE}",
+        f"<b>Warnings</b> (last column of <code>{SUMMARY}</code>, counted above): "
+        "<code>no_frames</code>, no scored frame; <code>shorter_than_chunk</code>, the "
+        "record is shorter than one chunk, so the models saw less than they were "
+        "trained on; <code>mostly_N</code>, more than half of its bases are N.",
         "The scores are the classifier's softmax outputs: a ranking of confidence, not "
         "calibrated probabilities that a record is viral.",
     ]

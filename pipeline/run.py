@@ -55,7 +55,9 @@ def predict_file(
             source_of.append(source)
             yield record
 
-    with ResultWriter(Path(out_dir), embedding_dims=dims, force=force) as writer:
+    with ResultWriter(
+        Path(out_dir), embedding_dims=dims, force=force, chunk_length=models.spec.chunk_length
+    ) as writer:
         for result in predictor.predict(tracked()):  # results come back in input order
             writer.write(result, source=source_of.popleft())
             if on_progress is not None:

@@ -131,6 +131,7 @@ class _Assembly:
                 force=self.job.force,
                 check_free=False,
                 shown_as=self.job.output,
+                chunk_length=self.job.spec.chunk_length,
             )
         return self.writer
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,32 @@ def test_highest_score_rule_per_chunk_in_input_order(tmp_path: Path) -> None:
 def test_sequence_summary_one_row_per_record_with_its_source_file(tmp_path: Path) -> None:
     write_all(tmp_path, RESULTS)
     assert lines(tmp_path / SUMMARY) == [
-        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource",
-        "z\t600\t2\t3\t2\t0.9\tvirus\t/in/a.fq",
-        "a\t2\t1\t0\t0\tNA\tno_frames\t/in/b.fq",
-        "m\t300\t1\t1\t0\t0.1\tothers\t/in/a.fq",
+        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource"
+        "\twarnings",
+        "z\t600\t2\t3\t2\t0.9\tvirus\t/in/a.fq\t",
+        "a\t2\t1\t0\t0\tNA\tno_frames\t/in/b.fq\tno_frames",
+        "m\t300\t1\t1\t0\t0.1\tothers\t/in/a.fq\t",
     ]
+
+
+def test_warnings_name_what_weakens_a_call_last_and_semicolon_joined(tmp_path: Path) -> None:
+    results = [
+        result("fine", [("chunk_1F1", 0.9)], length=300, chunks=1),
+        replace(result("short", [], length=120, chunks=1), n_bases=61),  # 61 of 120: N
+        replace(result("half", [("chunk_1F1", 0.9)], length=400, chunks=2), n_bases=200),
+        result("unknown_n", [("chunk_1F1", 0.9)], length=400, chunks=2),  # an older part
+    ]
+    with ResultWriter(tmp_path, chunk_length=300) as writer:
+        for r in results:
+            writer.write(r, source="/in.fa")
+        writer.commit()
+    warnings = {row.split("\t")[0]: row.split("\t")[-1] for row in lines(tmp_path / SUMMARY)[1:]}
+    assert warnings == {
+        "fine": "",
+        "short": "no_frames;shorter_than_chunk;mostly_N",
+        "half": "",  # exactly half is not "more than half"
+        "unknown_n": "",
+    }
 
 
 def test_a_source_path_with_a_tab_or_non_ascii_letters_stays_one_field(tmp_path: Path) -> None:
@@ -104,8 +126,8 @@ def test_a_source_path_with_a_tab_or_non_ascii_letters_stays_one_field(tmp_path:
         writer.write(RESULTS[0], source="/in/m\u00fcller\tlab.fq")
         writer.commit()
     row = lines(tmp_path / SUMMARY)[1].split("\t")
-    assert len(row) == 8
-    assert row[-1] == "/in/m\u00fcller lab.fq"
+    assert len(row) == 9
+    assert row[-2] == "/in/m\u00fcller lab.fq"
 
 
 def test_embeddings_are_row_aligned_with_predictions(tmp_path: Path) -> None:

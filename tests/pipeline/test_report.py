@@ -10,7 +10,7 @@ import pytest
 
 from virnuc.client.cli import EXIT_INVALID_INPUT, EXIT_OK, main
 from virnuc.pipeline.output_format import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, SUMMARY_HEADER
-from virnuc.pipeline.outputs import RecordResult
+from virnuc.pipeline.outputs import RecordResult, ResultWriter
 from virnuc.pipeline.report import PLOT, REPORT, ReportError, write_report
 from virnuc.pipeline.report_scan import BINS
 
@@ -68,7 +68,7 @@ def _write_synthetic(out: Path, n: int) -> None:
             s, o = str(p[i]), str(np.float32(1 - p[i]))
             call = "virus" if p[i] >= 0.5 else "others"
             pred.write(f"r{i}_chunk_1F1\t{call}\t{o}\t{s}\n")
-            summ.write(f"r{i}\t250\t1\t1\t{int(call == 'virus')}\t{s}\t{call}\t/in.fa\n")
+            summ.write(f"r{i}\t250\t1\t1\t{int(call == 'virus')}\t{s}\t{call}\t/in.fa\t\n")
 
 
 @pytest.mark.slow
@@ -162,3 +162,30 @@ def test_a_run_with_nothing_scored_gets_an_honest_page(tmp_path: Path) -> None:
     assert "top 0" not in page
     assert "Best-ranked records" not in page
     assert "<img" not in page  # no empty histogram, no empty panel
+
+
+def test_the_report_counts_each_warning(tmp_path: Path) -> None:
+    short = RecordResult("short", 100, 1, [], np.zeros((0, 2), np.float32), n_bases=80)
+    with ResultWriter(tmp_path, chunk_length=300) as writer:
+        for result in (record(0, 0.9), short):
+            writer.write(result)
+        writer.commit()
+
+    summary = write_report(tmp_path)
+
+    assert summary.warnings == {"no_frames": 1, "shorter_than_chunk": 1, "mostly_N": 1}
+    page = (tmp_path / REPORT).read_text()
+    assert "<td>Records with warning mostly_N</td><td>1</td>" in page
+
+
+def test_a_summary_without_the_warnings_column_is_still_read(tmp_path: Path) -> None:
+    write_outputs(tmp_path, [record(0, 0.9)])
+    summary_file = tmp_path / SUMMARY
+    rows = summary_file.read_text().splitlines()
+    summary_file.write_text("".join(row.rsplit("\t", 1)[0] + "\n" for row in rows))
+
+    summary = write_report(tmp_path)
+
+    assert summary.records == 1
+    assert summary.warnings is None
+    assert "not recorded (a summary without warnings)" in (tmp_path / REPORT).read_text()

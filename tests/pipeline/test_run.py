@@ -56,3 +56,12 @@ def test_an_rna_fasta_gives_byte_for_byte_the_outputs_of_the_same_dna(
     for name, data in outputs["dna"].items():
         if name != RUN_INFO:  # it records the run's output dir, date and time
             assert outputs["rna"][name] == data, name
+
+
+def test_a_record_mostly_of_n_is_warned_about(demo_models, tmp_path: Path) -> None:
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(">gappy\n" + "N" * 200 + "ATGGCC" * 30 + "\n>clean\n" + "ATGGCC" * 60 + "\n")
+    predict_file(demo_models, fasta, tmp_path / "out")
+    rows = (tmp_path / "out" / SUMMARY).read_text().splitlines()[1:]
+    warnings = {row.split("\t")[0]: row.split("\t")[-1] for row in rows}
+    assert warnings == {"gappy": "mostly_N", "clean": ""}  # 200 of 380 bases are N
