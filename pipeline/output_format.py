@@ -14,7 +14,8 @@ PREDICTIONS = "prediction_results.txt"
 HIGHEST_SCORE = "prediction_results_highestscore.csv"
 SUMMARY = "sequence_summary.tsv"
 EMBEDDINGS = "embeddings.h5"
-OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS)
+VIRUS_FASTA = "virus.fna"  # the records called virus (pipeline/virus_fasta.py)
+OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS, VIRUS_FASTA)
 # What ran and how (pipeline/run_info.py): written after the outputs, not part of their set.
 RUN_INFO = "run_info.json"
 

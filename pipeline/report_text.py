@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .output_format import HIGHEST_SCORE, LABELS, NO_FRAMES, PREDICTIONS, SUMMARY
+from .output_format import HIGHEST_SCORE, LABELS, NO_FRAMES, PREDICTIONS, SUMMARY, VIRUS_FASTA
 
 VIRUS, OTHERS = LABELS[1], LABELS[0]
 
@@ -46,7 +46,8 @@ def how_to_read(chunk_length: int | None) -> str:
         f"<b>Record call.</b> A record is called <b>{VIRUS}</b> when at least one of its "
         f"chunks is called {VIRUS}, otherwise {OTHERS}. A record with no scored frame "
         f"(every frame has a stop codon, or the record is too short to translate) is "
-        f"called <code>{NO_FRAMES}</code>: it was not classified.",
+        f"called <code>{NO_FRAMES}</code>: it was not classified. The records called "
+        f"{VIRUS} are in <code>{VIRUS_FASTA}</code>, as FASTA, in input order.",
         "<b>max P(virus).</b> The record's highest score2 over all its frames. It is not "
         f"the call: a chunk with a frame at P(virus) 0.52 is still {OTHERS} when another "
         "of its frames scores P(others) 0.60, and a chunk whose best scores are 0.501 "

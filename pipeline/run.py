@@ -48,18 +48,25 @@ def predict_file(
     dims = (models.dnabert.dim, models.esm.dim) if save_embeddings else None
     predictor = Predictor(models, keep_embeddings=save_embeddings)
     records = read_job_records(sources)
-    source_of: deque[str] = deque()  # the file of each record handed out, oldest first
+    # The file and sequence of each record handed out, oldest first: only the records
+    # in flight in the predictor (about a block of frames), so memory stays bounded.
+    handed_out: deque[tuple[str, str]] = deque()
 
     def tracked() -> Iterator[FastaRecord]:
         for source, record in records:
-            source_of.append(source)
+            handed_out.append((source, record.sequence))
             yield record
 
     with ResultWriter(
-        Path(out_dir), embedding_dims=dims, force=force, chunk_length=models.spec.chunk_length
+        Path(out_dir),
+        embedding_dims=dims,
+        force=force,
+        chunk_length=models.spec.chunk_length,
+        with_sequences=True,
     ) as writer:
         for result in predictor.predict(tracked()):  # results come back in input order
-            writer.write(result, source=source_of.popleft())
+            source, sequence = handed_out.popleft()
+            writer.write(result, source=source, sequence=sequence)
             if on_progress is not None:
                 on_progress(Progress(writer.records, total, writer.frames))
         writer.commit()

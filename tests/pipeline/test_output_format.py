@@ -24,7 +24,7 @@ def test_naming_the_outputs_imports_neither_torch_nor_h5py() -> None:
 
 
 def test_the_names_are_distinct_and_the_old_summary_headers_lack_only_the_last_columns() -> None:
-    assert len(set(OUTPUT_NAMES)) == len(OUTPUT_NAMES) == 4
+    assert len(set(OUTPUT_NAMES)) == len(OUTPUT_NAMES) == 5
     columns = SUMMARY_HEADER.rstrip("\n").split("\t")
     assert columns[-2:] == ["source", "warnings"]
     assert SUMMARY_HEADER_V2.rstrip("\n").split("\t") == columns[:-1]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from virnuc.pipeline.output_format import RUN_INFO
+from virnuc.pipeline.inputs import read_job_records
+from virnuc.pipeline.output_format import RUN_INFO, VIRUS_FASTA
 from virnuc.pipeline.outputs import PREDICTIONS, SUMMARY
 from virnuc.pipeline.run import predict_file
+from virnuc.pipeline.virus_fasta import fasta_entry
 
 from tests.support.inputs import as_rna
 
@@ -65,3 +67,13 @@ def test_a_record_mostly_of_n_is_warned_about(demo_models, tmp_path: Path) -> No
     rows = (tmp_path / "out" / SUMMARY).read_text().splitlines()[1:]
     warnings = {row.split("\t")[0]: row.split("\t")[-1] for row in rows}
     assert warnings == {"gappy": "mostly_N", "clean": ""}  # 200 of 380 bases are N
+
+
+def test_virus_fna_holds_the_virus_calls_with_their_sequences(demo_models, tmp_path: Path) -> None:
+    predict_file(demo_models, EXAMPLE, tmp_path / "out")
+    rows = [row.split("\t") for row in (tmp_path / "out" / SUMMARY).read_text().splitlines()[1:]]
+    viruses = [row[0] for row in rows if row[6] == "virus"]
+    assert viruses  # the demo models call some of the example's records virus
+    sequences = {record.id: record.sequence for _, record in read_job_records([str(EXAMPLE)])}
+    expected = "".join(fasta_entry(rid, sequences[rid]) for rid in viruses)
+    assert (tmp_path / "out" / VIRUS_FASTA).read_text() == expected

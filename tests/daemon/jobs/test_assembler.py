@@ -26,6 +26,7 @@ from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog, 
 from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import read_records, record_starts
+from virnuc.pipeline.inputs import read_job_records
 from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import (
     EMBEDDINGS,
@@ -33,6 +34,7 @@ from virnuc.pipeline.outputs import (
     OUTPUT_NAMES,
     PREDICTIONS,
     SUMMARY,
+    VIRUS_FASTA,
     OutputExistsError,
     RecordResult,
     ResultWriter,
@@ -41,7 +43,7 @@ from virnuc.pipeline.spec import ModelSpec
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300, "demo")
 DIMS = (5, 3)  # nucleotide, protein embedding widths
-TEXT_OUTPUTS = (PREDICTIONS, HIGHEST_SCORE, SUMMARY)
+TEXT_OUTPUTS = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, VIRUS_FASTA)
 # Frames per record; zero-frame records keep their place. Units [3, 2, 4] in parts of
 # at most 2 records: (unit 0: @0, @2), (unit 1: @3), (unit 2: @5, @7).
 FRAMES = [3, 0, 6, 1, 4, 0, 0, 5, 2]
@@ -181,9 +183,13 @@ def reference(
     """What a direct, in-process run writes for the same results (of input `source`)."""
     out = tmp_path / "reference"
     dims = DIMS if embeddings else None
-    with ResultWriter(out, embedding_dims=dims, chunk_length=SPEC.chunk_length) as writer:
+    path = str(tmp_path / source)
+    sequences = {record.id: record.sequence for _, record in read_job_records([path])}
+    with ResultWriter(
+        out, embedding_dims=dims, chunk_length=SPEC.chunk_length, with_sequences=True
+    ) as writer:
         for result in results:
-            writer.write(result, source=str(tmp_path / source))
+            writer.write(result, source=path, sequence=sequences[result.record_id])
         writer.commit()
     return out
 
