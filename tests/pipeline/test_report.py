@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -9,7 +10,13 @@ import numpy as np
 import pytest
 
 from virnuc.client.cli import EXIT_INVALID_INPUT, EXIT_OK, main
-from virnuc.pipeline.output_format import PREDICTIONS, PREDICTIONS_HEADER, SUMMARY, SUMMARY_HEADER
+from virnuc.pipeline.output_format import (
+    PREDICTIONS,
+    PREDICTIONS_HEADER,
+    RUN_INFO,
+    SUMMARY,
+    SUMMARY_HEADER,
+)
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 from virnuc.pipeline.report import PLOT, REPORT, ReportError, write_report
 from virnuc.pipeline.report_scan import BINS
@@ -189,3 +196,25 @@ def test_a_summary_without_the_warnings_column_is_still_read(tmp_path: Path) -> 
     assert summary.records == 1
     assert summary.warnings is None
     assert "not recorded (a summary without warnings)" in (tmp_path / REPORT).read_text()
+
+
+def test_virnucctl_report_shows_the_directory_s_run_info_json(tmp_path: Path) -> None:
+    write_outputs(tmp_path, [record(0, 0.9)])
+    info = {
+        "virnuc_version": "9.9.9",
+        "demo_models": True,
+        "models": {
+            "classifier": {
+                "given": "demo profile (demo-v2, tiny random models)",
+                "files": [{"path": "demo-v2/classifier.pth", "size": 1234, "sha256": "ab" * 32}],
+            }
+        },
+    }
+    (tmp_path / RUN_INFO).write_text(json.dumps(info))
+
+    write_report(tmp_path)  # as `virnucctl report DIR` calls it: no run_info given
+
+    page = (tmp_path / REPORT).read_text()
+    assert "9.9.9" in page
+    assert "DEMO MODELS" in page
+    assert "<td>demo-v2/classifier.pth</td><td>1,234 B</td><td>" + "ab" * 32 in page
