@@ -22,9 +22,9 @@ DEMO_BANNER = (
 
 RANKING_RULE = (
     f"Records called <b>{VIRUS}</b> are ranked first, then records called {OTHERS}; "
-    "within each group, by highest P(virus), then input order. So a record called "
-    f"{OTHERS} may show a higher P(virus) than a {VIRUS} record ranked above it (see "
-    "the call rule): the ranking never puts a record above one with a stronger call."
+    "within each group, by max P(virus), then input order. No record called "
+    f"{OTHERS} ranks above a record called {VIRUS}, though it may show a higher max "
+    "P(virus) (see the call rule above)."
 )
 
 
