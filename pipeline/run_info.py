@@ -55,7 +55,10 @@ def model_files(reference: str, shown_from: Path | None = None) -> list[dict[str
     its path shown relative to `shown_from` when given; [] for a name that is no path."""
     path = Path(reference)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        try:
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        except OSError:  # a subdirectory it may not list: say so, never fail the report
+            return [{"path": _shown_path(path, shown_from), "missing": True}]
     elif path.is_file():
         files = [path]
     elif path.is_absolute():
