@@ -73,6 +73,11 @@ def chunk_plot(top: list[TopRecord], details: dict[str, list[ChunkCall]]) -> byt
 
 
 def histogram_plot(counts: list[int]) -> bytes:
+    return _png(histogram_figure(counts))
+
+
+def histogram_figure(counts: list[int]) -> Any:
+    """The histogram of per-record max P(virus); its y axis starts at 0, even empty."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9, 3.2), layout="constrained")
@@ -90,4 +95,4 @@ def histogram_plot(counts: list[int]) -> bytes:
     ax.set_ylabel("records")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return _png(figure)
+    return figure

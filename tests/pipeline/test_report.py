@@ -19,6 +19,7 @@ from virnuc.pipeline.output_format import (
 )
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 from virnuc.pipeline.report import PLOT, REPORT, ReportError, write_report
+from virnuc.pipeline.report_figures import histogram_figure
 from virnuc.pipeline.report_scan import BINS
 
 from tests.support.report_outputs import record, write_outputs
@@ -218,3 +219,9 @@ def test_virnucctl_report_shows_the_directory_s_run_info_json(tmp_path: Path) ->
     assert "9.9.9" in page
     assert "DEMO MODELS" in page
     assert "<td>demo-v2/classifier.pth</td><td>1,234 B</td><td>" + "ab" * 32 in page
+
+
+@pytest.mark.parametrize("counts", [[0] * BINS, [3] + [0] * (BINS - 1)])
+def test_the_histogram_never_has_a_negative_axis(counts: list[int]) -> None:
+    (axes,) = histogram_figure(counts).axes
+    assert axes.get_ylim()[0] >= 0
