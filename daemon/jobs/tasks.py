@@ -176,8 +176,10 @@ def _write_report(row: JobRow, run: dict[str, Any]) -> None:
         if present and not row.force:  # never replace a file that may not be ours
             log.warning("report.skipped", job_id=row.job_id, present=present)
             return
-        write_report(out, run_info={}, shown_as=Path(row.output), run=run)
-        hand_over(target.path, MADE_AFTER_DONE, row.owner)
+        try:
+            write_report(out, run_info={}, shown_as=Path(row.output), run=run)
+        finally:  # run_info.json is written before the report is drawn, which may fail
+            hand_over(target.path, MADE_AFTER_DONE, row.owner)
     except OSError as exc:
         raise target.shown(exc, row.output) from None
     finally:
