@@ -233,6 +233,8 @@ def test_a_member_cannot_write_into_another_members_dir(
     results = server.area(bob) / "results"
     bobs = server.write_input(bob, "bobs.fa", 5)
     assert server.wait_end(server.submit_as(bob, [bobs], results))["state"] == "done"
+    # run_info.json, then the report, are written after `done`: wait for the last
+    wait_for((results / REPORT).exists, 60, "bob's report, made after `done`")
     before = _contents(results)
     error = server.error_as(
         alice, "submit", inputs=[str(fasta)], output=str(results), profile="demo", force=True
