@@ -261,7 +261,8 @@ def report(args: argparse.Namespace) -> int:
     """``virnucctl report DIR [--top N]``: prediction.png and report.html beside the outputs.
 
     Local files only (no daemon); what the outputs do not record (inputs, models,
-    precision, time) shows as "not recorded". Exit 4 when DIR holds no complete outputs.
+    precision, time) comes from the directory's run_info.json, else shows as
+    "not recorded". Exit 4 when DIR holds no complete outputs.
     """
     from virnuc.pipeline.report import MAX_TOP, ReportError, write_report  # no torch
 

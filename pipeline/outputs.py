@@ -6,9 +6,12 @@ Files (docs/architecture.md §1.7), all tab-separated:
 * `prediction_results_highestscore.csv` — one row per chunk with rows; `True` when the
   chunk's max P(virus) >= its max P(others). (Tab-separated despite the name, as the
   original. Rows follow input order, where the original's pandas groupby sorted ids.)
-* `sequence_summary.tsv` — one row per input record, with the file it came from.
+* `sequence_summary.tsv` — one row per input record, with the file it came from and
+  its warnings (pipeline/record_warnings.py).
 * `embeddings.h5` (optional) — `ids`, `nucleotide`, `protein`, row-aligned with
   `prediction_results.txt`.
+* `virus.fna` (when the caller passes each record's sequence: `with_sequences`) — the
+  records called virus, as FASTA (pipeline/virus_fasta.py).
 
 Nothing takes a final name until every file is complete and fsynced; the renames put
 `prediction_results.txt` last, so its presence means the whole set is there.
@@ -18,17 +21,17 @@ from __future__ import annotations
 
 import errno
 import functools
-import io
 import os
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TextIO
 
 import numpy as np
 
 from .durable import fsync_path
+from .embedding_file import EmbeddingFile
 from .output_format import (
     EMBEDDINGS,
     HIGHEST_SCORE,
@@ -40,9 +43,10 @@ from .output_format import (
     PREDICTIONS_HEADER,
     SUMMARY,
     SUMMARY_HEADER,
+    VIRUS_FASTA,
 )
-
-_H5_GROWTH = 4096
+from .record_warnings import record_warnings
+from .virus_fasta import fasta_entry
 
 
 class OutputExistsError(FileExistsError):
@@ -60,6 +64,7 @@ class RecordResult:
     scores: np.ndarray  # [frames, 2] float32: P(others), P(virus)
     nucleotide: np.ndarray | None = None  # [frames, nucleotide dim] float32
     protein: np.ndarray | None = None  # [frames, protein dim] float32
+    n_bases: int | None = None  # its N/n letters (None: not known, a part of an older virnuc)
 
 
 def format_score(value: np.float32 | float) -> str:
@@ -85,8 +90,14 @@ def chunk_calls(result: RecordResult) -> list[tuple[str, bool]]:
     return [(chunk_id, bool(v >= o)) for chunk_id, (o, v) in best.items()]
 
 
-def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str) -> str:
-    """The record's `sequence_summary.tsv` row; `source` is the input file it is in."""
+def summary_row(
+    result: RecordResult,
+    calls: list[tuple[str, bool]],
+    source: str,
+    chunk_length: int | None = None,
+) -> str:
+    """The record's `sequence_summary.tsv` row; `source` is the input file it is in,
+    `chunk_length` the models' (None: no `shorter_than_chunk` warning)."""
     virus_chunks = sum(is_virus for _, is_virus in calls)
     if not result.frame_ids:
         max_virus, call = "NA", NO_FRAMES
@@ -102,6 +113,12 @@ def summary_row(result: RecordResult, calls: list[tuple[str, bool]], source: str
         max_virus,
         call,
         _tsv_field(source),
+        record_warnings(
+            frames=len(result.frame_ids),
+            length=result.length,
+            chunk_length=chunk_length,
+            n_count=result.n_bases,
+        ),
     )
     return "\t".join(map(str, fields)) + "\n"
 
@@ -135,8 +152,12 @@ class ResultWriter:
         force: bool = False,
         check_free: bool = True,
         shown_as: str | os.PathLike[str] | None = None,
+        chunk_length: int | None = None,
+        with_sequences: bool = False,
     ):
         self.out_dir = Path(out_dir)
+        self.with_sequences = with_sequences  # each write() brings the record's sequence
+        self.chunk_length = chunk_length  # the models', for the `shorter_than_chunk` warning
         self.shown = Path(shown_as) if shown_as is not None else self.out_dir
         self.force = force
         self.frames = 0
@@ -144,7 +165,7 @@ class ResultWriter:
         self._committed = False
         self._tmp = {name: self.out_dir / f".{name}.partial" for name in OUTPUT_NAMES}
         self._text: dict[str, TextIO] = {}
-        self._h5: _EmbeddingFile | None = None
+        self._h5: EmbeddingFile | None = None
         self._published: list[Path] = []  # final names placed by a commit not yet complete
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if check_free and not force:
@@ -168,23 +189,29 @@ class ResultWriter:
             # A new inode each time: an old temporary name may still be a hard link
             # to a published file (a crash inside `_place`), which "w" would truncate.
             path.unlink(missing_ok=True)
-        for name, header in (
+        files = [
             (PREDICTIONS, PREDICTIONS_HEADER),
             (HIGHEST_SCORE, HIGHEST_SCORE_HEADER),
             (SUMMARY, SUMMARY_HEADER),
-        ):
+        ]
+        if self.with_sequences:
+            files.append((VIRUS_FASTA, ""))
+        for name, header in files:
             # Ids are ASCII (checked when the input is read); the summary's `source`
-            # column is a file name, which may not be: UTF-8, never a failed write.
-            encoding = ("utf-8", "backslashreplace") if name == SUMMARY else ("ascii", "strict")
+            # column is a file name, and virus.fna holds sequences, which may not be:
+            # UTF-8, never a failed write.
+            lenient = name in (SUMMARY, VIRUS_FASTA)
+            encoding = ("utf-8", "backslashreplace") if lenient else ("ascii", "strict")
             self._text[name] = self._tmp[name].open(
                 "w", encoding=encoding[0], errors=encoding[1], newline="\n"
             )
             self._text[name].write(header)
         if embedding_dims:
-            self._h5 = _EmbeddingFile(self._tmp[EMBEDDINGS], embedding_dims)
+            self._h5 = EmbeddingFile(self._tmp[EMBEDDINGS], embedding_dims)
 
-    def write(self, result: RecordResult, *, source: str = "") -> None:
-        """Append one record's rows; `source` is the input file it came from."""
+    def write(self, result: RecordResult, *, source: str = "", sequence: str | None = None) -> None:
+        """Append one record's rows; `source` is the input file it came from, `sequence`
+        its sequence (required `with_sequences`: a virus call goes to virus.fna)."""
         calls: list[tuple[str, bool]] = []
         if result.frame_ids:  # a record without frames has a summary row only
             calls = chunk_calls(result)
@@ -192,7 +219,11 @@ class ResultWriter:
             self._text[HIGHEST_SCORE].writelines(f"{cid}\t{v}\n" for cid, v in calls)
             if self._h5 is not None:
                 self._h5.append(result)
-        self._text[SUMMARY].write(summary_row(result, calls, source))
+            if self.with_sequences and any(is_virus for _, is_virus in calls):
+                if sequence is None:
+                    raise ValueError(f"record {result.record_id}: no sequence for virus.fna")
+                self._text[VIRUS_FASTA].write(fasta_entry(result.record_id, sequence))
+        self._text[SUMMARY].write(summary_row(result, calls, source, self.chunk_length))
         self.frames += len(result.frame_ids)
         self.records += 1
 
@@ -209,12 +240,17 @@ class ResultWriter:
             os.fsync(handle.fileno())
             handle.close()
         names = [SUMMARY, HIGHEST_SCORE]
+        if self.with_sequences:
+            names.append(VIRUS_FASTA)
         if self._h5 is not None:
             self._h5.close()
             names.append(EMBEDDINGS)
         names.append(PREDICTIONS)
-        # Without embeddings, an old embeddings.h5 beside the new predictions would mislead.
+        # Without embeddings, an old embeddings.h5 beside the new predictions would
+        # mislead; so would an old virus.fna beside outputs written without sequences.
         stale = [] if self._h5 is not None else [EMBEDDINGS]
+        if not self.with_sequences:
+            stale.append(VIRUS_FASTA)
         replace = set(names) if self.force else self._ours(names, stale)
         for name in names:
             self._place(name, replace=name in replace)
@@ -311,126 +347,3 @@ def same_bytes(a: Path, b: Path) -> bool:
     except OSError:
         return False
     return True
-
-
-class _DroppableFile(io.RawIOBase):
-    """The embeddings file's bytes, as h5py's `fileobj` driver writes them.
-
-    `drop()` turns every later write, truncate and flush into a no-op. HDF5 flushes its
-    caches while closing a file; on a full disk that flush fails again, HDF5 then
-    leaves the file open, and its objects' later cleanup prints tracebacks (or
-    crashes). With the writes dropped, closing a file that is being thrown away
-    cannot fail.
-    """
-
-    def __init__(self, path: Path):
-        super().__init__()
-        self.file = path.open("w+b")
-        self._dropped = False
-
-    def drop(self) -> None:
-        self._dropped = True
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self.file.readinto(buffer)
-
-    def write(self, data: Any) -> int:
-        if self._dropped:
-            return memoryview(data).nbytes
-        return self.file.write(data)
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self.file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.file.tell()
-
-    def truncate(self, size: int | None = None) -> int:
-        if self._dropped:
-            return self.file.tell() if size is None else size
-        return self.file.truncate(size)
-
-    def flush(self) -> None:
-        if not self._dropped and not self.file.closed:
-            self.file.flush()
-
-    def fileno(self) -> int:
-        return self.file.fileno()
-
-    def close(self) -> None:
-        try:
-            if self._dropped:
-                with suppress(OSError):
-                    self.file.close()  # its own buffer's flush may fail: the fd closes
-            else:
-                self.file.close()
-        finally:
-            super().close()
-
-
-class _EmbeddingFile:
-    """Appends rows to resizable HDF5 datasets `ids`, `nucleotide`, `protein`."""
-
-    def __init__(self, path: Path, dims: tuple[int, int]):
-        import h5py  # here: virnucd imports this module, and needs h5py only for embeddings
-
-        self._raw = _DroppableFile(path)
-        try:
-            self._file = h5py.File(self._raw, "w")
-        except BaseException:
-            self._raw.drop()
-            self._raw.close()
-            raise
-        self._rows = 0
-        string = h5py.string_dtype(encoding="ascii")
-        self._ids = self._file.create_dataset(
-            "ids", (0,), string, maxshape=(None,), chunks=(_H5_GROWTH,), track_times=False
-        )
-        self._sets = [
-            self._file.create_dataset(
-                name, (0, dim), "f4", maxshape=(None, dim), chunks=(256, dim), track_times=False
-            )
-            for name, dim in zip(("nucleotide", "protein"), dims, strict=True)
-        ]
-
-    def append(self, result: RecordResult) -> None:
-        n = len(result.frame_ids)
-        if n == 0:
-            return
-        if result.nucleotide is None or result.protein is None:
-            raise ValueError(f"record {result.record_id}: embeddings were not kept")
-        end = self._rows + n
-        self._ids.resize((end,))
-        self._ids[self._rows : end] = result.frame_ids
-        for dataset, rows in zip(self._sets, (result.nucleotide, result.protein), strict=True):
-            dataset.resize((end, dataset.shape[1]))
-            dataset[self._rows : end] = rows
-        self._rows = end
-
-    def close(self) -> None:
-        """Flush, fsync and close: the file is complete on disk."""
-        if self._file.id.valid:
-            self._file.flush()
-            self._file.close()
-        if not self._raw.closed:
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
-
-    def discard(self) -> None:
-        """Close without writing anything more; never raises (the file is deleted next)."""
-        self._raw.drop()
-        with suppress(Exception):
-            if self._file.id.valid:
-                self._file.close()
-        with suppress(Exception):
-            self._raw.close()

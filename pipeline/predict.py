@@ -20,6 +20,7 @@ from .frames import Frame, chunk_starts, record_frames
 from .models import ModelSet
 from .outputs import RecordResult
 from .prefetch import prefetched
+from .record_warnings import n_bases
 
 DEFAULT_BLOCK_FRAMES = 2048
 # The scores of every record without frames: one read-only array, not one per record.
@@ -34,6 +35,7 @@ class _Pending:
     record_id: str
     length: int
     chunks: int
+    n_bases: int
     frame_ids: list[str] = field(default_factory=list)
     pieces: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = field(
         default_factory=list
@@ -42,7 +44,9 @@ class _Pending:
 
     def result(self) -> RecordResult:
         if not self.pieces:
-            return RecordResult(self.record_id, self.length, self.chunks, [], _NO_SCORES)
+            return RecordResult(
+                self.record_id, self.length, self.chunks, [], _NO_SCORES, n_bases=self.n_bases
+            )
         scores, nucleotide, protein = zip(*self.pieces, strict=True)
         return RecordResult(
             self.record_id,
@@ -52,6 +56,7 @@ class _Pending:
             np.concatenate(scores),
             None if nucleotide[0] is None else np.concatenate(nucleotide),
             None if protein[0] is None else np.concatenate(protein),
+            self.n_bases,
         )
 
 
@@ -142,7 +147,8 @@ def _cut_blocks(
     closed: list[_Pending] = []
     for record in records:
         length = len(record.sequence)
-        current = _Pending(record.id, length, len(chunk_starts(length, chunk_length)))
+        chunks = len(chunk_starts(length, chunk_length))
+        current = _Pending(record.id, length, chunks, n_bases(record.sequence))
         opened.append(current)
         for frame in record_frames(record.id, record.sequence, chunk_length):
             block.append((frame, current))

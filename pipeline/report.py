@@ -4,13 +4,16 @@
 writes, beside the outputs:
 
 * `prediction.png` — the original's `drew_fig.py` idea: one panel per record, for the
-  `top` records with the highest max P(virus); along the record, a segment per chunk
-  (its real span, `frames.chunk_starts`) at the chunk's highest score, red when the
-  chunk is called virus (as `prediction_results_highestscore.csv`), dark blue otherwise.
-  Chunks without a kept frame are not drawn; a grey line shows the record's length.
+  `top` best-ranked records (virus calls first, then by max P(virus)); along the
+  record, a segment per chunk (its real span, `frames.chunk_starts`) at the chunk's
+  highest score, red when the chunk is called virus (as
+  `prediction_results_highestscore.csv`), dark blue otherwise. Chunks
+  without a kept frame are not drawn; a grey line shows the record's length.
 * `report.html` — one self-contained file (images inline as base64 `data:` URIs, no
-  external CSS, JS or links): the run's summary, a histogram of per-record max P(virus)
-  (50 bins over [0, 1]), the plot, and a table of the top records.
+  external CSS, JS or links): a banner for demo models, the run's summary and model
+  files (run_info.json), how to read the numbers and the call rule, a histogram of
+  per-record max P(virus) (50 bins over [0, 1]), the plot, and a table of the
+  best-ranked records; when no record was scored, a line that says so instead.
 
 Bounded for millions of records: the outputs are read in two streaming passes that
 hold at most `top` records' details (report_scan.py); the pictures are drawn by
@@ -22,12 +25,13 @@ matplotlib is imported only when drawing: virnucd and `virnucctl report` import 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 from .durable import publish
-from .output_format import PREDICTIONS, SUMMARY
+from .output_format import PREDICTIONS, RUN_INFO, SUMMARY
 from .report_figures import chunk_plot, histogram_plot
 from .report_page import report_page
 from .report_scan import ReportError, ReportSummary, TopRecord, chunk_details, scan_summary
@@ -49,10 +53,13 @@ def write_report(
     """Write `prediction.png` and `report.html` into `out_dir`, beside its outputs.
 
     `top` records (1..MAX_TOP) get a panel and a table row. `run_info` supplies what the
-    output files do not hold, each optional (shown as "not recorded" when absent):
-    `inputs`, `models` (str, list or dict), `precision`, `chunk_length` (int; else
-    inferred from the records' lengths and chunk counts), `time` (seconds, or a str);
-    other keys are shown as given. `shown_as` is how the report and messages name the
+    output files do not hold (by default, the directory's `run_info.json` if any: see
+    pipeline/run_info.py for its keys), each optional (shown as "not recorded" when
+    absent): `inputs`, `models` (str, list or dict; run_info.json's per-role entries
+    get a table of files and checksums), `precision`, `chunk_length` (int; else inferred
+    from the records' lengths and chunk counts), `time` or `seconds` (seconds, or a
+    str); `demo_models` or `profile: "demo"` puts a banner on the page; other keys are
+    shown as given. `shown_as` is how the report and messages name the
     directory (virnucd writes through an opened directory's /proc/self/fd path).
     Raises `ReportError` when `out_dir` holds no complete outputs or they are
     malformed; `OSError` from writing.
@@ -62,7 +69,7 @@ def write_report(
     began = time.monotonic()
     out_dir = Path(out_dir)
     shown = shown_as or out_dir
-    info = dict(run_info or {})
+    info = dict(run_info if run_info is not None else _recorded_run_info(out_dir))
     predictions, summary_file = out_dir / PREDICTIONS, out_dir / SUMMARY
     if not predictions.is_file():
         raise ReportError(
@@ -87,3 +94,12 @@ def write_report(
     page = report_page(summary, info, histogram_png, plot_png)
     publish(summary.report, page.encode("utf-8"))
     return summary
+
+
+def _recorded_run_info(out_dir: Path) -> dict[str, Any]:
+    """The directory's run_info.json, or {} when it has none that reads as one."""
+    try:
+        info = json.loads((out_dir / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}

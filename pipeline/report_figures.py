@@ -73,6 +73,11 @@ def chunk_plot(top: list[TopRecord], details: dict[str, list[ChunkCall]]) -> byt
 
 
 def histogram_plot(counts: list[int]) -> bytes:
+    return _png(histogram_figure(counts))
+
+
+def histogram_figure(counts: list[int]) -> Any:
+    """The histogram of per-record max P(virus); its y axis starts at 0, even empty."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(9, 3.2), layout="constrained")
@@ -82,9 +87,12 @@ def histogram_plot(counts: list[int]) -> bytes:
     nonzero = [c for c in counts if c]
     if nonzero and max(nonzero) > 100 * min(nonzero):
         ax.set_yscale("log")  # a few viruses among many others stay visible
+    if not nonzero:  # matplotlib would centre an empty axis on 0, below it
+        ax.set_ylim(0, 1)
+        ax.text(0.5, 0.5, "no scored records", ha="center", va="center")
     ax.set_xlim(0, 1)
     ax.set_xlabel("max P(virus) of the record")
     ax.set_ylabel("records")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    return _png(figure)
+    return figure

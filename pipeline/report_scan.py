@@ -24,11 +24,13 @@ from typing import Any
 
 from .frames import chunk_starts
 from .output_format import (
+    LABELS,
     PREDICTIONS,
     PREDICTIONS_HEADER,
     SUMMARY,
     SUMMARY_HEADER,
     SUMMARY_HEADER_V1,
+    SUMMARY_HEADER_V2,
 )
 from .spec import CHUNK_LENGTHS  # VirNucPro's two models
 
@@ -85,6 +87,7 @@ class ReportSummary:
     chunks: int = 0
     chunks_virus: int = 0
     calls: dict[str, int] = field(default_factory=dict)  # virus / others / no_frames
+    warnings: dict[str, int] | None = None  # records per warning; None: an older layout
     histogram: list[int] = field(default_factory=lambda: [0] * BINS)  # per-record max P(virus)
     unscored: int = 0  # records with no max P(virus) (no frames, or NaN)
     chunk_length: int | None = None  # None: not known, estimated per record
@@ -103,6 +106,7 @@ class ReportSummary:
             "chunks": self.chunks,
             "chunks_virus": self.chunks_virus,
             "calls": dict(self.calls),
+            "warnings": None if self.warnings is None else dict(self.warnings),
             "histogram": list(self.histogram),
             "unscored": self.unscored,
             "chunk_length": self.chunk_length,
@@ -144,15 +148,23 @@ class SummaryEntry:
 def scan_summary(
     path: Path, top: int, summary: ReportSummary, given_length: Any
 ) -> list[SummaryEntry]:
-    """One pass: totals, histogram, chunk length; the `top` best records, best first."""
-    heap: list[tuple[float, int, SummaryEntry]] = []  # min-heap on (score, -index)
+    """One pass: totals, histogram, chunk length; the `top` best records, best first.
+
+    "Best" follows the call first: every record called virus ranks above every record
+    called others, then the higher max P(virus), then input order. Ranked by the score
+    alone, an "others" record (a frame with P(virus) 0.52 in a chunk that another frame
+    calls others) would rank above a "virus" one (a chunk whose best scores are 0.501
+    and 0.499), and the table would seem to contradict its own calls.
+    """
+    heap: list[tuple[bool, float, int, SummaryEntry]] = []  # min-heap on rank_key
     calls: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
     lengths = set(CHUNK_LENGTHS)
     histogram = summary.histogram
     row = 0
     with path.open(encoding="utf-8", newline="\n") as handle:
         header = handle.readline()
-        if header not in (SUMMARY_HEADER, SUMMARY_HEADER_V1):
+        if header not in (SUMMARY_HEADER, SUMMARY_HEADER_V2, SUMMARY_HEADER_V1):
             raise ReportError(f"{path} does not start with the header of {SUMMARY}")
         width = header.count("\t") + 1
         for index, line in enumerate(handle):
@@ -167,6 +179,8 @@ def scan_summary(
             except ValueError:
                 raise ReportError(f"{path} line {index + 2}: not a number") from None
             calls[call] += 1
+            if header == SUMMARY_HEADER:  # `warnings`, last: ";"-joined words, or empty
+                warnings.update(word for word in fields[-1].split(";") if word)
             summary.frames += frames
             summary.chunks += chunks
             summary.chunks_virus += chunks_virus
@@ -177,13 +191,13 @@ def scan_summary(
             else:
                 score = min(max(score, 0.0), 1.0)
                 histogram[min(int(score * BINS), BINS - 1)] += 1
-                key = (score, -index)
+                key = (call == LABELS[1], score, -index)
                 if len(heap) < top:
                     entry = SummaryEntry(
                         record_id, length, chunks, frames, chunks_virus, score, call, row, index
                     )
                     heapq.heappush(heap, (*key, entry))
-                elif key > heap[0][:2]:
+                elif key > heap[0][:3]:
                     entry = SummaryEntry(
                         record_id, length, chunks, frames, chunks_virus, score, call, row, index
                     )
@@ -192,6 +206,7 @@ def scan_summary(
             row += frames
             summary.records += 1
     summary.calls = dict(calls)
+    summary.warnings = dict(warnings) if header == SUMMARY_HEADER else None
     if given_length:
         summary.chunk_length = int(given_length)
     elif lengths:

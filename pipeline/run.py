@@ -7,6 +7,7 @@ times as "our pipeline".
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .inputs import read_job_records, scan_inputs
 from .models import ModelSet
 from .outputs import ResultWriter
 from .predict import Predictor
+from .run_info import build_run_info, write_run_info
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +38,9 @@ def predict_file(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Progress:
     """Predict every record of `input_path` (one FASTA or FASTQ file, or a list of
-    them, read in order as one input) into `out_dir`; returns the final counts."""
+    them, read in order as one input) into `out_dir`, then `run_info.json` beside
+    them; returns the final counts."""
+    began = time.monotonic()
     paths = [input_path] if isinstance(input_path, str | os.PathLike) else list(input_path)
     sources = [os.fspath(path) for path in paths]
     # fails fast, before any model time is spent
@@ -44,17 +48,36 @@ def predict_file(
     dims = (models.dnabert.dim, models.esm.dim) if save_embeddings else None
     predictor = Predictor(models, keep_embeddings=save_embeddings)
     records = read_job_records(sources)
-    source_of: deque[str] = deque()  # the file of each record handed out, oldest first
+    # The file and sequence of each record handed out, oldest first: only the records
+    # in flight in the predictor (about a block of frames), so memory stays bounded.
+    handed_out: deque[tuple[str, str]] = deque()
 
     def tracked() -> Iterator[FastaRecord]:
         for source, record in records:
-            source_of.append(source)
+            handed_out.append((source, record.sequence))
             yield record
 
-    with ResultWriter(Path(out_dir), embedding_dims=dims, force=force) as writer:
+    with ResultWriter(
+        Path(out_dir),
+        embedding_dims=dims,
+        force=force,
+        chunk_length=models.spec.chunk_length,
+        with_sequences=True,
+    ) as writer:
         for result in predictor.predict(tracked()):  # results come back in input order
-            writer.write(result, source=source_of.popleft())
+            source, sequence = handed_out.popleft()
+            writer.write(result, source=source, sequence=sequence)
             if on_progress is not None:
                 on_progress(Progress(writer.records, total, writer.frames))
         writer.commit()
+    options = {"model_set": None, "save_embeddings": save_embeddings, "force": force}
+    info = build_run_info(
+        models.spec,
+        inputs=sources,
+        output=os.fspath(out_dir),
+        devices=[str(models.device)],
+        options=options,
+        seconds=time.monotonic() - began,
+    )
+    write_run_info(out_dir, info)  # after the outputs, as virnucd's report step does
     return Progress(writer.records, total, writer.frames)

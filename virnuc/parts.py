@@ -10,7 +10,9 @@ read back with `allow_pickle=False`, so no part can ever run code when loaded:
 * `meta` — UTF-8 JSON as a uint8 array: format, job_id, unit_id, first_record,
   record_count, end_offset, frames.
 * `record_ids` ('U'), `record_lengths`, `record_chunks`, `record_frames` (int64, one
-  per record, in input order; `record_frames` says how many frame rows each owns).
+  per record, in input order; `record_frames` says how many frame rows each owns),
+  and `record_n_bases` (int64, each record's N/n letters; absent from parts written
+  before it was added, whose records then have no `mostly_N` warning).
 * `frame_ids` ('U'), `scores` (float32 [frames, 2]), and when embeddings were kept,
   `nucleotide` and `protein` (float32 [frames, dim]).
 
@@ -27,6 +29,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,9 @@ SUFFIX = ".npz"
 TEMP_SUFFIX = ".tmp"
 _HASH_BLOCK = 1 << 20
 _INT_ARRAYS = ("record_lengths", "record_chunks", "record_frames")
+# Each record's N/n count (for the `mostly_N` warning); optional: parts written before
+# it was added lack it, and read as "not known".
+N_BASES = "record_n_bases"
 _EMBEDDINGS = ("nucleotide", "protein")
 _META_FIELDS = ("job_id", "unit_id", "first_record", "record_count", "end_offset", "frames")
 
@@ -95,10 +101,11 @@ class PartContents:
             a["record_lengths"].tolist(),
             a["record_chunks"].tolist(),
             a["record_frames"].tolist(),
-            strict=True,
+            a[N_BASES].tolist() if N_BASES in a else repeat(None),
+            strict=False,  # repeat() is endless; the others are checked equal on reading
         )
         start = 0
-        for rid, length, chunks, frames in columns:
+        for rid, length, chunks, frames, n_count in columns:
             end = start + frames
             own = [array[start:end] for array in rows] if frames else no_rows
             yield RecordResult(
@@ -109,6 +116,7 @@ class PartContents:
                 scores=own[0],
                 nucleotide=own[1] if embedded else None,
                 protein=own[2] if embedded else None,
+                n_bases=n_count,
             )
             start = end
 
@@ -192,6 +200,7 @@ def _to_arrays(
         "record_lengths": np.array([r.length for r in results], dtype=np.int64),
         "record_chunks": np.array([r.chunks for r in results], dtype=np.int64),
         "record_frames": np.array([len(r.frame_ids) for r in results], dtype=np.int64),
+        **_n_bases_array(results),
         "frame_ids": _strings(frame_ids),
         "scores": _rows([r.scores for r in results], 2, "scores"),
     }
@@ -208,6 +217,14 @@ def _to_arrays(
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     _check_consistent(arrays, meta)  # refuse to write what read_part would refuse
     return arrays
+
+
+def _n_bases_array(results: list[RecordResult]) -> dict[str, np.ndarray]:
+    """`record_n_bases` when every result knows its N count (a worker's always do)."""
+    counts = [r.n_bases for r in results]
+    if any(count is None for count in counts):
+        return {}
+    return {N_BASES: np.array(counts, dtype=np.int64)}
 
 
 def _strings(values: list[str]) -> np.ndarray:
@@ -335,7 +352,8 @@ def _check_consistent(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> No
     _expect_kind(arrays, "record_ids", "U", 1)
     _expect_kind(arrays, "frame_ids", "U", 1)
     records = len(arrays["record_ids"])
-    for name in _INT_ARRAYS:
+    optional = (N_BASES,) if N_BASES in arrays else ()
+    for name in (*_INT_ARRAYS, *optional):
         _expect_kind(arrays, name, "i", 1)
         if len(arrays[name]) != records:
             raise ValueError(f"{name} has {len(arrays[name])} entries for {records} records")

@@ -3,9 +3,11 @@
 Nothing is trusted that can be checked again: each part's size and SHA-256 are
 re-verified against SQLite, the parts must tile the input from record 0 to the last
 without gap or overlap, each part's header must match its row, and its record ids
-must be the input's ids for that range (read afresh from the inputs' headers, file
-after file), with every frame id belonging to its record. Each record's row in
-`sequence_summary.tsv` names the file it came from (`source`). A part that fails any check raises
+must be the input's ids for that range (read afresh from the inputs, file after
+file), with every frame id belonging to its record. Each record's row in
+`sequence_summary.tsv` names the file it came from (`source`); the same pass over the
+inputs gives `virus.fna` the sequences of the records called virus, one record at a
+time, and it is published with the other outputs. A part that fails any check raises
 `PartNeedsRecompute`: the scheduler deletes it and what follows in its unit, and the
 records are computed again. Output files take their final names only at the end
 (`ResultWriter`), so an interrupted assembly leaves nothing that looks complete.
@@ -33,8 +35,8 @@ import numpy as np
 
 from virnuc.faults import Faults
 from virnuc.parts import PartContents, PartCorrupt, read_part
-from virnuc.pipeline.fasta import RecordStart
-from virnuc.pipeline.inputs import job_record_starts
+from virnuc.pipeline.fasta import FastaRecord
+from virnuc.pipeline.inputs import read_job_records
 from virnuc.pipeline.output_format import OUTPUT_NAMES
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
@@ -68,7 +70,7 @@ class _Assembly:
         self.faults = faults
         self.writer: ResultWriter | None = None
         self.next_record = 0
-        self.input_ids: Iterator[tuple[str, RecordStart]] = job_record_starts(job.inputs)
+        self.input_records: Iterator[tuple[str, FastaRecord]] = read_job_records(job.inputs)
 
     def add(self, row: PartRow) -> None:
         if self.cancel.is_set():
@@ -79,10 +81,10 @@ class _Assembly:
             raise PartNeedsRecompute(row, exc.reason) from exc
         self._check_place(row, part)
         results = list(part.results())
-        sources = self._check_ids(row, results)
+        inputs = self._check_ids(row, results)
         writer = self._writer(part)
-        for result, source in zip(results, sources, strict=True):
-            writer.write(result, source=source)
+        for result, (source, record) in zip(results, inputs, strict=True):
+            writer.write(result, source=source, sequence=record.sequence)
         self.next_record += row.record_count
         self.faults.hit("mid_assembly")
 
@@ -100,21 +102,23 @@ class _Assembly:
                 row, f"its header {header} does not match its record {expected}"
             )
 
-    def _check_ids(self, row: PartRow, results: list[RecordResult]) -> list[str]:
-        """Each result is the input's next record; returns the file each one is in."""
-        sources = []
+    def _check_ids(
+        self, row: PartRow, results: list[RecordResult]
+    ) -> list[tuple[str, FastaRecord]]:
+        """Each result is the input's next record; returns each one's file and record."""
+        inputs = []
         for result in results:
-            source, start = next(self.input_ids, ("", None))
-            if start is None or start.id != result.record_id:
-                expected = "the end of the input" if start is None else f"record {start.id!r}"
+            source, record = next(self.input_records, ("", None))
+            if record is None or record.id != result.record_id:
+                expected = "the end of the input" if record is None else f"record {record.id!r}"
                 raise PartNeedsRecompute(
                     row, f"holds record {result.record_id!r} where the input has {expected}"
                 )
             prefix = f"{result.record_id}_chunk_"
             if result.frame_ids and not all(f.startswith(prefix) for f in result.frame_ids):
                 raise PartNeedsRecompute(row, f"record {result.record_id!r} has foreign frame ids")
-            sources.append(source)
-        return sources
+            inputs.append((source, record))
+        return inputs
 
     def _writer(self, part: PartContents) -> ResultWriter:
         if self.writer is None:
@@ -131,6 +135,8 @@ class _Assembly:
                 force=self.job.force,
                 check_free=False,
                 shown_as=self.job.output,
+                chunk_length=self.job.spec.chunk_length,
+                with_sequences=True,
             )
         return self.writer
 
@@ -140,7 +146,7 @@ class _Assembly:
         total = self.job.records_total or 0
         if self.next_record != total:
             raise RuntimeError(f"parts cover {self.next_record} of {total} records")
-        if next(self.input_ids, None) is not None:
+        if next(self.input_records, None) is not None:
             raise RuntimeError("the input has more records than were planned")
         if self.writer is None:
             raise RuntimeError("no parts recorded")

@@ -108,7 +108,7 @@ class Scheduler(Actor[Any]):
         self.book = JobBook(config, progress, events, self.space, lambda: self.queue.positions())
         self.queue = UnitQueue(config, progress, self.book, self.space)
         self.faults = Faults.from_env()  # crash tests only; inert when unset
-        self.reports = job_tasks.Reports(progress)
+        self.reports = job_tasks.Reports(progress, config.devices())
         self.workers = {supervisor.worker_id: supervisor for supervisor in slots(self)}
 
     # --- lifecycle ---------------------------------------------------------------------

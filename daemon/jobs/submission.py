@@ -20,6 +20,7 @@ from pathlib import Path
 
 from virnuc.disk_space import describe, free_bytes
 from virnuc.pipeline.fasta import GZIP_MAGIC
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import OUTPUT_NAMES
 from virnuc.pipeline.report import REPORT_NAMES
 from virnuc.pipeline.spec import ModelSpec, ModelSpecError
@@ -267,7 +268,7 @@ def check_output(out: OutputDir, who: Who | None, *, force: bool, busy: set[str]
             f"output {out.path} already holds results ({', '.join(present)}); "
             "choose another --out or pass --force to replace them",
         )
-    if force and (foreign := foreign_results(out, who, (*OUTPUT_NAMES, *REPORT_NAMES))):
+    if force and (foreign := foreign_results(out, who, (*OUTPUT_NAMES, RUN_INFO, *REPORT_NAMES))):
         assert who is not None
         raise SubmitRefused(
             ErrorCode.FORBIDDEN,

@@ -15,11 +15,13 @@ import contextlib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import OutputExistsError
 from virnuc.pipeline.report import REPORT_NAMES
 from virnuc.protocol import ErrorCode
@@ -34,6 +36,9 @@ from .report_process import write_report
 from .result_access import hand_over
 
 log = structlog.get_logger()
+
+#: What the report step writes beside the outputs, each handed to the job's owner.
+MADE_AFTER_DONE = (RUN_INFO, *REPORT_NAMES)
 
 
 async def planning(
@@ -107,8 +112,11 @@ class Reports:
     after it recorded `done`; at shutdown the unfinished ones are cancelled (a child
     already drawing may still write its files, each one atomically)."""
 
-    def __init__(self, progress: ProgressLog) -> None:
+    def __init__(self, progress: ProgressLog, devices: list[str] | None = None) -> None:
         self.progress = progress
+        # The devices virnucd's workers run on, once each, for run_info.json: a job's
+        # units may have run on any of them.
+        self.devices = list(dict.fromkeys(devices or []))
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, row: JobRow) -> None:
@@ -123,7 +131,7 @@ class Reports:
 
     async def _make(self, row: JobRow) -> None:
         try:
-            await _report(row)
+            await _report(row, self.devices)
         except asyncio.CancelledError:  # shutdown: the job is done without its report
             log.warning("report.interrupted", job_id=row.job_id)
             raise
@@ -134,32 +142,44 @@ class Reports:
                 await self.progress.log_event("report.failed", error, job_id=row.job_id)
 
 
-async def _report(row: JobRow) -> None:
-    """`prediction.png` and `report.html` beside the published outputs, made from them;
-    raises why not."""
-    spec = row.spec
-    info = {
-        "inputs": ", ".join(row.inputs),
-        "models": {"esm": spec.esm, "dnabert": spec.dnabert, "classifier": spec.classifier},
-        "precision": spec.precision,
-        "chunk_length": spec.chunk_length,
-        "time": time.time() - row.created_at,
+async def _report(row: JobRow, devices: list[str] | None = None) -> None:
+    """`run_info.json`, `prediction.png` and `report.html` beside the published outputs,
+    made from them; raises why not."""
+    await asyncio.to_thread(_write_report, row, run_of(row, devices or []))
+
+
+def run_of(row: JobRow, devices: list[str]) -> dict[str, Any]:
+    """`build_run_info`'s arguments for the job, as JSON for the report child: the
+    spec as virnucd resolved it, the submit's inputs, output and options."""
+    return {
+        "spec": row.spec.as_dict(),
+        "inputs": list(row.inputs),
+        "output": row.output,
+        "devices": devices,
+        "options": {
+            "model_set": row.model_set,
+            "save_embeddings": row.save_embeddings,
+            "checkpoint_every": row.checkpoint_every,
+            "force": row.force,
+        },
+        "seconds": time.time() - row.created_at,  # submit to now: just after `done`
     }
-    await asyncio.to_thread(_write_report, row, info)
 
 
-def _write_report(row: JobRow, info: dict[str, object]) -> None:
+def _write_report(row: JobRow, run: dict[str, Any]) -> None:
     """In one thread: open the output directory again (as the outputs were written),
     write through it, close it; a cancelled task never closes it under a write."""
     target = reopen_output(row.output, row.output_identity, row.owner)
     try:
         out = Path(target.path)
-        present = [name for name in REPORT_NAMES if (out / name).exists()]
+        present = [name for name in MADE_AFTER_DONE if (out / name).exists()]
         if present and not row.force:  # never replace a file that may not be ours
             log.warning("report.skipped", job_id=row.job_id, present=present)
             return
-        write_report(out, run_info=info, shown_as=Path(row.output))
-        hand_over(target.path, REPORT_NAMES, row.owner)
+        try:
+            write_report(out, run_info={}, shown_as=Path(row.output), run=run)
+        finally:  # run_info.json is written before the report is drawn, which may fail
+            hand_over(target.path, MADE_AFTER_DONE, row.owner)
     except OSError as exc:
         raise target.shown(exc, row.output) from None
     finally:

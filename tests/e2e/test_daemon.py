@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.run import predict_file
 
 from bench.synthetic import random_lengths, write_fasta
@@ -66,6 +68,13 @@ def test_raw_client_job_equals_the_in_process_pipeline(daemon, demo_models, tmp_
     page = report.read_text()
     assert "data:image/png;base64," in page
     assert (tmp_path / "out" / "prediction.png").read_bytes().startswith(b"\x89PNG")
+    assert "DEMO MODELS" in page
+    # both paths record the run alike: the same keys, the same demo files and checksums
+    info = json.loads((tmp_path / "out" / RUN_INFO).read_text())
+    ref_info = json.loads((tmp_path / "ref" / RUN_INFO).read_text())
+    assert info.keys() == ref_info.keys()
+    assert info["models"] == ref_info["models"]
+    assert info["inputs"] == [str(EXAMPLE)]
 
 
 def test_two_jobs_back_to_back_complete_without_reloading_models(
@@ -174,11 +183,14 @@ def test_a_bf16_job_runs_its_models_in_bf16_and_stays_close_to_fp32(
     assert daemon.client.result("status", job_id=fp32)["precision"] == "fp32"
 
 
+SOURCE = 7  # sequence_summary.tsv's `source` column, before `warnings`
+
+
 def without_source(summary: Path) -> list[list[str]]:
-    """`sequence_summary.tsv` less its last column, `source` (the file's name)."""
+    """`sequence_summary.tsv` less its `source` column (the file's name)."""
     rows = read_table(summary)
-    assert rows[0][-1] == "source"
-    return [row[:-1] for row in rows]
+    assert rows[0][SOURCE] == "source"
+    return [row[:SOURCE] + row[SOURCE + 1 :] for row in rows]
 
 
 @pytest.mark.parametrize("name", ["reads.fq", "reads.fq.gz"])
@@ -201,7 +213,7 @@ def test_a_fastq_job_has_the_outputs_of_the_same_reads_as_fasta(
     assert without_source(tmp_path / "fastq" / summary) == without_source(
         tmp_path / "fasta" / summary
     )
-    assert {row[-1] for row in read_table(tmp_path / "fastq" / summary)[1:]} == {str(fastq)}
+    assert {row[SOURCE] for row in read_table(tmp_path / "fastq" / summary)[1:]} == {str(fastq)}
 
 
 def test_a_job_of_several_inputs_writes_them_in_order_with_each_record_s_source(
@@ -232,7 +244,7 @@ def test_a_job_of_several_inputs_writes_them_in_order_with_each_record_s_source(
     assert_same_outputs(reference(demo_models, inputs, tmp_path / "ref"), out)
     rows = read_table(out / "sequence_summary.tsv")[1:]
     assert [row[0] for row in rows] == [f"contig_{i:05d}" for i in range(1, 61)]  # input order
-    assert [row[-1] for row in rows] == [str(inputs[0])] * 25 + [str(inputs[1])] * 20 + [
+    assert [row[SOURCE] for row in rows] == [str(inputs[0])] * 25 + [str(inputs[1])] * 20 + [
         str(inputs[2])
     ] * 15
     # the same records as one FASTA: the same frames and labels, scores to float32 noise

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import EMBEDDINGS, OUTPUT_NAMES, PREDICTIONS, PREDICTIONS_HEADER
 from virnuc.pipeline.report import PLOT, REPORT
 
@@ -62,4 +63,4 @@ def test_with_force_a_file_that_appeared_in_out_is_replaced(daemon: Daemon, tmp_
     assert (out / PREDICTIONS).read_text().startswith(PREDICTIONS_HEADER)
     wait_for((out / REPORT).exists, 60, "the report, made after `done`, last")
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted({*OUTPUT_NAMES, PLOT, REPORT} - {EMBEDDINGS})
+    assert names == sorted({*OUTPUT_NAMES, RUN_INFO, PLOT, REPORT} - {EMBEDDINGS})

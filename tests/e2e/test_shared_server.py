@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import OUTPUT_NAMES, PREDICTIONS
 from virnuc.pipeline.report import PLOT, REPORT
 
@@ -232,6 +233,8 @@ def test_a_member_cannot_write_into_another_members_dir(
     results = server.area(bob) / "results"
     bobs = server.write_input(bob, "bobs.fa", 5)
     assert server.wait_end(server.submit_as(bob, [bobs], results))["state"] == "done"
+    # run_info.json, then the report, are written after `done`: wait for the last
+    wait_for((results / REPORT).exists, 60, "bob's report, made after `done`")
     before = _contents(results)
     error = server.error_as(
         alice, "submit", inputs=[str(fasta)], output=str(results), profile="demo", force=True
@@ -274,7 +277,7 @@ def test_an_output_dir_swapped_for_a_symlink_is_not_written_through(
 
 def is_output(name: str) -> bool:
     """A result file, or a temporary one on its way there."""
-    return name in (*OUTPUT_NAMES, REPORT, PLOT) or name.endswith(".partial")
+    return name in (*OUTPUT_NAMES, RUN_INFO, REPORT, PLOT) or name.endswith(".partial")
 
 
 # --- 6. owners ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from virnuc.pipeline.output_format import (
     OUTPUT_NAMES,
     SUMMARY_HEADER,
     SUMMARY_HEADER_V1,
+    SUMMARY_HEADER_V2,
 )
 
 
@@ -22,8 +23,9 @@ def test_naming_the_outputs_imports_neither_torch_nor_h5py() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_the_names_are_distinct_and_the_old_summary_header_lacks_only_source() -> None:
-    assert len(set(OUTPUT_NAMES)) == len(OUTPUT_NAMES) == 4
+def test_the_names_are_distinct_and_the_old_summary_headers_lack_only_the_last_columns() -> None:
+    assert len(set(OUTPUT_NAMES)) == len(OUTPUT_NAMES) == 5
     columns = SUMMARY_HEADER.rstrip("\n").split("\t")
-    assert columns[-1] == "source"
-    assert SUMMARY_HEADER_V1.rstrip("\n").split("\t") == columns[:-1]
+    assert columns[-2:] == ["source", "warnings"]
+    assert SUMMARY_HEADER_V2.rstrip("\n").split("\t") == columns[:-1]
+    assert SUMMARY_HEADER_V1.rstrip("\n").split("\t") == columns[:-2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from virnuc.pipeline.outputs import (
     OUTPUT_NAMES,
     PREDICTIONS,
     SUMMARY,
+    VIRUS_FASTA,
     OutputExistsError,
     RecordResult,
     ResultWriter,
@@ -92,11 +94,32 @@ def test_highest_score_rule_per_chunk_in_input_order(tmp_path: Path) -> None:
 def test_sequence_summary_one_row_per_record_with_its_source_file(tmp_path: Path) -> None:
     write_all(tmp_path, RESULTS)
     assert lines(tmp_path / SUMMARY) == [
-        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource",
-        "z\t600\t2\t3\t2\t0.9\tvirus\t/in/a.fq",
-        "a\t2\t1\t0\t0\tNA\tno_frames\t/in/b.fq",
-        "m\t300\t1\t1\t0\t0.1\tothers\t/in/a.fq",
+        "record_id\tlength\tchunks\tframes_scored\tchunks_virus\tmax_virus_score\tcall\tsource"
+        "\twarnings",
+        "z\t600\t2\t3\t2\t0.9\tvirus\t/in/a.fq\t",
+        "a\t2\t1\t0\t0\tNA\tno_frames\t/in/b.fq\tno_frames",
+        "m\t300\t1\t1\t0\t0.1\tothers\t/in/a.fq\t",
     ]
+
+
+def test_warnings_name_what_weakens_a_call_last_and_semicolon_joined(tmp_path: Path) -> None:
+    results = [
+        result("fine", [("chunk_1F1", 0.9)], length=300, chunks=1),
+        replace(result("short", [], length=120, chunks=1), n_bases=61),  # 61 of 120: N
+        replace(result("half", [("chunk_1F1", 0.9)], length=400, chunks=2), n_bases=200),
+        result("unknown_n", [("chunk_1F1", 0.9)], length=400, chunks=2),  # an older part
+    ]
+    with ResultWriter(tmp_path, chunk_length=300) as writer:
+        for r in results:
+            writer.write(r, source="/in.fa")
+        writer.commit()
+    warnings = {row.split("\t")[0]: row.split("\t")[-1] for row in lines(tmp_path / SUMMARY)[1:]}
+    assert warnings == {
+        "fine": "",
+        "short": "no_frames;shorter_than_chunk;mostly_N",
+        "half": "",  # exactly half is not "more than half"
+        "unknown_n": "",
+    }
 
 
 def test_a_source_path_with_a_tab_or_non_ascii_letters_stays_one_field(tmp_path: Path) -> None:
@@ -104,8 +127,8 @@ def test_a_source_path_with_a_tab_or_non_ascii_letters_stays_one_field(tmp_path:
         writer.write(RESULTS[0], source="/in/m\u00fcller\tlab.fq")
         writer.commit()
     row = lines(tmp_path / SUMMARY)[1].split("\t")
-    assert len(row) == 8
-    assert row[-1] == "/in/m\u00fcller lab.fq"
+    assert len(row) == 9
+    assert row[-2] == "/in/m\u00fcller lab.fq"
 
 
 def test_embeddings_are_row_aligned_with_predictions(tmp_path: Path) -> None:
@@ -216,7 +239,7 @@ def test_our_files_from_an_interrupted_publish_are_replaced(tmp_path: Path) -> N
     for name in (SUMMARY, HIGHEST_SCORE, EMBEDDINGS):  # renamed before the crash
         (out / name).write_bytes((reference / name).read_bytes())
     publish(out, results, embedding_dims=dims)
-    for name in OUTPUT_NAMES:
+    for name in (n for n in OUTPUT_NAMES if (reference / n).exists()):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert partials(out) == []
 
@@ -240,3 +263,37 @@ def test_a_file_appearing_during_the_renames_is_not_replaced_and_ours_are_taken_
     assert_names_the_file_and_what_to_do(str(error.value), tmp_path, PREDICTIONS)
     assert (tmp_path / PREDICTIONS).read_text() == "someone else's\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [PREDICTIONS]
+
+
+def test_virus_fna_holds_the_records_called_virus_in_input_order(tmp_path: Path) -> None:
+    results = [
+        result("z", [("chunk_1F1", 0.9)], length=130, chunks=1),  # virus
+        result("a", [], length=2, chunks=1),  # no frames
+        result("m", [("chunk_1F2", 0.1)], length=300, chunks=1),  # others
+        result("b", [("chunk_1F1", 0.1), ("chunk_2F1", 0.5)], length=5, chunks=2),  # a tie
+    ]
+    sequences = {"z": "ACGT" * 32 + "AC", "a": "AC", "m": "G" * 300, "b": "TTTTT"}
+    with ResultWriter(tmp_path, with_sequences=True) as writer:
+        for r in results:
+            writer.write(r, source="/in.fa", sequence=sequences[r.record_id])
+        writer.commit()
+    z = sequences["z"]
+    assert (tmp_path / VIRUS_FASTA).read_text() == (
+        f">z\n{z[:60]}\n{z[60:120]}\n{z[120:]}\n>b\nTTTTT\n"
+    )
+    calls = {row.split("\t")[0]: row.split("\t")[6] for row in lines(tmp_path / SUMMARY)[1:]}
+    assert [rid for rid, call in calls.items() if call == "virus"] == ["z", "b"]
+
+
+def test_virus_fna_of_a_run_without_viruses_is_empty_and_needs_no_sequences_then(
+    tmp_path: Path,
+) -> None:
+    with ResultWriter(tmp_path, with_sequences=True) as writer:
+        writer.write(result("m", [("chunk_1F2", 0.1)], length=300, chunks=1))
+        with pytest.raises(ValueError, match="no sequence"):
+            writer.write(result("z", [("chunk_1F1", 0.9)]))
+    assert not (tmp_path / VIRUS_FASTA).exists()  # nothing published after the error
+    with ResultWriter(tmp_path, with_sequences=True) as writer:
+        writer.write(result("m", [("chunk_1F2", 0.1)], length=300, chunks=1))
+        writer.commit()
+    assert (tmp_path / VIRUS_FASTA).read_bytes() == b""

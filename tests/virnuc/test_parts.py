@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,15 @@ def test_not_a_zip_at_all(tmp_path: Path) -> None:
         archive.writestr("meta.npy", b"garbage")
     with pytest.raises(PartCorrupt, match="not an array: meta"):
         read_part(path)
+
+
+def test_each_records_n_count_round_trips_and_an_older_part_reads_as_unknown(
+    tmp_path: Path,
+) -> None:
+    counted = [replace(r, n_bases=n) for r, n in zip(sample(False), (0, 2, 150), strict=True)]
+    contents = read_part(write(tmp_path / "new", counted).path)
+    assert [r.n_bases for r in contents.results()] == [0, 2, 150]
+    # a part of a virnuc before `record_n_bases`: no count, so no `mostly_N`, ever
+    contents = read_part(write(tmp_path / "old", sample(False)).path)
+    assert "record_n_bases" not in contents.arrays
+    assert [r.n_bases for r in contents.results()] == [None, None, None]

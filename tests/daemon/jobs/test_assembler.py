@@ -26,12 +26,15 @@ from virnuc.daemon.progress.log import JobRow, NewJob, PartRecord, ProgressLog, 
 from virnuc.faults import Faults
 from virnuc.parts import write_part
 from virnuc.pipeline.fasta import read_records, record_starts
+from virnuc.pipeline.inputs import read_job_records
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import (
     EMBEDDINGS,
     HIGHEST_SCORE,
     OUTPUT_NAMES,
     PREDICTIONS,
     SUMMARY,
+    VIRUS_FASTA,
     OutputExistsError,
     RecordResult,
     ResultWriter,
@@ -40,7 +43,7 @@ from virnuc.pipeline.spec import ModelSpec
 
 SPEC = ModelSpec("/m/esm.pt", "/m/dnabert", "/m/classifier.pth", 300, "demo")
 DIMS = (5, 3)  # nucleotide, protein embedding widths
-TEXT_OUTPUTS = (PREDICTIONS, HIGHEST_SCORE, SUMMARY)
+TEXT_OUTPUTS = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, VIRUS_FASTA)
 # Frames per record; zero-frame records keep their place. Units [3, 2, 4] in parts of
 # at most 2 records: (unit 0: @0, @2), (unit 1: @3), (unit 2: @5, @7).
 FRAMES = [3, 0, 6, 1, 4, 0, 0, 5, 2]
@@ -179,9 +182,14 @@ def reference(
 ) -> Path:
     """What a direct, in-process run writes for the same results (of input `source`)."""
     out = tmp_path / "reference"
-    with ResultWriter(out, embedding_dims=DIMS if embeddings else None) as writer:
+    dims = DIMS if embeddings else None
+    path = str(tmp_path / source)
+    sequences = {record.id: record.sequence for _, record in read_job_records([path])}
+    with ResultWriter(
+        out, embedding_dims=dims, chunk_length=SPEC.chunk_length, with_sequences=True
+    ) as writer:
         for result in results:
-            writer.write(result, source=str(tmp_path / source))
+            writer.write(result, source=path, sequence=sequences[result.record_id])
         writer.commit()
     return out
 
@@ -192,7 +200,9 @@ def h5_contents(path: Path) -> dict[str, Any]:
 
 
 def assert_same_outputs(out: Path, ref: Path) -> None:
-    names = sorted(os.listdir(ref))
+    # run_info.json: predict_file writes it after its outputs; virnucd in its report
+    # step, after assembly (tests/daemon/jobs/test_tasks_report.py)
+    names = sorted(set(os.listdir(ref)) - {RUN_INFO})
     assert sorted(os.listdir(out)) == names  # and no `.partial` file left beside them
     for name in TEXT_OUTPUTS:
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.outputs import RecordResult, ResultWriter
 
 
@@ -42,6 +44,9 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
         inputs=("/in.fa",),
         spec=spec,
         created_at=0.0,
+        model_set=None,
+        save_embeddings=False,
+        checkpoint_every=1000,
         force=False,
         owner=None,
         output_identity=f"{out.stat().st_dev}:{out.stat().st_ino}",  # as opened at submit
@@ -49,8 +54,17 @@ def test_a_job_never_replaces_a_report_file_it_did_not_write(tmp_path: Path) -> 
     asyncio.run(job_tasks._report(row))  # type: ignore[arg-type]
     assert (out / "report.html").read_text() == "theirs"
     assert not (out / "prediction.png").exists()
+    assert not (out / RUN_INFO).exists()
     asyncio.run(job_tasks._report(SimpleNamespace(**{**vars(row), "force": True})))  # type: ignore[arg-type]
     page = (out / "report.html").read_text()
     assert page != "theirs"
     assert str(out) in page  # the user's path, never the opened directory's
     assert "/proc/self/fd" not in page
+    info = json.loads((out / RUN_INFO).read_text())
+    assert info["inputs"] == ["/in.fa"]
+    assert info["output"] == str(out)
+    assert info["models"]["classifier"] == {
+        "given": "/m/classifier.pth",
+        "files": [{"path": "/m/classifier.pth", "missing": True}],
+    }
+    assert "/m/classifier.pth" in page  # the report shows what run_info.json says
