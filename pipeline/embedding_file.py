@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .outputs import RecordResult
+    from .record_result import RecordResult
 
 _H5_GROWTH = 4096
 

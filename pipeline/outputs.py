@@ -23,7 +23,6 @@ import errno
 import functools
 import os
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
@@ -45,26 +44,13 @@ from .output_format import (
     SUMMARY_HEADER,
     VIRUS_FASTA,
 )
+from .record_result import RecordResult as RecordResult  # re-exported: its old home
 from .record_warnings import record_warnings
 from .virus_fasta import fasta_entry
 
 
 class OutputExistsError(FileExistsError):
     """Raised by `ResultWriter` when the output directory already holds results."""
-
-
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    """Everything the outputs need about one input record, frames in output order."""
-
-    record_id: str
-    length: int
-    chunks: int
-    frame_ids: list[str]
-    scores: np.ndarray  # [frames, 2] float32: P(others), P(virus)
-    nucleotide: np.ndarray | None = None  # [frames, nucleotide dim] float32
-    protein: np.ndarray | None = None  # [frames, protein dim] float32
-    n_bases: int | None = None  # its N/n letters (None: not known, a part of an older virnuc)
 
 
 def format_score(value: np.float32 | float) -> str:
