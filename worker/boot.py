@@ -2,10 +2,9 @@
 
 Importing torch and transformers takes seconds; a daemon killed meanwhile must not
 leave a half-started worker (or a warm standby) behind. So this module, which imports
-only the standard library, `virnuc.worker.exits` and `virnuc.worker.priority` (leaves
-of the standard library alone), sets PR_SET_PDEATHSIG first, checks the parent is
-still the daemon that spawned it, sets its CPU priority, and only then imports and
-runs `virnuc.worker.serve`.
+only the standard library and `virnuc.worker.exits` (a leaf of the standard library
+alone), sets PR_SET_PDEATHSIG first, checks the parent is still the daemon that
+spawned it, and only then imports and runs `virnuc.worker.serve`.
 
     python -m virnuc.worker.boot [worker options]   (same options as virnuc.worker.serve)
 """
@@ -16,7 +15,6 @@ import os
 import sys
 
 from virnuc.worker.exits import EXIT_ORPHANED, arm_parent_death
-from virnuc.worker.priority import set_worker_priority
 
 
 def die_with_parent(argv: list[str]) -> bool:
@@ -35,7 +33,7 @@ def main() -> int:
     # a Slurm pilot gets the node's unless set here, and may write to a shared disk.
     os.umask(0o077)
     # Lower priority than virnucd: its control plane must answer while workers compute.
-    set_worker_priority(standby="--standby" in sys.argv[1:])
+    os.nice(max(0, int(os.environ.get("VIRNUC_WORKER_NICE", "0"))))
     from virnuc.worker.serve import main as worker_main
 
     return worker_main(sys.argv[1:])

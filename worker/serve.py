@@ -86,7 +86,6 @@ from virnuc.protocol import (
 from virnuc.worker.exits import EXIT_FATAL, EXIT_OK, EXIT_ORPHANED
 from virnuc.worker.link import Flags, IoLink, Log
 from virnuc.worker.part_writer import PartWriter
-from virnuc.worker.priority import leave_standby
 from virnuc.worker.process_setup import (
     DeviceUnavailable,
     adopt_parent,
@@ -224,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ORPHANED
     if args.standby and not sys.stdin.readline():
         return EXIT_OK  # a warm standby the daemon no longer needs (stdin closed)
-    leave_standby()
     flags = Flags()
     install_signal_handlers(flags)
     link = IoLink(
