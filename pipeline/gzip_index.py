@@ -2,7 +2,7 @@
 
 gzip has no random access: reaching byte N of the decompressed stream means
 decompressing the N bytes before it. The planner reads every gzip input from start to
-end anyway; its read (pipeline/gzip_pass.py) records a seek point (the decompressor's
+end anyway; meanwhile pipeline/gzip_pass.py records a seek point (the decompressor's
 state: 32 KiB of history) every few MiB and saves them at the end as the input's index,
 in indexed_gzip's format, described by its size and SHA-256 (`GzipIndex`). The job's
 row keeps the descriptions and each `assign` carries its unit's.

@@ -1,21 +1,23 @@
 """A gzip input read once, start to end, checked and indexed on the way: planning's read.
 
-indexed_gzip (zran) decompresses it and records a seek point (the decompressor's
-state: 32 KiB of history) every `spacing_for` decompressed bytes as it goes; `finish`
-saves them, in indexed_gzip's format, for the workers (pipeline/gzip_index.py). Its
-memory is the points kept (about 1,024 at most) and its buffers, whatever the size of
-the file. (rapidgzip decompresses faster, but holds every chunk's window until its
-index is exported: some 1.2 GB for a 10⁸-read lane; measured with 0.16.1.) It runs
-on the planning pass's reading thread, beside the scan.
+Two decompressors run side by side, each on a thread of its own, one core each:
 
-indexed_gzip checks no CRC32, and reads a file cut short inside its deflate data as a
-shorter file, without an error. So this reader takes the CRC32 and the length of all
-it returned and, at the end, compares them with the file's last 8 bytes: the footer
-of a single-member file (what gzip and pigz write), which then is complete and intact.
-A file whose footer does not match is either made of several members (concatenated
-.gz files, BGZF) or damaged, and is decompressed once more through ISA-L, which checks
-every member and that the last one ends: a damaged file fails with the line where its
-data went wrong (`verify`).
+* ISA-L (`isal`, the fastest single-core inflate for gzip, some 2.5x zlib) produces the
+  bytes planning scans, member after member (concatenated .gz files and BGZF
+  included), checking each member's CRC32 and length and that the last one ends: a
+  damaged file fails (`verify` then names the line where its data went wrong).
+* indexed_gzip (zran) records a seek point (the decompressor's state: 32 KiB of
+  history) every `spacing_for` decompressed bytes; `finish` saves them, in its format,
+  for the workers (pipeline/gzip_index.py). It must inflate with zlib, stopping at
+  deflate block boundaries, which ISA-L cannot; so it inflates the file a second time,
+  on the other core, discarding the data, in large steps (`seek`, which releases the
+  GIL). Reading its data through `read` instead would cost more: each read restarts
+  from the last seek point (its issues #74, #89), twice the work at our block size.
+
+So the pass takes a second core's zlib inflate to finish in about the time of the
+scan; its memory is the points kept and zran's buffers (`spacing_for`). (rapidgzip
+decompresses faster, but holds every chunk's window until its index is exported: some
+1.2 GB for a 10⁸-read lane; measured with 0.16.1.)
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import contextlib
 import gzip
 import io
 import os
-import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -40,102 +42,131 @@ from .input_error import unreadable_error
 log = structlog.get_logger()
 
 GZIP_MAGIC = b"\x1f\x8b"  # how every gzip file starts
-MIN_SPACING = 4 << 20  # decompressed bytes between seek points, at least
-MAX_POINTS = 1024  # about: 32 KiB each, so an index stays near 32 MiB at most
+MIN_SPACING = 4 << 20  # decompressed bytes between seek points: what a seek inflates at most
+MAX_SPACING = 16 << 20
+MAX_POINTS = 1024  # up to MAX_SPACING; 32 KiB each
 _READ_BUFFER = 1 << 20  # compressed bytes indexed_gzip reads at a time
-_READ = 1 << 22  # decompressed bytes per read of `build_index`
+_SEEK_STEP = 16  # seek points the indexer records between two looks at its stop flag
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # isal's stub calls it an instance
-_PIECE = 1 << 16  # compressed bytes per step of `verify`
+_PIECE = 1 << 16  # compressed bytes per step of ISA-L
 
 
 def spacing_for(compressed_size: int) -> int:
-    """Seek-point spacing: every 4 MiB (what a seek decompresses at most), or wider for
-    a large file so that it has about MAX_POINTS of them (FASTQ compresses some 3:1,
-    counted as 4:1 to stay under)."""
-    return max(MIN_SPACING, compressed_size * 4 // MAX_POINTS)
+    """Seek-point spacing: about MAX_POINTS of them (FASTQ compresses some 3:1, counted
+    as 4:1 to stay under), but every 4 to 16 MiB. zran keeps the points (32 KiB each)
+    and four spacings of buffer in memory, where it builds the index and where it
+    seeks: some 64 + 64 MiB for a 10⁸-read lane, the least their sum can be there."""
+    return min(max(MIN_SPACING, compressed_size * 4 // MAX_POINTS), MAX_SPACING)
 
 
-def _indexing_reader(path: Path) -> BinaryIO:
-    """`path` through indexed_gzip, recording seek points from its start."""
-    spacing = spacing_for(path.stat().st_size)
-    return indexed_gzip.IndexedGzipFile(
-        str(path), spacing=spacing, readbuf_size=_READ_BUFFER, skip_crc_check=True
-    )
-
-
-class CheckedGzipReader:
-    """Decompressed bytes of a gzip file, read from the start (see the module doc).
+class GzipPass:
+    """Decompressed bytes of a gzip file, read from the start and checked, while its
+    seek points are recorded (see the module doc).
 
     Use as a context manager; read to the end, then `finish`.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], read_size: int) -> None:
         self.path = Path(path)
-        self._reader = _indexing_reader(self.path)
-        self._crc = 0
-        self._length = 0
+        self._raw = self.path.open("rb")
+        self._data = _members_data(self._raw)
+        self._read_size = read_size
+        self._indexer = SeekPointRecorder(self.path)
 
-    def __enter__(self) -> CheckedGzipReader:
+    def __enter__(self) -> GzipPass:
+        self._indexer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._reader.close()
+        self._indexer.close()
+        self._data.close()
+        self._raw.close()
 
-    def read(self, size: int) -> bytes:
-        """Up to `size` decompressed bytes (b"" at the end); a member whose CRC32 does
-        not match, or deflate data that cannot be decoded, raises `gzip.BadGzipFile`."""
+    def read(self) -> bytes:
+        """The next `read_size` decompressed bytes or so (b"" at the end); damaged data
+        raises `gzip.BadGzipFile`, a stream that ends early `EOFError`."""
+        pieces: list[bytes] = []
+        size = 0
         try:
-            data: bytes = self._reader.read(size)
-        except indexed_gzip.ZranError as exc:  # data it cannot decode (`verify` says where)
+            while size < self._read_size and (piece := next(self._data, None)) is not None:
+                pieces.append(piece)
+                size += len(piece)
+        except _INFLATE_ERROR as exc:
             raise gzip.BadGzipFile(str(exc)) from exc
-        self._crc = isal_zlib.crc32(data, self._crc)
-        self._length += len(data)
-        return data
+        return b"".join(pieces)
 
     def finish(self, index_to: Path | None) -> None:
-        """After the last read: make sure the stream is complete and intact (raising
-        `FastaError` with the line where it is not), then save the seek points at
-        `index_to` (if given), atomically and durably."""
-        if not self._footer_matches():
-            verify(self.path)
-        if index_to is not None:
-            self._save_index(index_to)
-
-    def export_index(self) -> bytes:
-        """The seek points recorded so far, in indexed_gzip's format."""
-        exported = io.BytesIO()
-        self._reader.export_index(fileobj=exported)  # type: ignore[attr-defined]
-        return exported.getvalue()
-
-    def _save_index(self, index_to: Path) -> None:
-        """Save the seek points; an index that cannot be saved is logged
-        (`gzip_index.not_saved`) and left out: the workers then read without it."""
+        """After the last read: save the seek points at `index_to` (if given),
+        atomically and durably. An index that cannot be built or saved is logged
+        (`gzip_index.not_saved`) and left out: the workers then build their own."""
+        if index_to is None:
+            return
         try:
-            publish(index_to, self.export_index())
-        except OSError as exc:
+            publish(index_to, self._indexer.result())
+        except (OSError, indexed_gzip.ZranError) as exc:
             log.warning(
                 "gzip_index.not_saved", input=str(self.path), index=str(index_to), reason=str(exc)
             )
             with contextlib.suppress(OSError):
                 index_to.unlink(missing_ok=True)
 
-    def _footer_matches(self) -> bool:
-        with self.path.open("rb") as raw:
-            raw.seek(0, os.SEEK_END)
-            if raw.tell() < 18:  # a gzip header and footer at least
-                return False
-            raw.seek(-8, os.SEEK_END)
-            crc, length = struct.unpack("<II", raw.read(8))
-        return crc == self._crc and length == self._length & 0xFFFFFFFF
+
+class SeekPointRecorder:
+    """indexed_gzip inflating a gzip file to its end on a thread, recording seek points;
+    `close` stops it within `_SEEK_STEP` points (a failed scan need not wait for the
+    rest of the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._spacing = spacing_for(path.stat().st_size)
+        self._file = indexed_gzip.IndexedGzipFile(
+            str(path), spacing=self._spacing, readbuf_size=_READ_BUFFER, skip_crc_check=True
+        )
+        self._stop = threading.Event()
+        self._error: Exception | None = None
+        self.stopped_at = 0  # decompressed bytes covered when it stopped
+        self._thread = threading.Thread(target=self._record, name="gzip-index", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def result(self) -> bytes:
+        """The seek points of the whole file, in indexed_gzip's format (waits for them)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        exported = io.BytesIO()
+        self._file.export_index(fileobj=exported)
+        return exported.getvalue()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join()
+        self.stopped_at = self._file.tell()
+        self._file.close()
+
+    def _record(self) -> None:
+        target = 0
+        try:
+            while not self._stop.is_set():
+                target += self._spacing * _SEEK_STEP
+                self._file.seek(target)  # inflates up to there, without the GIL
+                if self._file.tell() < target:  # the end of the file
+                    return
+        except Exception as exc:  # handed to `result`
+            self._error = exc
 
 
 def build_index(path: str | os.PathLike[str]) -> bytes:
     """The seek points of a gzip file, in indexed_gzip's format, from one read of it
     (nothing checked: for a worker whose recorded index is unusable)."""
-    with CheckedGzipReader(path) as reader:
-        while reader.read(_READ):
-            pass
-        return reader.export_index()
+    recorder = SeekPointRecorder(Path(path))
+    try:
+        recorder.start()
+        return recorder.result()
+    finally:
+        recorder.close()
 
 
 def verify(path: str | os.PathLike[str]) -> None:
@@ -153,10 +184,11 @@ def verify(path: str | os.PathLike[str]) -> None:
         raise unreadable_error(path, exc, lines + 1) from exc
 
 
-def _members_data(raw: BinaryIO) -> Iterator[bytes]:
+def _members_data(raw: BinaryIO) -> Generator[bytes, None, None]:
     """The decompressed data of each gzip member of `raw` in turn. Compressed bytes go
-    in small pieces (deflate expands 1032:1 at most), so the data decompressed before a
-    damage is counted before it raises."""
+    in small pieces: deflate expands 1032:1 at most, so a piece's data stays under
+    68 MB whatever the file, and the data decompressed before a damage is counted
+    before it raises."""
     inflater, inside = isal_zlib.decompressobj(wbits=31), False
     while piece := raw.read(_PIECE):
         while piece:

@@ -9,30 +9,29 @@ planner cuts and digests units from the same blocks: one read of each input wher
 there were three, and large reads, so the cost is the decompression's and numpy's
 rather than Python's per line.
 
-A scan error in a gzip input may come from a damaged stream (garbage decoded before a
-CRC32 can be checked, or a file cut short, which indexed_gzip reads as a shorter one):
-the stream is checked first, so the user hears of the damage and its line rather
-than of the garbage (one more read of the file, on this error path only).
+A scan error in a gzip input may come from a damaged stream (garbage decoded before
+the member's CRC32 is checked at its end): the stream is checked again, once the pass
+has stopped, so the user hears of the damage and its line rather than of the garbage
+(one more read of the file, on this error path only).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 from . import gzip_pass
-from .gzip_pass import GZIP_MAGIC, CheckedGzipReader
+from .gzip_pass import GZIP_MAGIC, GzipPass
 from .input_error import FastaError, open_input, unreadable_error
 from .prefetch import prefetched
 from .record_ids import IdHashes
 
-T = TypeVar("T")
 READ = 1 << 21  # decompressed bytes per block: large enough for numpy, small for caches
 
 
@@ -95,13 +94,21 @@ class InputPass:
         return self.scanner.id_hashes
 
     def __iter__(self) -> Iterator[Block]:
+        try:
+            yield from self._read()
+        except FastaError:
+            if self._gzipped:  # a damaged stream is the error to name (see the module doc)
+                gzip_pass.verify(self.path)
+            raise
+
+    def _read(self) -> Iterator[Block]:
         with open_input(self.path) as plain:
             self._gzipped = plain.read(2) == GZIP_MAGIC
             plain.seek(0)
             with _source(self.path, plain, self._gzipped) as source:
                 yield from self._blocks(source)
-                self.scan = self._gzip_checked_first(self.scanner.finish)
-                if isinstance(source, CheckedGzipReader):
+                self.scan = self.scanner.finish()
+                if isinstance(source, GzipPass):
                     source.finish(self.index_to)
 
     def _blocks(self, source: Source) -> Iterator[Block]:
@@ -115,7 +122,7 @@ class InputPass:
                 data = carry + chunk if carry else chunk
                 while data:
                     first = self.scanner.records
-                    used, starts = self._take(data, final)
+                    used, starts = self.scanner.take(data, final)
                     if used == 0:
                         break
                     yield Block(memoryview(data)[:used], offset, first, starts)
@@ -125,34 +132,21 @@ class InputPass:
 
     def _next(self, chunks: Generator[bytes, None, None], carry: bytes) -> bytes:
         """The next chunk of the file, b"" at its end; a read that fails names the line
-        where the data went wrong."""
+        where the data went wrong (for a gzip input, `verify` finds it: the read is
+        ahead of the scan)."""
         try:
             return next(chunks, b"")
         except (EOFError, OSError) as exc:
-            if self._gzipped:  # read ahead on a thread: the checking read finds the line
-                gzip_pass.verify(self.path)
             line = self.scanner.line_no + carry.count(b"\n") + 1
             raise unreadable_error(self.path, exc, line) from exc
 
-    def _take(self, data: bytes, final: bool) -> tuple[int, np.ndarray]:
-        return self._gzip_checked_first(lambda: self.scanner.take(data, final))
 
-    def _gzip_checked_first(self, step: Callable[[], T]) -> T:
-        """`step`, whose scan error in a gzip input is first checked against a damaged
-        stream (see the module doc)."""
-        try:
-            return step()
-        except FastaError:
-            if self._gzipped:
-                gzip_pass.verify(self.path)
-            raise
-
-
-Source = CheckedGzipReader | BinaryIO
+Source = GzipPass | BinaryIO
 
 
 def _chunks(source: Source) -> Iterator[bytes]:
-    while chunk := source.read(READ):
+    read = source.read if isinstance(source, GzipPass) else lambda: source.read(READ)
+    while chunk := read():
         yield chunk
 
 
@@ -168,5 +162,5 @@ def scan_file(path: str | os.PathLike[str], scanner: FormatScanner) -> FastaScan
 def _source(
     path: str | os.PathLike[str], plain: BinaryIO, gzipped: bool
 ) -> AbstractContextManager[Source]:
-    """The decompressed bytes: a checking gzip reader, or the plain file itself."""
-    return CheckedGzipReader(path) if gzipped else nullcontext(plain)
+    """The decompressed bytes: a checking, indexing gzip pass, or the plain file itself."""
+    return GzipPass(path, READ) if gzipped else nullcontext(plain)

@@ -5,8 +5,10 @@ decompressed once; several members are read and indexed too."""
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +128,63 @@ def test_verify_counts_the_lines_before_a_cut(tmp_path: Path) -> None:
         gzip_pass.verify(path)
 
     assert raised.value.line == lines_before_the_damage(blob) > 1
+
+
+def test_a_failed_scan_stops_the_indexer_before_checking_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The indexer, held at its second step until it is closed, stops there: it is
+    closed when the scan fails, before the checking re-read, not left to inflate the
+    rest of the file."""
+    events: list[str] = []
+    closing = threading.Event()
+    recorders: list[gzip_pass.SeekPointRecorder] = []
+    original_init, original_close = (
+        gzip_pass.SeekPointRecorder.__init__,
+        gzip_pass.SeekPointRecorder.close,
+    )
+    original_verify = gzip_pass.verify
+
+    class HeldAtSecondStep:
+        def __init__(self, file: Any) -> None:
+            self.file, self.steps = file, 0
+
+        def seek(self, offset: int) -> int:
+            self.steps += 1
+            if self.steps == 2:
+                assert closing.wait(timeout=30), "the indexer was never closed"
+            return int(self.file.seek(offset))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.file, name)
+
+    def init(self: gzip_pass.SeekPointRecorder, path: Path) -> None:
+        original_init(self, path)
+        self._file = HeldAtSecondStep(self._file)
+        recorders.append(self)
+
+    def close(self: gzip_pass.SeekPointRecorder) -> None:
+        events.append("indexer closed")
+        closing.set()
+        original_close(self)
+
+    def verify(path: Path) -> None:
+        events.append("stream checked")
+        original_verify(path)
+
+    monkeypatch.setattr(gzip_pass.SeekPointRecorder, "__init__", init)
+    monkeypatch.setattr(gzip_pass.SeekPointRecorder, "close", close)
+    monkeypatch.setattr(gzip_pass, "verify", verify)
+    monkeypatch.setattr(gzip_pass, "MIN_SPACING", 1 << 16)
+    monkeypatch.setattr(gzip_pass, "_SEEK_STEP", 1)
+    text = b"@r0\nACGT\n+\nIII\n" + fastq_text(1, READS)  # line 4 is wrong
+    path = tmp_path / "in.fq.gz"
+    path.write_bytes(gzip.compress(text))
+
+    with pytest.raises(FastaError, match="line 4"):
+        scan_with_index(path, tmp_path / "input-0.gzidx")
+
+    assert events == ["indexer closed", "stream checked"]
+    (recorder,) = recorders
+    assert 0 < recorder.stopped_at < len(text)
+    assert not (tmp_path / "input-0.gzidx").exists()
