@@ -48,7 +48,10 @@ MAX_POINTS = 1024  # up to MAX_SPACING; 32 KiB each
 _READ_BUFFER = 1 << 20  # compressed bytes indexed_gzip reads at a time
 _SEEK_STEP = 16  # seek points the indexer records between two looks at its stop flag
 _INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # isal's stub calls it an instance
-_PIECE = 1 << 16  # compressed bytes per step of ISA-L
+_PIECE = 1 << 16  # compressed bytes per step of `verify`
+# The scanned read: larger steps, as each hands the GIL over (a Python thread holding it
+# makes the other wait), bounded in output instead.
+_SCAN_PIECE = 1 << 20
 
 
 def spacing_for(compressed_size: int) -> int:
@@ -69,7 +72,7 @@ class GzipPass:
     def __init__(self, path: str | os.PathLike[str], read_size: int) -> None:
         self.path = Path(path)
         self._raw = self.path.open("rb")
-        self._data = _members_data(self._raw)
+        self._data = _members_data(self._raw, _SCAN_PIECE, read_size)
         self._read_size = read_size
         self._indexer = SeekPointRecorder(self.path)
 
@@ -184,19 +187,24 @@ def verify(path: str | os.PathLike[str]) -> None:
         raise unreadable_error(path, exc, lines + 1) from exc
 
 
-def _members_data(raw: BinaryIO) -> Generator[bytes, None, None]:
-    """The decompressed data of each gzip member of `raw` in turn. Compressed bytes go
-    in small pieces: deflate expands 1032:1 at most, so a piece's data stays under
-    68 MB whatever the file, and the data decompressed before a damage is counted
-    before it raises."""
+def _members_data(
+    raw: BinaryIO, piece: int = _PIECE, most: int = 0
+) -> Generator[bytes, None, None]:
+    """The decompressed data of each gzip member of `raw` in turn, `piece` compressed
+    bytes at a time, and at most `most` decompressed bytes per step (0: no bound).
+    Deflate expands 1032:1 at most, so small pieces or a bound keep a crafted file
+    from filling memory; small pieces also count the data before a damage closely."""
     inflater, inside = isal_zlib.decompressobj(wbits=31), False
-    while piece := raw.read(_PIECE):
-        while piece:
-            inside = True
-            yield inflater.decompress(piece)
-            piece = b""
-            if inflater.eof:  # the next member, if any, starts in its unused data
-                piece = inflater.unused_data
-                inflater, inside = isal_zlib.decompressobj(wbits=31), False
-    if inside:
-        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+    compressed = raw.read(piece)
+    while compressed or inside:
+        inside = True
+        data = inflater.decompress(compressed, most)
+        if inflater.eof:  # the next member, if any, starts in its unused data
+            compressed = inflater.unused_data or raw.read(piece)
+            inflater, inside = isal_zlib.decompressobj(wbits=31), False
+        else:  # with a bound, output can be held back: ask again, even with no input
+            compressed = inflater.unconsumed_tail or raw.read(piece)
+            if not compressed and not data:
+                raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        if data:
+            yield data

@@ -188,3 +188,19 @@ def test_a_failed_scan_stops_the_indexer_before_checking_the_stream(
     (recorder,) = recorders
     assert 0 < recorder.stopped_at < len(text)
     assert not (tmp_path / "input-0.gzidx").exists()
+
+
+@pytest.mark.parametrize("members", [1, 3])
+def test_a_highly_compressed_file_is_read_in_bounded_pieces(tmp_path: Path, members: int) -> None:
+    """Zeros deflate some 1000:1: each read stays near the asked size whatever one
+    compressed piece holds, and every byte comes out, member after member."""
+    member = bytes(8 << 20)
+    path = tmp_path / "zeros.gz"
+    path.write_bytes(b"".join(gzip.compress(member) for _ in range(members)))
+    size = 1 << 16
+
+    with gzip_pass.GzipPass(path, size) as source:
+        reads = list(iter(source.read, b""))
+
+    assert max(len(r) for r in reads) < 2 * size
+    assert sum(len(r) for r in reads) == members * len(member)
