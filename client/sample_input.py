@@ -121,13 +121,13 @@ def _collect(
     first, count = block.first_record, len(starts)
     index = reservoir.first_wanted(first)
     while index < first + count:
-        slot = reservoir.take(index)
-        if slot is not None:
+        taken = reservoir.take(index)
+        if taken is not None:
             at = index - first
             if at + 1 < count:
-                slots[slot] = (index, bytes(block.data[starts[at] : starts[at + 1]]))
+                slots[taken] = (index, bytes(block.data[starts[at] : starts[at + 1]]))
             else:
-                pending = (slot, index, [bytes(block.data[starts[at] :])])
+                pending = (taken, index, [bytes(block.data[starts[at] :])])
         index = reservoir.first_wanted(index + 1)
     return pending
 
