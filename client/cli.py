@@ -355,6 +355,8 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
 
 
 COMPARE_HELP = "score a sample in fp32 and in bf16 (or tf32); show the calls that change"
+COMPARE_SAMPLE = 1000  # records: enough to see a flip rate of 1 % (about 10 of them)
+COMPARE_SEED = 1
 
 
 def _add_compare_precision(sub: argparse.ArgumentParser) -> None:
@@ -364,9 +366,19 @@ def _add_compare_precision(sub: argparse.ArgumentParser) -> None:
         "--precision", choices=("bf16", "tf32"), default="bf16", help="against fp32 (default bf16)"
     )
     sub.add_argument(
-        "--sample", type=positive_int, default=1000, metavar="N", help="records (default 1000)"
+        "--sample",
+        type=positive_int,
+        default=COMPARE_SAMPLE,
+        metavar="N",
+        help=f"records (default {COMPARE_SAMPLE})",
     )
-    sub.add_argument("--seed", type=int, default=1, metavar="S", help="sample's seed (default 1)")
+    sub.add_argument(
+        "--seed",
+        type=int,
+        default=COMPARE_SEED,
+        metavar="S",
+        help=f"sample's seed (default {COMPARE_SEED})",
+    )
     sub.add_argument(
         "--work-dir",
         metavar="DIR",

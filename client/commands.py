@@ -104,7 +104,7 @@ def submit_args(args: argparse.Namespace) -> SubmitArgs:
     )
 
 
-def _demo_notice(args: argparse.Namespace) -> None:
+def demo_notice(args: argparse.Namespace) -> None:
     if args.profile == "demo":
         print(DEMO_NOTICE, file=sys.stderr)
 
@@ -162,7 +162,7 @@ def submit(args: argparse.Namespace, client: DaemonClient) -> int:
     With ``--wait`` the id is printed (flushed) first, then it behaves like ``wait``;
     with ``--json --wait`` the one JSON document printed is the final status.
     """
-    _demo_notice(args)
+    demo_notice(args)
     result = client.call(submit_args(args))
     job_id = result["job_id"]
     if args.json and not args.wait:
@@ -242,7 +242,7 @@ def predict(args: argparse.Namespace) -> int:
     With ``--json`` the job's final status is printed (it carries ``output``,
     ``records_done`` and ``frames_done``, as the in-process predict did).
     """
-    _demo_notice(args)
+    demo_notice(args)
     request = submit_args(args)
     model_sets = read_model_sets(args.config) if args.config else ""
     device = choose_device(args.device)

@@ -28,7 +28,7 @@ from typing import Any
 
 from virnuc.protocol import KillArgs, SubmitArgs
 
-from .commands import _demo_notice, check_done, follow_with_bar, submit_args
+from .commands import check_done, demo_notice, follow_with_bar, submit_args
 from .connection import CurveKeys, DaemonAddress, DaemonClient
 from .device import AUTO_DEVICE, choose_device
 from .errors import EXIT_INVALID_INPUT, EXIT_OK, ClientError, DaemonUnreachable
@@ -37,8 +37,6 @@ from .precision_diff import Comparison, ComparisonError, compare_output_dirs
 from .private_daemon import PrivateDaemon, read_model_sets, signals_interrupt
 from .sample_input import Sample, sample_records, write_fasta
 
-DEFAULT_SAMPLE = 1000
-DEFAULT_SEED = 1
 SAMPLE_NAME = "sample.fa"
 REFERENCE = "fp32"
 
@@ -51,7 +49,7 @@ def is_private(args: argparse.Namespace) -> bool:
 def compare_precision(args: argparse.Namespace) -> int:
     """Sample, run the two jobs, compare, print; exit 0 whatever the agreement."""
     check_input(args.input)
-    _demo_notice(args)
+    demo_notice(args)
     with signals_interrupt(), work_dir(args.work_dir) as work:
         sample = take_sample(args, work)
         requests = {p: job_request(args, work, p) for p in (REFERENCE, args.precision)}

@@ -5,17 +5,23 @@ and the work dir gone whatever ended the command. Jobs and the report: the e2e t
 from __future__ import annotations
 
 import bz2
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from virnuc.client import compare_precision
 from virnuc.client.cli import (
+    EXIT_INTERRUPTED,
     EXIT_INVALID_INPUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     build_parser,
     main,
 )
+from virnuc.client.sample_input import write_fasta
 
 
 def _run(tmp_path: Path, *args: str) -> int:
@@ -80,3 +86,23 @@ def test_usage_errors_exit_2(tmp_path: Path, options: list[str]) -> None:
 
 def test_listed_in_virnucctl_help() -> None:
     assert "compare-precision" in build_parser().format_help()
+
+
+def test_ctrl_c_while_sampling_exits_130_and_removes_the_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real SIGINT, delivered once the sample is on disk, before any job."""
+    written: list[Path] = []
+
+    def write_then_interrupt(records: Any, path: Path) -> None:
+        write_fasta(records, path)
+        written.append(path)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(compare_precision, "write_fasta", write_then_interrupt)
+    path = tmp_path / "in.fa"
+    path.write_text(">a\nACGT\n")
+    assert _run(tmp_path, str(path), "--state-dir", str(tmp_path / "none")) == EXIT_INTERRUPTED
+    assert written
+    assert not written[0].exists()
+    assert _work_is_empty(tmp_path)
