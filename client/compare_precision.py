@@ -54,7 +54,7 @@ def compare_precision(args: argparse.Namespace) -> int:
         sample = take_sample(args, work)
         requests = {p: job_request(args, work, p) for p in (REFERENCE, args.precision)}
         with _daemon(args, work) as client:
-            jobs = run_jobs(client, requests)
+            jobs = run_jobs(client, requests, work)
         outputs = [Path(requests[p].output) for p in (REFERENCE, args.precision)]
         try:
             comparison = compare_output_dirs(args.precision, *outputs)
@@ -175,13 +175,13 @@ def _socket_owner(control: str) -> int | None:
         return None
 
 
-def run_jobs(client: DaemonClient, requests: dict[str, SubmitArgs]) -> dict[str, str]:
+def run_jobs(client: DaemonClient, requests: dict[str, SubmitArgs], work: Path) -> dict[str, str]:
     """Submit both jobs, follow each to its end; the job ids, by precision. A job that
     fails fails the command; one left unfinished (Ctrl-C, an error) is killed."""
     jobs: dict[str, str] = {}
     try:
         for precision, request in requests.items():
-            jobs[precision] = client.call(request)["job_id"]
+            jobs[precision] = _submit(client, request, work)
         for precision, job_id in jobs.items():
             print(f"virnucctl: {precision} job {job_id}", file=sys.stderr)
             check_done(follow_with_bar(client, job_id))
@@ -189,6 +189,21 @@ def run_jobs(client: DaemonClient, requests: dict[str, SubmitArgs]) -> dict[str,
         _kill_quietly(client, jobs.values())
         raise
     return jobs
+
+
+def _submit(client: DaemonClient, request: SubmitArgs, work: Path) -> str:
+    """The new job's id. A refusal that names the work dir (outside a shared virnucd's
+    input_roots, say) says how to choose another."""
+    try:
+        return str(client.call(request)["job_id"])
+    except ClientError as exc:
+        if str(work) not in str(exc) or isinstance(exc, DaemonUnreachable):
+            raise
+        raise ClientError(
+            f"{exc} (the sample and both outputs go in --work-dir, default $TMPDIR: "
+            "choose a directory virnucd may read and write, e.g. under its input_roots)",
+            exc.exit_code,
+        ) from None
 
 
 def _kill_quietly(client: DaemonClient, job_ids: Iterable[str]) -> None:

@@ -211,11 +211,12 @@ def server(unix_users: UnixUsers, demo_cache: Path, tmp_path: Path) -> Iterator[
         yield server
 
 
-def test_a_shared_virnucd_is_let_into_the_private_work_dir_alone(
+def test_a_shared_virnucd_is_let_into_the_private_work_dir_alone_within_its_roots(
     server: SharedServer, unix_users: UnixUsers
 ) -> None:
     """alice's sample lives in a 0700 dir of hers (the sample 0600) that only an ACL
-    naming virnucd's user opens; both jobs run on the shared virnucd as hers."""
+    naming virnucd's user opens; both jobs run on the shared virnucd as hers. A work
+    dir outside its input_roots is refused saying how to choose one."""
     alice = unix_users.alice
     fasta = server.write_input(alice, "reads.fa", 12)
     area = server.area(alice)
@@ -229,3 +230,8 @@ def test_a_shared_virnucd_is_let_into_the_private_work_dir_alone(
     statuses = [server.result_as(alice, "status", job_id=j) for j in report["jobs"].values()]
     assert [(s["state"], s["precision"]) for s in statuses] == [("done", "fp32"), ("done", "bf16")]
     assert sorted(p.name for p in area.iterdir()) == ["reads.fa"]
+    outside = server.ctl_as(alice, "compare-precision", str(fasta), "--profile", "demo",
+                            "--work-dir", "/tmp")  # fmt: skip
+    assert outside.returncode == 4, outside.stderr
+    assert "outside the allowed input roots" in outside.stderr
+    assert "choose a directory virnucd may read and write" in outside.stderr
