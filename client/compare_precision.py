@@ -8,19 +8,16 @@ the sample with the caller's rights, as any job's input); with `--private`,
 `--config`, `--device` or `--workers` they run on a private virnucd, as `predict`
 runs. The two jobs' outputs are then compared (client/precision_diff.py).
 
-The sample and both outputs live in a private work dir (0700; the sample 0600) that
-is removed whatever happens, Ctrl-C included; unfinished jobs are killed first. A
-virnucd that runs as another user (a shared server's, reached over ipc://) is given
-rights on that dir alone, by a POSIX ACL naming its user, so nobody else can read it.
+The sample and both outputs live in a private work dir (client/work_dir.py: 0700,
+the sample 0600; a shared server's virnucd let in by an ACL naming its user alone)
+that is removed whatever happens, Ctrl-C included; unfinished jobs are killed first.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -36,8 +33,8 @@ from .output import print_json
 from .precision_diff import Comparison, ComparisonError, compare_output_dirs
 from .private_daemon import PrivateDaemon, read_model_sets, signals_interrupt
 from .sample_input import Sample, sample_records, write_fasta
+from .work_dir import SAMPLE_NAME, share_with_daemon, work_dir
 
-SAMPLE_NAME = "sample.fa"
 REFERENCE = "fp32"
 
 
@@ -82,20 +79,6 @@ def check_input(path: str) -> None:
         raise ClientError(exc.message, EXIT_INVALID_INPUT) from None
 
 
-@contextmanager
-def work_dir(parent: str | None) -> Iterator[Path]:
-    """A fresh 0700 dir for the sample and both outputs, removed afterwards."""
-    try:
-        path = Path(tempfile.mkdtemp(prefix="virnucctl-compare-", dir=parent))
-    except OSError as exc:
-        where = parent or tempfile.gettempdir()
-        raise ClientError(f"cannot make a work dir in {where}: {exc}") from None
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def take_sample(args: argparse.Namespace, work: Path) -> Sample:
     from virnuc.pipeline.fasta import FastaError
 
@@ -129,50 +112,11 @@ def _daemon(args: argparse.Namespace, work: Path) -> Iterator[DaemonClient]:
     curve = CurveKeys.from_options(args.curve_server_key, args.curve_client_key)
     with DaemonClient(address.control, address.events, args.timeout, curve=curve) as client:
         try:
-            share_with_daemon(address.control, work)
+            share_with_daemon(address.control, work, os.path.expanduser(args.input))
             yield client
         except DaemonUnreachable as e:
             e.advice = address.advice()
             raise
-
-
-def share_with_daemon(control: str, work: Path) -> None:
-    """Let a virnucd of another user (the owner of its ipc:// socket) into the work dir
-    and read the sample: an ACL naming that user alone, as README *Security* advises."""
-    from virnuc.daemon.jobs.file_rights import NO_ACL_SUPPORT, Who, grant_directory, grant_file
-
-    owner = _socket_owner(control)
-    if owner is None or owner == os.getuid():
-        return  # virnucd runs as us; or tcp, whose user is not known here
-    who = Who(owner, frozenset())
-    try:
-        fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            grant_directory(fd, who)
-        finally:
-            os.close(fd)
-        fd = os.open(work / SAMPLE_NAME, os.O_RDONLY)
-        try:
-            grant_file(fd, who)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        hint = "has no POSIX ACLs" if exc.errno in NO_ACL_SUPPORT else str(exc)
-        raise ClientError(
-            f"cannot let virnucd (uid {owner}) read the sample in {work}: {hint}; "
-            "choose a --work-dir it may use"
-        ) from None
-
-
-def _socket_owner(control: str) -> int | None:
-    """The user an ipc:// virnucd runs as (its socket's owner); None for tcp:// (then
-    --work-dir must be a directory it may use) or no socket (the connection says so)."""
-    if not control.startswith("ipc://"):
-        return None
-    try:
-        return os.stat(control.removeprefix("ipc://")).st_uid
-    except OSError:
-        return None
 
 
 def run_jobs(client: DaemonClient, requests: dict[str, SubmitArgs], work: Path) -> dict[str, str]:

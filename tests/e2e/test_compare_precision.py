@@ -216,7 +216,8 @@ def test_a_shared_virnucd_is_let_into_the_private_work_dir_alone_within_its_root
 ) -> None:
     """alice's sample lives in a 0700 dir of hers (the sample 0600) that only an ACL
     naming virnucd's user opens; both jobs run on the shared virnucd as hers. A work
-    dir outside its input_roots is refused saying how to choose one."""
+    dir outside its input_roots is refused saying how to choose one; an input virnucd's
+    user may not read gives it no sample."""
     alice = unix_users.alice
     fasta = server.write_input(alice, "reads.fa", 12)
     area = server.area(alice)
@@ -235,3 +236,10 @@ def test_a_shared_virnucd_is_let_into_the_private_work_dir_alone_within_its_root
     assert outside.returncode == 4, outside.stderr
     assert "outside the allowed input roots" in outside.stderr
     assert "choose a directory virnucd may read and write" in outside.stderr
+    secret = server.write_input(alice, "secret.fa", 3)
+    secret.chmod(0o600)  # hers alone: virnucd's user may not read it, nor a sample of it
+    refused = server.ctl_as(alice, "compare-precision", str(secret), "--profile", "demo",
+                            "--work-dir", str(area))  # fmt: skip
+    assert refused.returncode == 4, refused.stderr
+    assert f"who may not read {secret}" in refused.stderr
+    assert sorted(p.name for p in area.iterdir()) == ["reads.fa", "secret.fa"]
