@@ -3,7 +3,8 @@
 Commands: ``submit``, ``status``, ``list``, ``wait``, ``kill``, ``workers`` talk to a
 running virnucd (found by --state-dir, $VIRNUC_STATE_DIR, $XDG_STATE_HOME/virnuc or
 --endpoint; over tcp:// with --curve-server-key and --curve-client-key); ``predict``
-starts a private virnucd for one prediction; ``keys generate`` writes a CURVE key pair.
+starts a private virnucd for one prediction; ``compare-precision`` scores a sample in
+fp32 and bf16 (or tf32) on either; ``keys generate`` writes a CURVE key pair.
 
 Exit codes (stable, for scripts):
   0    success
@@ -95,8 +96,9 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Model options shared by ``submit`` and ``predict``; the daemon resolves them."""
+def add_model_options(parser: argparse.ArgumentParser, precision: bool = True) -> None:
+    """Model options shared by ``submit``, ``predict`` and ``compare-precision`` (which
+    has its own ``--precision``: precision=False); the daemon resolves them."""
     group = parser.add_argument_group("models")
     group.add_argument(
         "--models",
@@ -119,6 +121,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=[300, 500],
         help="default: from the classifier's name, else 300",
     )
+    if not precision:
+        return
     group.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(
         command("predict", "predict FASTA/FASTQ files on a private virnucd and wait", private=True)
     )
+    _add_compare_precision(command("compare-precision", COMPARE_HELP))
     local_options = _json_only()
     _add_keys(commands, local_options)
     _add_report(commands, local_options)
@@ -349,6 +354,44 @@ def _add_predict(sub: argparse.ArgumentParser) -> None:
     )
 
 
+COMPARE_HELP = "score a sample in fp32 and in bf16 (or tf32); show the calls that change"
+COMPARE_SAMPLE = 1000  # records: enough to see a flip rate of 1 % (about 10 of them)
+COMPARE_SEED = 1
+
+
+def _add_compare_precision(sub: argparse.ArgumentParser) -> None:
+    """On the user's virnucd, or privately as ``predict`` (client/compare_precision.py)."""
+    sub.add_argument("input", metavar="INPUT", help="FASTA/FASTQ file, plain or .gz")
+    sub.add_argument(
+        "--precision", choices=("bf16", "tf32"), default="bf16", help="against fp32 (default bf16)"
+    )
+    sub.add_argument(
+        "--sample",
+        type=positive_int,
+        default=COMPARE_SAMPLE,
+        metavar="N",
+        help=f"records (default {COMPARE_SAMPLE})",
+    )
+    sub.add_argument(
+        "--seed",
+        type=int,
+        default=COMPARE_SEED,
+        metavar="S",
+        help=f"sample's seed (default {COMPARE_SEED})",
+    )
+    sub.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="where the sample and outputs go for the run (default $TMPDIR; removed after)",
+    )
+    add_model_options(sub, precision=False)
+    private = sub.add_argument_group("private virnucd, as predict (any of these)")
+    private.add_argument("--private", action="store_true", help="run on a private virnucd")
+    private.add_argument("--config", metavar="FILE", help="its model sets, as predict --config")
+    private.add_argument("--device", help="as predict --device (default auto)")
+    private.add_argument("--workers", type=positive_int, metavar="N", help="(default 1)")
+
+
 def _add_keys(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     local_options: argparse.ArgumentParser,
@@ -406,17 +449,25 @@ def _discard_output() -> None:
         os.close(devnull)
 
 
+def _private_run(args: argparse.Namespace) -> bool:
+    if args.command == "compare-precision":
+        from .compare_precision import is_private
+
+        return is_private(args)
+    return bool(args.command == "predict")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "status" and args.follow and args.job is None:
         parser.error("status --follow needs a JOB")
-    if args.command in ("submit", "predict") and (mixed := models_mixed(args)):
+    if args.command in ("submit", "predict", "compare-precision") and (mixed := models_mixed(args)):
         parser.error(f"--models NAME chooses the models: leave out {mixed}")
-    if args.command == "predict" and args.models and not args.config:
+    if _private_run(args) and args.models and not args.config:
         parser.error(
-            "predict --models NAME needs --config FILE, a virnucd config with a "
-            "[models.NAME] table (predict starts its own virnucd, which has no other)"
+            f"{args.command} --models NAME needs --config FILE, a virnucd config with a "
+            "[models.NAME] table (a private virnucd has no other)"
         )
     try:
         return keys_command(args) if args.command == "keys" else run_command(args)

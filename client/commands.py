@@ -45,6 +45,10 @@ def run_command(args: argparse.Namespace) -> int:
         return predict(args)
     if args.command == "report":
         return report(args)
+    if args.command == "compare-precision":
+        from .compare_precision import compare_precision  # it builds on this module
+
+        return compare_precision(args)
     address = DaemonAddress.resolve(args.state_dir, args.endpoint, args.events_endpoint)
     curve = CurveKeys.from_options(args.curve_server_key, args.curve_client_key)
     with DaemonClient(address.control, address.events, args.timeout, curve=curve) as client:
@@ -100,7 +104,7 @@ def submit_args(args: argparse.Namespace) -> SubmitArgs:
     )
 
 
-def _demo_notice(args: argparse.Namespace) -> None:
+def demo_notice(args: argparse.Namespace) -> None:
     if args.profile == "demo":
         print(DEMO_NOTICE, file=sys.stderr)
 
@@ -158,7 +162,7 @@ def submit(args: argparse.Namespace, client: DaemonClient) -> int:
     With ``--wait`` the id is printed (flushed) first, then it behaves like ``wait``;
     with ``--json --wait`` the one JSON document printed is the final status.
     """
-    _demo_notice(args)
+    demo_notice(args)
     result = client.call(submit_args(args))
     job_id = result["job_id"]
     if args.json and not args.wait:
@@ -238,7 +242,7 @@ def predict(args: argparse.Namespace) -> int:
     With ``--json`` the job's final status is printed (it carries ``output``,
     ``records_done`` and ``frames_done``, as the in-process predict did).
     """
-    _demo_notice(args)
+    demo_notice(args)
     request = submit_args(args)
     model_sets = read_model_sets(args.config) if args.config else ""
     device = choose_device(args.device)
