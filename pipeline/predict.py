@@ -15,17 +15,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .classifier import classify
-from .fasta import FastaRecord
 from .frame_cache import DEFAULT_FRAME_CACHE_MB, FrameCache, frame_key
 from .frames import Frame, chunk_starts, record_frames
 from .models import ModelSet
-from .outputs import RecordResult
 from .prefetch import prefetched
+from .record_result import RecordResult
 from .record_warnings import n_bases
+
+if TYPE_CHECKING:  # only its id and sequence are read: bench/gpu_bench.py runs without Bio
+    from .fasta import FastaRecord
 
 DEFAULT_BLOCK_FRAMES = 2048
 # The scores of every record without frames: one read-only array, not one per record.
