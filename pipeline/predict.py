@@ -118,8 +118,8 @@ class Predictor:
     Identical frames are computed once: `frame_cache` is a cache shared with other
     predictors (a worker's, across the units of a job); without one the predictor
     keeps its own of `frame_cache_mb` MiB, and with 0 MiB there is no reuse at all
-    (every frame computed, as before reuse existed). Rows are only reused within `reuse_scope`
-    (a worker passes the job's id) and the loaded models (`ModelSet.load_id`).
+    (every frame computed, as before reuse existed). Rows are only reused within
+    `reuse_scope` (a worker passes the job's id) and the same loaded models.
     """
 
     def __init__(
@@ -208,13 +208,12 @@ class Predictor:
         missing = [j for j, row in enumerate(held) if row is None]
         table = np.empty((len(held), self._row_width()), np.float32)
         if missing:
-            computed = np.concatenate(
-                self._embed(
-                    [dna_tokens[j] for j in missing],
-                    [frames[distinct.first[j]].protein for j in missing],
-                )[: 3 if self.keep_embeddings else 1],
-                axis=1,
+            scores, nucleotide, protein = self._embed(
+                [dna_tokens[j] for j in missing],
+                [frames[distinct.first[j]].protein for j in missing],
             )
+            parts = [scores, nucleotide, protein] if self.keep_embeddings else [scores]
+            computed = np.concatenate(parts, axis=1)
             table[missing] = computed
             for j, row in zip(missing, computed, strict=True):
                 self.cache.put(distinct.keys[j], row.tobytes())
