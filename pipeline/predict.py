@@ -80,11 +80,11 @@ class _Block:
     closed: list[_Pending]
     # DNABERT's tokens, per frame; with reuse, per distinct frame (`distinct` order)
     dna_tokens: list[list[int]] = field(default_factory=list)
-    distinct: _Distinct | None = None  # with reuse: the block's distinct frames
+    distinct: DistinctFrames | None = None  # with reuse: the block's distinct frames
 
 
 @dataclass(slots=True)
-class _Distinct:
+class DistinctFrames:
     """A block's frames by content: `keys[j]` is the j-th distinct frame's `frame_key`,
     `first[j]` the index of its first frame, `inverse[i]` frame i's distinct index."""
 
@@ -93,7 +93,7 @@ class _Distinct:
     inverse: np.ndarray
 
     @classmethod
-    def of(cls, frames: list[Frame]) -> _Distinct:
+    def of(cls, frames: list[Frame]) -> DistinctFrames:
         index: dict[bytes, int] = {}
         first: list[int] = []
         inverse = np.empty(len(frames), np.intp)
@@ -198,7 +198,7 @@ class Predictor:
         return scores, nucleotide, protein
 
     def _reusing(
-        self, distinct: _Distinct, dna_tokens: list[list[int]], frames: list[Frame]
+        self, distinct: DistinctFrames, dna_tokens: list[list[int]], frames: list[Frame]
     ) -> tuple[_Rows, np.ndarray]:
         """Every frame's rows, computing only the distinct frames the cache lacks; and
         which frames were not computed for themselves (a copy, or a cached row)."""
@@ -279,7 +279,7 @@ def _tokenized(
     for block in blocks:
         frames = [frame for frame, _ in block.frames]
         if reuse:
-            block.distinct = _Distinct.of(frames)
+            block.distinct = DistinctFrames.of(frames)
             frames = [frames[i] for i in block.distinct.first]
         block.dna_tokens = tokenize([frame.nucleotides for frame in frames])
         yield block
