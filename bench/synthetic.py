@@ -63,13 +63,26 @@ def no_frame_read(rng: random.Random, length: int) -> str:
 
 
 def write_fastq(
-    path: Path, count: int, *, seed: int, coding: bool = False, length: int = 150
+    path: Path,
+    count: int,
+    *,
+    seed: int,
+    coding: bool = False,
+    length: int = 150,
+    duplicates: float = 0.0,
 ) -> None:
-    """`count` reads of `length` bases: coding ones, or no-frame ones (the default)."""
+    """`count` reads of `length` bases: coding ones, or no-frame ones (the default).
+    A `duplicates` fraction of them, spread evenly, repeat an earlier read's bases
+    (PCR duplicates: a read id of their own, the same sequence)."""
     rng = random.Random(seed)
+    earlier: list[str] = []
     with path.open("w") as out:
         for i in range(count):
-            seq = coding_sequence(rng, length) if coding else no_frame_read(rng, length)
+            if earlier and int((i + 1) * duplicates) > int(i * duplicates):
+                seq = rng.choice(earlier)
+            else:
+                seq = coding_sequence(rng, length) if coding else no_frame_read(rng, length)
+                earlier.append(seq)
             quality = rng.randbytes(length).translate(_TO_QUALITIES).decode()
             out.write(f"@read_{i + 1:09d}/1\n{seq}\n+\n{quality}\n")
 

@@ -24,6 +24,15 @@ def records(status: Mapping[str, Any]) -> str:
     return f"{done}/{total} ({100.0 * done / total:.1f}%)"
 
 
+def frames(status: Mapping[str, Any]) -> str:
+    """``12000``, or ``12000 (3100 reused)`` when a worker reused some frames' rows
+    from identical frames of the job (duplicate reads) instead of computing them."""
+    reused = status.get("frames_reused")
+    if not reused:
+        return str(status["frames_done"])
+    return f"{status['frames_done']} ({reused} reused)"
+
+
 def state_text(status: Mapping[str, Any]) -> str:
     """The job's state; a queued one's with its place in the queue, ``queued (position
     3)``, from a virnucd that says it (1 = the next to start)."""
@@ -39,7 +48,7 @@ def job_lines(status: Mapping[str, Any]) -> str:
         ("job", status["job_id"]),
         ("state", state_text(status)),
         ("records", records(status)),
-        ("frames", status["frames_done"]),
+        ("frames", frames(status)),
         ("restarts", status["restarts"]),
     ]
     rows += [(_LABELS.get(key, key), status[key]) for key in _OPTIONAL_FIELDS if status.get(key)]

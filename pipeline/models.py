@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from .classifier import MLPClassifier, load_classifier
 from .dnabert_embedder import DnabertEmbedder
 from .esm_embedder import EsmEmbedder
 from .spec import DEMO_ESM_NAME, DEMO_SEED, ModelSpec, ModelSpecError
+
+_LOADS = itertools.count()  # ModelSet.load_id
 
 
 def ensure_demo_models(spec: ModelSpec) -> None:
@@ -53,6 +56,9 @@ class ModelSet:
     esm: EsmEmbedder
     dnabert: DnabertEmbedder
     classifier: MLPClassifier
+    # Unique to this load within the process: rows computed with one load are never
+    # reused with another (pipeline.frame_cache), even of the same spec.
+    load_id: int = field(default_factory=lambda: next(_LOADS))
 
     @classmethod
     def load(cls, spec: ModelSpec, device: str | torch.device = "cpu") -> ModelSet:

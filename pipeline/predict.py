@@ -4,23 +4,31 @@ Frames from consecutive records are pooled into blocks of about `block_frames`, 
 embedders see enough sequences to batch well (they sort each block by length), yet
 memory stays bounded whatever the input: a huge record spans several blocks, and a
 record is released as soon as its last frame is scored.
+
+With a `FrameCache` (the default), a frame identical to one scored before is not
+computed again (`pipeline.frame_cache`): each block embeds only its distinct frames
+that the cache does not hold, and every frame gets the row of its content.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .classifier import classify
-from .fasta import FastaRecord
+from .frame_cache import DEFAULT_FRAME_CACHE_MB, FrameCache, frame_key
 from .frames import Frame, chunk_starts, record_frames
 from .models import ModelSet
-from .outputs import RecordResult
 from .prefetch import prefetched
+from .record_result import RecordResult
 from .record_warnings import n_bases
+
+if TYPE_CHECKING:  # only its id and sequence are read: bench/gpu_bench.py runs without Bio
+    from .fasta import FastaRecord
 
 DEFAULT_BLOCK_FRAMES = 2048
 # The scores of every record without frames: one read-only array, not one per record.
@@ -41,6 +49,7 @@ class _Pending:
         default_factory=list
     )
     enumerated: bool = False
+    reused: int = 0  # frames whose rows were not computed for this record's own frame
 
     def result(self) -> RecordResult:
         if not self.pieces:
@@ -57,6 +66,7 @@ class _Pending:
             None if nucleotide[0] is None else np.concatenate(nucleotide),
             None if protein[0] is None else np.concatenate(protein),
             self.n_bases,
+            self.reused,
         )
 
 
@@ -68,7 +78,31 @@ class _Block:
     frames: list[tuple[Frame, _Pending]]
     opened: list[_Pending]
     closed: list[_Pending]
-    dna_tokens: list[list[int]] = field(default_factory=list)  # DNABERT's, per frame
+    # DNABERT's tokens, per frame; with reuse, per distinct frame (`distinct` order)
+    dna_tokens: list[list[int]] = field(default_factory=list)
+    distinct: DistinctFrames | None = None  # with reuse: the block's distinct frames
+
+
+@dataclass(slots=True)
+class DistinctFrames:
+    """A block's frames by content: `keys[j]` is the j-th distinct frame's `frame_key`,
+    `first[j]` the index of its first frame, `inverse[i]` frame i's distinct index."""
+
+    keys: list[bytes]
+    first: list[int]
+    inverse: np.ndarray
+
+    @classmethod
+    def of(cls, frames: list[Frame]) -> DistinctFrames:
+        index: dict[bytes, int] = {}
+        first: list[int] = []
+        inverse = np.empty(len(frames), np.intp)
+        for i, frame in enumerate(frames):
+            j = index.setdefault(frame_key(frame), len(first))
+            if j == len(first):
+                first.append(i)
+            inverse[i] = j
+        return cls(list(index), first, inverse)
 
 
 class Predictor:
@@ -80,6 +114,12 @@ class Predictor:
     ahead, and records without a frame wait in the block being cut (at most
     `block_frames` of them) rather than each crossing to the consumer as a block of
     its own: a hand-over between threads costs more than such a record's own work.
+
+    Identical frames are computed once: `frame_cache` is a cache shared with other
+    predictors (a worker's, across the units of a job); without one the predictor
+    keeps its own of `frame_cache_mb` MiB, and with 0 MiB there is no reuse at all
+    (every frame computed, as before reuse existed). Rows are only reused within
+    `reuse_scope` (a worker passes the job's id) and the same loaded models.
     """
 
     def __init__(
@@ -89,11 +129,20 @@ class Predictor:
         keep_embeddings: bool = False,
         block_frames: int = DEFAULT_BLOCK_FRAMES,
         prefetch: bool = False,
+        frame_cache: FrameCache | None = None,
+        frame_cache_mb: int = DEFAULT_FRAME_CACHE_MB,
+        reuse_scope: Hashable = None,
     ):
         self.models = models
         self.keep_embeddings = keep_embeddings
         self.block_frames = block_frames
         self.prefetch = prefetch
+        self.cache = (
+            frame_cache if frame_cache is not None else FrameCache.of_megabytes(frame_cache_mb)
+        )
+        # Whatever decides a frame's row besides its content: rows of another scope,
+        # other models or without the embeddings are never reused.
+        self.scope = (reuse_scope, models.spec, str(models.device), models.load_id, keep_embeddings)
 
     def predict(self, records: Iterable[FastaRecord]) -> Iterator[RecordResult]:
         blocks = _tokenized(
@@ -104,6 +153,7 @@ class Predictor:
                 eager=not self.prefetch,
             ),
             self.models.dnabert.tokenize,
+            reuse=self.cache is not None,
         )
         pending: deque[_Pending] = deque()
         for block in prefetched(blocks) if self.prefetch else blocks:
@@ -118,20 +168,78 @@ class Predictor:
         if not block:
             return
         frames = [frame for frame, _ in block]
-        nucleotide = self.models.dnabert.embed_tokens(cut.dna_tokens)
-        protein = self.models.esm.embed([f.protein for f in frames])
-        scores = classify(self.models.classifier, np.concatenate([nucleotide, protein], axis=1))
+        rows: _Rows
+        if cut.distinct is None:
+            rows = self._embed(cut.dna_tokens, [f.protein for f in frames])
+            reused = np.zeros(len(frames), bool)
+        else:
+            rows, reused = self._reusing(cut.distinct, cut.dna_tokens, frames)
+        scores, nucleotide, protein = rows
         start = 0
         for owner, count in _runs(block):
             end = start + count
             owner.frame_ids.extend(f.id for f in frames[start:end])
+            owner.reused += int(np.count_nonzero(reused[start:end]))
             kept = (
                 (nucleotide[start:end], protein[start:end])
-                if self.keep_embeddings
+                if self.keep_embeddings and nucleotide is not None and protein is not None
                 else (None, None)
             )
             owner.pieces.append((scores[start:end], *kept))
             start = end
+
+    def _embed(
+        self, dna_tokens: list[list[int]], proteins: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scores, nucleotide and protein embeddings of frames, all computed."""
+        nucleotide = self.models.dnabert.embed_tokens(dna_tokens)
+        protein = self.models.esm.embed(proteins)
+        scores = classify(self.models.classifier, np.concatenate([nucleotide, protein], axis=1))
+        return scores, nucleotide, protein
+
+    def _reusing(
+        self, distinct: DistinctFrames, dna_tokens: list[list[int]], frames: list[Frame]
+    ) -> tuple[_Rows, np.ndarray]:
+        """Every frame's rows, computing only the distinct frames the cache lacks; and
+        which frames were not computed for themselves (a copy, or a cached row)."""
+        assert self.cache is not None
+        self.cache.enter(self.scope)
+        held = [self.cache.get(key) for key in distinct.keys]
+        missing = [j for j, row in enumerate(held) if row is None]
+        table = np.empty((len(held), self._row_width()), np.float32)
+        if missing:
+            scores, nucleotide, protein = self._embed(
+                [dna_tokens[j] for j in missing],
+                [frames[distinct.first[j]].protein for j in missing],
+            )
+            parts = [scores, nucleotide, protein] if self.keep_embeddings else [scores]
+            computed = np.concatenate(parts, axis=1)
+            table[missing] = computed
+            for j, row in zip(missing, computed, strict=True):
+                self.cache.put(distinct.keys[j], row.tobytes())
+        hits = [j for j, row in enumerate(held) if row is not None]
+        if hits:
+            joined = b"".join(row for row in held if row is not None)
+            table[hits] = np.frombuffer(joined, np.float32).reshape(len(hits), -1)
+        reused = np.ones(len(frames), bool)
+        reused[[distinct.first[j] for j in missing]] = False
+        return self._split(table[distinct.inverse]), reused
+
+    def _row_width(self) -> int:
+        """A cached row: the 2 scores, then with embeddings DNABERT's and ESM's."""
+        if not self.keep_embeddings:
+            return 2
+        return 2 + self.models.dnabert.dim + self.models.esm.dim
+
+    def _split(self, rows: np.ndarray) -> _Rows:
+        scores = np.ascontiguousarray(rows[:, :2])
+        if not self.keep_embeddings:
+            return scores, None, None
+        split = 2 + self.models.dnabert.dim
+        return scores, np.ascontiguousarray(rows[:, 2:split]), np.ascontiguousarray(rows[:, split:])
+
+
+_Rows = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]  # scores, nucleotide, protein
 
 
 def _cut_blocks(
@@ -164,11 +272,16 @@ def _cut_blocks(
 
 
 def _tokenized(
-    blocks: Iterator[_Block], tokenize: Callable[[list[str]], list[list[int]]]
+    blocks: Iterator[_Block], tokenize: Callable[[list[str]], list[list[int]]], *, reuse: bool
 ) -> Iterator[_Block]:
-    """The blocks with their frames' DNA tokenized (host work the prefetch thread does)."""
+    """The blocks with their frames' DNA tokenized (host work the prefetch thread does);
+    with `reuse`, their distinct frames found first and only those tokenized."""
     for block in blocks:
-        block.dna_tokens = tokenize([frame.nucleotides for frame, _ in block.frames])
+        frames = [frame for frame, _ in block.frames]
+        if reuse:
+            block.distinct = DistinctFrames.of(frames)
+            frames = [frames[i] for i in block.distinct.first]
+        block.dna_tokens = tokenize([frame.nucleotides for frame in frames])
         yield block
 
 

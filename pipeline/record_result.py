@@ -20,3 +20,4 @@ class RecordResult:
     nucleotide: np.ndarray | None = None  # [frames, nucleotide dim] float32
     protein: np.ndarray | None = None  # [frames, protein dim] float32
     n_bases: int | None = None  # its N/n letters (None: not known, a part of an older virnuc)
+    frames_reused: int = 0  # frames whose rows came from an identical frame (not written)

@@ -50,6 +50,9 @@ class JobStatus(TypedDict):
     records_total: int  # 0 until the input has been planned
     records_done: int  # records computed: recorded in checkpoints, plus those since
     frames_done: int  # kept frames (rows of prediction_results.txt) so far
+    # Of the recorded frames, those whose rows a worker reused from an identical frame
+    # of the same job instead of computing them (duplicate reads).
+    frames_reused: NotRequired[int]
     restarts: int  # times a unit of this job was re-run after a worker failure
     records_recomputed: NotRequired[int]  # records computed again (lost or corrupt parts)
     precision: NotRequired[str]  # fp32 (VirNucPro's numbers), tf32 or bf16

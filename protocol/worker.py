@@ -116,7 +116,9 @@ class Checkpoint(WorkerMessageBase):
 
     It covers input records ``first_record .. first_record + record_count - 1``;
     ``end_offset`` is the input byte offset just past the last of them, i.e. the
-    unit's resume offset once this part is recorded. ``frames`` is its row count.
+    unit's resume offset once this part is recorded. ``frames`` is its row count, and
+    ``frames_reused`` how many of those rows the worker reused from an identical frame
+    of the same job rather than computing them (0 from a worker without reuse).
     """
 
     TYPE: ClassVar[Literal["checkpoint"]] = "checkpoint"
@@ -130,6 +132,7 @@ class Checkpoint(WorkerMessageBase):
     size: Count
     sha256: Sha256Hex
     frames: Count
+    frames_reused: Count = 0
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,7 @@ class PartWriter:
                 size=part.size,
                 sha256=part.sha256,
                 frames=part.frames,
+                frames_reused=sum(result.frames_reused for result in job.results),
             )
         )
         self.log.info(

@@ -18,6 +18,7 @@ import signal
 
 import torch
 
+from virnuc.pipeline.frame_cache import DEFAULT_FRAME_CACHE_MB
 from virnuc.worker.exits import arm_parent_death
 from virnuc.worker.link import Flags
 
@@ -45,6 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-seconds", type=_positive, default=300.0, metavar="S")
     parser.add_argument(
         "--block-frames", type=_positive_int, default=2048, help="frames embedded per block"
+    )
+    parser.add_argument(
+        "--frame-cache-mb",
+        type=_non_negative_int,
+        default=DEFAULT_FRAME_CACHE_MB,
+        metavar="MB",
+        help="memory for the rows of frames already scored in the job (0: compute every frame)",
     )
     parser.add_argument(
         "--daemon-timeout",
@@ -86,6 +94,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
     return value
 
 

@@ -2,7 +2,7 @@
 
     python -m virnuc.worker.serve --endpoint ipc://STATE/workers.sock --worker-id w0
         [--device cpu|cuda|cuda:N] [--parent-pid PID] [--heartbeat-interval 1.0]
-        [--checkpoint-seconds 300] [--block-frames 2048]
+        [--checkpoint-seconds 300] [--block-frames 2048] [--frame-cache-mb 256]
         [--array-worker-ids s0,s1 --daemon-timeout S --idle-exit S]   (a Slurm pilot)
 
 This module is the process's entry and its main loop (`Worker`): it sets the process
@@ -16,6 +16,9 @@ Four threads, one job each:
   models when a unit needs others than those loaded, and runs each unit (`UnitRun`):
   the `Predictor` over its records, the finished records cut into parts (every
   `checkpoint_every` records, every `--checkpoint-seconds`, and at the end of the unit);
+  a frame identical to one already scored in the same job is not computed again (a
+  `FrameCache` of `--frame-cache-mb`, emptied when a unit of another job comes, or
+  other models: another user never benefits from, nor learns of, a job's frames);
 * while a unit runs, the **prefetch thread** (`pipeline.prefetch`) cuts the next block
   of frames (records read, frames translated, DNA tokenized) while the main thread
   scores the current one;
@@ -71,6 +74,7 @@ from virnuc.faults import Faults, FaultSpecError
 from virnuc.log_setup import configure_logging
 from virnuc.model_wire import spec_from_wire
 from virnuc.pipeline import gzip_index
+from virnuc.pipeline.frame_cache import FrameCache
 from virnuc.pipeline.gzip_index import GzipIndex
 from virnuc.pipeline.models import ModelSet
 from virnuc.protocol import (
@@ -255,7 +259,15 @@ def _serve(
     args: argparse.Namespace, link: IoLink, flags: Flags, faults: Faults, device: str, log: Log
 ) -> int:
     writer = PartWriter(link, flags, faults, log)
-    ctx = WorkerContext(link, writer, flags, faults, args.checkpoint_seconds, args.block_frames)
+    ctx = WorkerContext(
+        link,
+        writer,
+        flags,
+        faults,
+        args.checkpoint_seconds,
+        args.block_frames,
+        FrameCache.of_megabytes(args.frame_cache_mb),
+    )
     try:
         why = Worker(ctx, device, args.device, log, args.idle_exit).serve()
     except Exception as exc:  # a bug: say so on the channel, exit non-zero

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from virnuc.disk_space import is_no_space
 from virnuc.faults import Faults
+from virnuc.pipeline.frame_cache import FrameCache
 from virnuc.pipeline.models import ModelSet
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.predict import Predictor
@@ -53,6 +54,8 @@ class WorkerContext:
     faults: Faults
     checkpoint_seconds: float
     block_frames: int
+    # Rows of frames already scored, reused within one job only (None: no reuse).
+    frame_cache: FrameCache | None = None
 
 
 class UnitRun:
@@ -68,7 +71,7 @@ class UnitRun:
         self.done: list[RecordResult] = []
         self.next_first = assign.start_record  # first record of the next part
         self.end_offset = assign.start_offset
-        self.records_done = self.frames_done = self.reported = 0
+        self.records_done = self.frames_done = self.frames_reused = self.reported = 0
         self.last_cut = time.monotonic()
         self.last_report = float("-inf")
 
@@ -95,6 +98,12 @@ class UnitRun:
             # The next block is read and translated while this one is scored; the
             # feed's boundary checks (progress, cancel, stop) then run one block ahead.
             prefetch=True,
+            # Identical frames are computed once, across the units of a job but never
+            # across jobs: a job's owner must not learn (from a count, or a job that
+            # runs faster) that someone else scored the same reads.
+            frame_cache=self.ctx.frame_cache,
+            frame_cache_mb=0,  # none configured: no reuse
+            reuse_scope=self.assign.job_id,
         )
         try:
             for result in predictor.predict(self.feed):
@@ -113,6 +122,7 @@ class UnitRun:
         self.end_offset = record.end_offset
         self.records_done += 1
         self.frames_done += len(result.frame_ids)
+        self.frames_reused += result.frames_reused
         due = time.monotonic() - self.last_cut >= self.ctx.checkpoint_seconds
         if len(self.done) >= self.assign.checkpoint_every or due:
             self._cut()
@@ -199,5 +209,10 @@ class UnitRun:
             return Outcome.CANCELLED
         if outcome is Outcome.DONE:
             self.ctx.link.send(UnitDone(job_id=a.job_id, unit_id=a.unit_id))
-        self.log.info(f"unit.{outcome.value}", records=self.records_done, frames=self.frames_done)
+        self.log.info(
+            f"unit.{outcome.value}",
+            records=self.records_done,
+            frames=self.frames_done,
+            frames_reused=self.frames_reused,
+        )
         return outcome

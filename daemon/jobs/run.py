@@ -136,6 +136,7 @@ def job_status(
         output=row.output,
     )
     status["records_recomputed"] = row.records_recomputed
+    status["frames_reused"] = row.frames_reused
     status["precision"] = row.spec.precision
     if row.model_set is not None:
         status["model_set"] = row.model_set

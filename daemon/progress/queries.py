@@ -304,7 +304,7 @@ class _Store(JobQueries):
 
     def _insert_part(self, part: PartRecord) -> None:
         self.conn.execute(
-            f"INSERT INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO parts ({_PART_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 part.job_id,
                 part.unit_id,
@@ -315,13 +315,15 @@ class _Store(JobQueries):
                 part.size,
                 part.sha256,
                 part.end_offset,
+                part.frames_reused,
                 time.time(),
             ),
         )
         self._bump_job(
             part.job_id,
-            "records_done = records_done + ?, frames_done = frames_done + ?",
-            (part.record_count, part.frames),
+            "records_done = records_done + ?, frames_done = frames_done + ?,"
+            " frames_reused = frames_reused + ?",
+            (part.record_count, part.frames, part.frames_reused),
         )
 
     def parts_of_unit(self, job_id: str, unit_id: int) -> list[PartRow]:
@@ -358,11 +360,12 @@ class _Store(JobQueries):
         )
         records = sum(p.record_count for p in doomed)
         frames = sum(p.frames for p in doomed)
+        reused = sum(p.frames_reused for p in doomed)
         self._bump_job(
             job_id,
             "records_done = records_done - ?, frames_done = frames_done - ?,"
-            " records_recomputed = records_recomputed + ?",
-            (records, frames, records),
+            " frames_reused = frames_reused - ?, records_recomputed = records_recomputed + ?",
+            (records, frames, reused, records),
         )
         self._set_unit(job_id, unit_id, "state = 'pending'", ())
         return doomed, self._job(job_id)

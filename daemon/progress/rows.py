@@ -125,6 +125,7 @@ class JobRow:
     # each input's seek-point index (v8); None for a plain input, () before planning ends
     gzip_indexes: tuple[GzipIndex | None, ...] = ()
     model_set: str | None = None  # the config's model set it uses (v9); None: its own
+    frames_reused: int = 0  # of frames_done, those a worker reused, not computed (v10)
 
     def __post_init__(self) -> None:
         _default_inputs(self)
@@ -175,7 +176,8 @@ class UnitRow:
 class PartRecord:
     """A worker's checkpoint ack: the part file for records
     [first_record, first_record + record_count) of a unit. `sha256` is lowercase hex;
-    `end_offset` is the input byte offset just past the part's last record."""
+    `end_offset` is the input byte offset just past the part's last record;
+    `frames_reused` counts its frames whose rows came from an identical frame."""
 
     job_id: str
     unit_id: int
@@ -186,6 +188,7 @@ class PartRecord:
     size: int
     sha256: str
     end_offset: int
+    frames_reused: int = 0
 
     @classmethod
     def from_ack(cls, ack: Checkpoint) -> PartRecord:
@@ -200,6 +203,7 @@ class PartRecord:
             ack.size,
             ack.sha256,
             ack.end_offset,
+            ack.frames_reused,
         )
 
 
@@ -207,7 +211,7 @@ class PartRecord:
 class PartRow(PartRecord):
     """A recorded part: its `PartRecord` fields, then when it was recorded."""
 
-    recorded_at: float
+    recorded_at: float = 0.0  # always read from its row (a default: frames_reused has one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,7 @@ def check_part_fields(part: PartRecord) -> None:
             (part.first_record < 0, "negative first_record"),
             (part.record_count < 1, "record_count < 1"),
             (part.frames < 0, "negative frames"),
+            (not 0 <= part.frames_reused <= part.frames, "frames_reused not within frames"),
             (part.size < 0, "negative size"),
             (not _SHA256_HEX.fullmatch(part.sha256), "sha256 is not 64 lowercase hex digits"),
         )

@@ -146,4 +146,12 @@ _V9 = """
 ALTER TABLE jobs ADD COLUMN model_set TEXT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+# v10: frames whose rows a worker reused from an identical frame of the same job instead
+# of computing them (pipeline/frame_cache.py), per part and summed per job like
+# `frames`, so a part recomputed after a crash is counted once; 0 for older rows.
+_V10 = """
+ALTER TABLE parts ADD COLUMN frames_reused INTEGER NOT NULL DEFAULT 0 CHECK (frames_reused >= 0);
+ALTER TABLE jobs ADD COLUMN frames_reused INTEGER NOT NULL DEFAULT 0 CHECK (frames_reused >= 0);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)

@@ -119,6 +119,8 @@ def worker_arguments(config: DaemonConfig, device: str) -> list[str]:
         str(config.checkpoint_seconds),
         "--block-frames",
         str(config.block_frames),
+        "--frame-cache-mb",
+        str(config.frame_cache_mb),
     ]
 
 

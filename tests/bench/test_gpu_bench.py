@@ -130,3 +130,20 @@ def test_original_method_is_bench_pipelines(tmp_path: Path) -> None:
     assert result.esm_tokens == sum(
         min(len(p), 1022) + 2 for p in (f.protein for f in gpu_bench.all_frames(records, 300))
     )
+
+
+@pytest.mark.slow
+def test_smoke_reports_the_dedup_row(smoke: dict[str, Any]) -> None:
+    dedup = smoke["dedup"]
+    runs = dedup["runs"]
+    for name in ("unique", "duplicated", "duplicated_no_cache"):
+        assert "error" not in runs[name], runs[name]
+        assert _positive(runs[name]["frames_per_s"])
+    assert runs["unique"]["reads"] == runs["duplicated"]["reads"] == 24
+    assert runs["unique"]["frames_reused"] == runs["duplicated_no_cache"]["frames_reused"] == 0
+    assert runs["duplicated"]["frames"] == runs["duplicated_no_cache"]["frames"]
+    assert 0 < runs["duplicated"]["frames_reused"] < runs["duplicated"]["frames"]
+    assert dedup["max_abs_score_diff_cache_vs_none"] < 1e-3  # bf16 models, other batches
+    goal = dedup["goal"]
+    assert goal["ratio"] == pytest.approx(goal["value"] / goal["goal"])
+    assert goal["met"] == (goal["value"] <= goal["goal"])

@@ -100,3 +100,22 @@ def test_list_shows_when_each_job_was_submitted_and_when_it_ended(
     assert lines[0].split()[5:7] == ["SUBMITTED", "ENDED"]
     assert "1970-01-01 00:00  1970-01-01 00:01" in lines[1]
     assert "1970-01-01 01:00  -" in lines[2]
+
+
+def test_status_says_how_many_frames_were_reused_when_any_were() -> None:
+    from virnuc.client.output import job_lines
+
+    status = {
+        "job_id": "j1",
+        "state": "done",
+        "records_total": 3,
+        "records_done": 3,
+        "frames_done": 12000,
+        "restarts": 0,
+        "frames_reused": 3100,
+    }
+    assert "frames:    12000 (3100 reused)" in job_lines(status).splitlines()
+    none_reused = job_lines({**status, "frames_reused": 0}).splitlines()
+    assert "frames:    12000" in none_reused
+    older = {k: v for k, v in status.items() if k != "frames_reused"}  # an older virnucd
+    assert "frames:    12000" in job_lines(older).splitlines()

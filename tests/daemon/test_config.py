@@ -35,6 +35,7 @@ def test_the_deprecated_half_precision_means_bf16_unless_precision_is_set(tmp_pa
         ('precision = "fp16"\n', "precision must be one of fp32, tf32, bf16, not 'fp16'"),
         ("state_min_free_mb = -1\n", "state_min_free_mb must be 0 or more"),
         ("max_jobs_per_owner = -1\n", "max_jobs_per_owner must be 0 or more"),
+        ("frame_cache_mb = -1\n", "frame_cache_mb must be 0 or more"),
         ("space_retry = 0\n", "space_retry must be above 0"),
         ("space_retry = 90\n", "at most space_retry_max"),
         ("retention_days = -1\n", "retention_days must be 0"),

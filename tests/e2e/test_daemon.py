@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from virnuc.pipeline.frame_cache import frame_key
+from virnuc.pipeline.frames import record_frames
 from virnuc.pipeline.output_format import RUN_INFO
 from virnuc.pipeline.run import predict_file
 
-from bench.synthetic import random_lengths, write_fasta
+from bench.synthetic import random_lengths, write_fasta, write_fastq
 from tests.support.harness import (
     Daemon,
     RawClient,
@@ -254,6 +256,35 @@ def test_a_job_of_several_inputs_writes_them_in_order_with_each_record_s_source(
     assert [row[:2] for row in have] == [row[:2] for row in single]
     for got, want in zip(have[1:], single[1:], strict=True):
         assert abs(float(got[3]) - float(want[3])) <= 1e-6, (got, want)
+
+
+def test_duplicate_reads_are_computed_once_per_job_and_status_counts_them(
+    daemon, demo_models, tmp_path
+) -> None:
+    """Half the reads repeat earlier ones: their frames are reused, `status` says how
+    many, the outputs are the pipeline's. A second job over the same reads, on the
+    same warm workers, reuses nothing of the first's: only its own duplicates.
+
+    The job is cut into units spread over two workers, and a worker reuses only what
+    it computed itself, so how many are reused depends on which worker ran which unit;
+    it is never more than the duplicates, which reusing the other job's would exceed."""
+    reads = tmp_path / "dups.fq"
+    write_fastq(reads, 60, seed=4, coding=True, duplicates=0.5)
+    sequences = [line for i, line in enumerate(reads.read_text().splitlines()) if i % 4 == 1]
+    keys = [
+        frame_key(frame)
+        for i, sequence in enumerate(sequences)
+        for frame in record_frames(f"r{i}", sequence, 300)
+    ]
+    expected = len(keys) - len(set(keys))
+    assert expected > 0
+    for out in (tmp_path / "a", tmp_path / "b"):
+        job = submit(daemon.client, reads, out)
+        status = daemon.client.wait_state(job, ("done", "failed"))
+        assert status["state"] == "done", status
+        assert status["frames_done"] == len(keys)
+        assert 0 < status["frames_reused"] <= expected
+        assert_same_outputs(reference(demo_models, reads, tmp_path / f"ref-{out.name}"), out)
 
 
 def test_virnucd_never_loads_torch_itself(daemon) -> None:

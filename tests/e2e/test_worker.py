@@ -28,6 +28,8 @@ import zmq
 from virnuc.model_wire import spec_to_wire
 from virnuc.parts import read_part
 from virnuc.pipeline.fasta import FastaRecord, read_records
+from virnuc.pipeline.frame_cache import frame_key
+from virnuc.pipeline.frames import record_frames
 from virnuc.pipeline.outputs import RecordResult
 from virnuc.pipeline.predict import Predictor
 from virnuc.pipeline.spec import demo_spec
@@ -372,6 +374,47 @@ def test_units_are_tiled_by_parts_equal_to_the_predictor(
     daemon.send("w0", assign(tmp_path, demo_cache, "j3", rest, save_embeddings=False))
     messages, _ = daemon.collect_until(UnitDone)
     assert all(r.nucleotide is None for r in part_results(of_type(messages, Checkpoint)))
+
+
+def expected_reuse(units: list[list[FastaRecord]]) -> list[int]:
+    """Per unit of one job, its frames identical to a frame computed before in the job."""
+    seen: set[bytes] = set()
+    counts = []
+    for records in units:
+        count = 0
+        for record in records:
+            for frame in record_frames(record.id, record.sequence, 300):
+                count += frame_key(frame) in seen
+                seen.add(frame_key(frame))
+        counts.append(count)
+    return counts
+
+
+def test_identical_frames_are_reused_across_a_jobs_units_and_never_across_jobs(
+    warm: WarmWorker, demo_cache: Path, tmp_path: Path, example_records, reference
+) -> None:
+    daemon = warm.daemon
+    first, overlapping = example_records[:10], example_records[5:15]
+
+    def run_unit(job: str, unit_id: int, records: list[FastaRecord]) -> list[Checkpoint]:
+        daemon.send("w0", assign(tmp_path, demo_cache, job, records, unit_id=unit_id))
+        messages, _ = daemon.collect_until(UnitDone)
+        acks = of_type(messages, Checkpoint)
+        assert_same_results(part_results(acks), reference[records[0].index : records[-1].index + 1])
+        return acks
+
+    def reused(acks: list[Checkpoint]) -> int:
+        return sum(a.frames_reused for a in acks)
+
+    # one job: its second unit repeats five records of its first (as duplicate reads do)
+    counts = expected_reuse([first, overlapping])
+    assert counts[1] > counts[0]
+    assert reused(run_unit("dup-a", 0, first)) == counts[0]
+    assert reused(run_unit("dup-a", 1, overlapping)) == counts[1]
+    # another job (another user's, as far as the worker knows) with the same reads:
+    # nothing of the first job's is reused, only its own duplicates count
+    assert reused(run_unit("dup-b", 0, first)) == counts[0]
+    assert reused(run_unit("dup-b", 1, first)) == sum(len(r.frame_ids) for r in reference[:10])
 
 
 def test_failures_are_reported_and_the_worker_carries_on(

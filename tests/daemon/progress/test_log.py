@@ -626,3 +626,47 @@ async def test_a_job_keeps_the_name_of_its_model_set_and_older_jobs_have_none(
         again = await log.get_job("new")
         assert again is not None
         assert again.model_set == "default"
+
+
+@pytest.mark.asyncio
+async def test_reused_frames_count_once_with_their_part(log: ProgressLog) -> None:
+    """A part's reused frames add to its job's like its frames; a part deleted and
+    computed again (a crash, a corrupt file) is counted once, as recomputed."""
+    await planned_job(log, [6])
+    await log.record_part(dataclasses.replace(part(0, 0, 2), frames_reused=5))
+    await log.record_part(dataclasses.replace(part(0, 2, 2), frames_reused=3))
+    again = await log.record_part(dataclasses.replace(part(0, 2, 2), frames_reused=3))
+    assert not again.recorded  # a retried ack
+    assert again.job.frames_reused == 8
+    _, row = await log.delete_parts("j1", 0, from_record=2)
+    assert (row.frames_done, row.frames_reused) == (12, 5)
+    redone = await log.record_part(dataclasses.replace(part(0, 2, 4, "again"), frames_reused=1))
+    assert (redone.job.frames_done, redone.job.frames_reused) == (36, 6)
+    assert [p.frames_reused for p in await log.parts_of_unit("j1", 0)] == [5, 1]
+
+
+@pytest.mark.asyncio
+async def test_a_part_cannot_reuse_more_frames_than_it_has(log: ProgressLog) -> None:
+    await planned_job(log, [2])
+    with pytest.raises(PartRejected, match="frames_reused"):
+        await log.record_part(dataclasses.replace(part(0, 0, 2), frames_reused=13))
+
+
+@pytest.mark.asyncio
+async def test_parts_and_jobs_of_before_reuse_count_none(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as raw:  # as a virnuc without frame reuse (v9) left it
+        for script in schema.MIGRATIONS[:9]:
+            raw.executescript(script)
+        raw.execute(
+            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
+            " checkpoint_every, force, created_at, updated_at, frames_done)"
+            " VALUES ('old', 1, 'running', '/in.fa', '/out', ?, 0, 2, 0, 1.0, 1.0, 7)",
+            (json.dumps(SPEC.as_dict()),),
+        )
+        raw.execute("PRAGMA user_version = 9")
+    raw.close()
+    async with await ProgressLog.open(path) as log:
+        old = await log.get_job("old")
+        assert old is not None
+        assert (old.frames_done, old.frames_reused) == (7, 0)
