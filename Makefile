@@ -56,6 +56,7 @@ format: venv
 bench: venv
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_dedup
+	$(BIN)/python -m bench.bench_precision
 	$(BIN)/python -m bench.bench_daemon
 	$(BIN)/python -m bench.bench_recovery
 	$(BIN)/python -m bench.bench_startup

@@ -185,6 +185,7 @@ from virnuc.pipeline.esm_fast import EsmBatchTokenizer, FastEsm2  # noqa: E402
 from virnuc.pipeline.frames import Frame, record_frames  # noqa: E402
 from virnuc.pipeline.models import use_precision  # noqa: E402
 
+from bench.agreement import calibrate_batchnorm, embedding_cosines  # noqa: E402
 from bench.synthetic import coding_sequence  # noqa: E402
 
 BLOCK_FRAMES = 2048
@@ -561,33 +562,15 @@ def run_report(result: RunResult, peak: int | None, baseline: int | None) -> dic
     return report
 
 
-def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
-    cos = (a64 * b64).sum(axis=1) / np.maximum(norms, 1e-300)
-    return {"min": float(cos.min()), "mean": float(cos.mean())}
-
-
 def agreement(test: RunResult, reference: RunResult) -> dict[str, Any]:
-    """Per-frame cosines of ``test``'s embeddings to ``reference``'s, and its labels.
-
-    ``features_centered`` subtracts the reference's mean feature vector from both
-    first: random-weight models give every frame a large shared component, which
-    flatters the plain cosine.
-    """
+    """Per-frame cosines of ``test``'s embeddings to ``reference``'s, and its labels."""
     if test.frame_ids != reference.frame_ids:
         raise AssertionError("the two runs scored different frames")
-    features_t = np.concatenate([test.nucleotide, test.protein], axis=1)
-    features_r = np.concatenate([reference.nucleotide, reference.protein], axis=1)
-    center = features_r.mean(axis=0, keepdims=True)
     labels_t, labels_r = test.scores.argmax(axis=1), reference.scores.argmax(axis=1)
     return {
-        "cosine": {
-            "nucleotide": cosine_stats(test.nucleotide, reference.nucleotide),
-            "protein": cosine_stats(test.protein, reference.protein),
-            "features": cosine_stats(features_t, features_r),
-            "features_centered": cosine_stats(features_t - center, features_r - center),
-        },
+        "cosine": embedding_cosines(
+            (test.nucleotide, test.protein), (reference.nucleotide, reference.protein)
+        ),
         "max_abs_score_diff": float(np.abs(test.scores - reference.scores).max()),
         "label_agreement": float((labels_t == labels_r).mean()),
         "label_disagreements": int((labels_t != labels_r).sum()),
@@ -759,15 +742,6 @@ def esm_ceiling(
         "forwards": runs,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-
-
-def calibrate_batchnorm(classifier: MLPClassifier, features: np.ndarray) -> None:
-    """Set BatchNorm's running statistics to the hidden layer's on these features."""
-    device = next(classifier.parameters()).device
-    with torch.inference_mode():
-        hidden = classifier.hidden_layer(torch.from_numpy(features).to(device))
-        classifier.bn1.running_mean.copy_(hidden.mean(0))
-        classifier.bn1.running_var.copy_(hidden.var(0, unbiased=False))
 
 
 def execute(bench: Bench) -> None:

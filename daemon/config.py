@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from virnuc.cpu_share import usable_cpus
 from virnuc.model_sets import ModelSetConfig, ModelSetError, parse_model_sets
 from virnuc.pipeline.spec import DEFAULT_PRECISION, PRECISIONS
 from virnuc.protocol.constants import (
@@ -217,8 +218,11 @@ class DaemonConfig:
         return self.jobs_dir / job_id
 
     def threads_per_cpu_worker(self) -> int:
-        """CPU workers share the cores; torch's default (all cores each) thrashes."""
-        return max(1, (os.cpu_count() or 1) // len(self.devices()))
+        """CPU workers share the cores virnucd is given (affinity, cgroup quota, Slurm's
+        count: `cpu_share.usable_cpus`, not the machine's); torch's default, every
+        core in each worker, thrashes. `OMP_NUM_THREADS` in virnucd's own environment
+        overrides this (the launcher keeps it)."""
+        return max(1, usable_cpus() // len(self.devices()))
 
     def devices(self) -> list[str]:
         """One entry per worker slot, e.g. ['cpu', 'cpu'] or ['cuda:0', 'cuda:1']; a

@@ -92,6 +92,7 @@ def build_tiny_bert(
     layers: int = 2,
     heads: int = 2,
     seed: int = 0,
+    tokenizer: Tokenizer | None = None,
 ) -> Path:
     """Write a tiny DNABERT-S: its real architecture code, config, weights and tokenizer.
 
@@ -104,10 +105,12 @@ def build_tiny_bert(
     a tuple output) are the real ones.
     The tokenizer mirrors DNABERT-S's: BPE over DNA with ``[CLS] ... [SEP]`` around
     every sequence, so the "mean over all tokens, specials included" rule is exercised.
+    ``tokenizer`` replaces the small one trained from ``seed`` (e.g. one of DNABERT-S's
+    4096 entries, from `train_dna_bpe`, so a benchmark sees its tokens per frame).
     """
     out = Path(path_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_dna_bpe(seed)
+    tokenizer = tokenizer or _train_dna_bpe(seed)
     as_bert_tokenizer(tokenizer).save_pretrained(str(out))
     for name in DNABERT_S_CODE_FILES:
         shutil.copyfile(DNABERT_S_CODE / name, out / name)

@@ -3,7 +3,8 @@
 What `virnuc.worker.serve` checks before it says hello: the options, that the daemon
 that spawned it is still its parent (`adopt_parent`), that the configured device can
 be used (`resolve_device`, never a fallback), and the package versions the hello
-reports. SIGTERM and SIGINT only raise the stop flag.
+reports. A CPU worker's torch threads are sized to the cores it is given
+(`use_cpu_threads`). SIGTERM and SIGINT only raise the stop flag.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import os
 import platform
 import re
 import signal
+from collections.abc import Mapping
 
 import torch
 
+from virnuc.cpu_share import positive_int, usable_cpus
 from virnuc.pipeline.frame_cache import DEFAULT_FRAME_CACHE_MB
 from virnuc.worker.exits import arm_parent_death
 from virnuc.worker.link import Flags
@@ -151,6 +154,30 @@ def resolve_device(name: str) -> str:
 
 class DeviceUnavailable(RuntimeError):
     """Raised by `resolve_device` when the configured device cannot be used."""
+
+
+def cpu_threads(environ: Mapping[str, str] = os.environ) -> int:
+    """Threads for a CPU worker: `OMP_NUM_THREADS` when set (virnucd's share of its
+    cores for a local worker, or the admin's override), else every core this process
+    is given (`cpu_share.usable_cpus`: a Slurm pilot's allocation on its node)."""
+    return positive_int(environ.get("OMP_NUM_THREADS")) or usable_cpus(environ)
+
+
+def use_cpu_threads(device: str, environ: Mapping[str, str] = os.environ) -> int | None:
+    """Size torch's intra-op and inter-op pools for a CPU worker; None on a GPU.
+
+    torch's own default is the cores of the process's affinity, blind to a cgroup quota
+    and to Slurm's count, so a worker given 4 cores of a 64-core node would run 64
+    threads. The inter-op pool can only be sized before its first use: a worker does
+    it before loading any model.
+    """
+    if device != "cpu":
+        return None
+    threads = cpu_threads(environ)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already started: keep its size
+        torch.set_num_interop_threads(threads)
+    return threads
 
 
 def versions() -> dict[str, str]:

@@ -96,6 +96,7 @@ from virnuc.worker.process_setup import (
     install_signal_handlers,
     parse_args,
     resolve_device,
+    use_cpu_threads,
     versions,
 )
 from virnuc.worker.unit_run import UnitRun, WorkerContext
@@ -247,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DeviceUnavailable, FaultSpecError) as exc:
         link.start(None)
         return _fatal(link, log, str(exc))
+    threads = use_cpu_threads(device)
     link.start(
         Hello(worker_id=args.worker_id, pid=os.getpid(), device=args.device, versions=versions())
     )
-    log.info("worker.started", endpoint=args.endpoint, device=args.device)
+    log.info("worker.started", endpoint=args.endpoint, device=args.device, cpu_threads=threads)
     faults.before_kill = link.close
     return _serve(args, link, flags, faults, device, log)
 

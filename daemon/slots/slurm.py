@@ -204,11 +204,14 @@ class SlurmLauncher:
     def __init__(self, config: DaemonConfig, environment: dict[str, str]):
         self.config = config
         self.demand: PilotDemand | None = PilotDemand()
+        # No OMP_NUM_THREADS from here: virnucd's host cannot know a node's cores. A
+        # pilot sizes its threads to what Slurm gave it there (SLURM_CPUS_PER_TASK,
+        # its binding: `cpu_share.usable_cpus`), unless virnucd's own environment
+        # sets OMP_NUM_THREADS, which passes through as the admin's override.
         self.environment = {
             **os.environ,
             **environment,
             "VIRNUC_CACHE_DIR": str(config.model_cache),
-            "OMP_NUM_THREADS": str(config.slurm_cpus or config.threads_per_cpu_worker()),
         }
         self._wave: list[SlurmPilot] = []
         self._wave_task: asyncio.Task[None] | None = None

@@ -120,3 +120,15 @@ def test_the_shared_daemon_example_has_a_default_model_set_of_local_files() -> N
     for path in (default.classifier, default.esm, default.dnabert):
         assert path is not None
         assert path.startswith("/opt/virnuc/models/")
+
+
+def test_cpu_workers_share_the_cores_virnucd_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from virnuc.daemon import config as config_module
+
+    monkeypatch.setattr(config_module, "usable_cpus", lambda: 8)  # e.g. a cgroup quota of 8
+    assert load(tmp_path, "workers = 2\n").threads_per_cpu_worker() == 4
+    assert load(tmp_path, "workers = 3\n").threads_per_cpu_worker() == 2
+    monkeypatch.setattr(config_module, "usable_cpus", lambda: 1)
+    assert load(tmp_path, "workers = 2\n").threads_per_cpu_worker() == 1
