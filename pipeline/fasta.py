@@ -44,7 +44,7 @@ from .input_pass import FastaScan as FastaScan  # re-exported, as FastaError
 from .input_pass import scan_file
 from .record_blocks import DNA_BYTES as _DNA_BYTES
 from .record_blocks import check_fasta
-from .record_ids import IdHashes, check_unique_ids, id_hash
+from .record_ids import IdHashes, check_unique_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +250,7 @@ class FastaScanner:
         rid = record_id(header)
         if not rid:
             raise FastaError(self.path, "empty FASTA header (no record id)", line=self.line_no)
-        self.id_hashes.append(id_hash(rid))
+        self.id_hashes.add_id(rid)
         self._starts.append(start)
         if self.on_record is not None:
             self.on_record(RecordStart(self.records, start, rid, self.line_no))

@@ -38,7 +38,7 @@ from .fasta import (
 from .input_error import FastqError
 from .input_pass import FastaScan, scan_file
 from .record_blocks import DNA_BYTES, LINES_PER_RECORD, check_fastq
-from .record_ids import IdHashes, check_unique_ids, id_hash
+from .record_ids import IdHashes, check_unique_ids
 
 # Phred+33 (and the old +64) qualities are printable ASCII from '!' to '~'.
 _QUALITY_BYTES = bytes(range(33, 127))
@@ -177,7 +177,7 @@ class FastqScanner:
         rid = record_id(self._ascii(body[1:]))
         if not rid:
             raise self._error("empty FASTQ header (no read id)")
-        self.id_hashes.append(id_hash(rid))
+        self.id_hashes.add_id(rid)
         self._starts.append(start)
         if self.on_record is not None:
             self.on_record(RecordStart(self.records, start, rid, self.line_no))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .record_ids import hash_spans
+
 # IUPAC nucleotide codes (U for RNA) plus gap characters. Anything else (digits,
 # protein-only letters such as E, F, I, L, P, Q) means the file is not nucleotides.
 DNA_BYTES = b"ACGTURYSWKMBDHVNacgturyswkmbdhvn-."
@@ -90,7 +92,7 @@ def check_fastq(block: bytes) -> CheckedRecords | None:
     )
     if not valid:
         return None
-    hashes = _id_hashes(block, classes, heads, ends[header])
+    hashes = _id_hashes(data, classes, heads, ends[header])
     bases = int(lengths[sequence].sum())
     return CheckedRecords(int(ends[-1]) + 1, heads, hashes, bases, len(ends))
 
@@ -126,7 +128,7 @@ def check_fasta(block: bytes, final: bool) -> CheckedRecords | None:
     )
     if not valid:
         return None
-    hashes = _id_hashes(block, classes, heads, head_ends)
+    hashes = _id_hashes(data, classes, heads, head_ends)
     lines = int(np.searchsorted(ends, end)) + (final and not block.endswith(b"\n"))
     return CheckedRecords(end, heads, hashes, int(bases.sum()), lines)
 
@@ -137,16 +139,11 @@ def _between(positions: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
 
 
 def _id_hashes(
-    block: bytes, classes: np.ndarray, heads: np.ndarray, line_ends: np.ndarray
+    data: np.ndarray, classes: np.ndarray, heads: np.ndarray, line_ends: np.ndarray
 ) -> np.ndarray:
     """`record_ids.id_hash` of each header's id, from its second byte to its first
     space or tab, or its line end."""
-    id_ends = _id_ends(classes, heads, line_ends)
-    return np.fromiter(
-        (hash(block[s:e]) for s, e in zip((heads + 1).tolist(), id_ends.tolist(), strict=True)),
-        dtype=np.int64,
-        count=len(heads),
-    )
+    return hash_spans(data, heads + 1, _id_ends(classes, heads, line_ends))
 
 
 def _id_ends(classes: np.ndarray, heads: np.ndarray, line_ends: np.ndarray) -> np.ndarray:
