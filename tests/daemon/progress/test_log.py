@@ -601,22 +601,39 @@ async def test_a_write_that_finds_the_disk_full_waits_and_commits_once_there_is_
     assert len(notes) == 40  # each exactly once: a failed transaction left nothing
 
 
+def an_old_job(path: Path, version: int, **columns: object) -> None:
+    """A state db as a virnuc of schema `version` left it, holding one job, 'old'."""
+    row: dict[str, object] = {
+        "job_id": "old",
+        "seq": 1,
+        "state": "queued",
+        "input": "/in.fa",
+        "output": "/out",
+        "spec": json.dumps(SPEC.as_dict()),
+        "save_embeddings": 0,
+        "checkpoint_every": 2,
+        "force": 0,
+        "created_at": 1.0,
+        "updated_at": 1.0,
+        **columns,
+    }
+    with sqlite3.connect(path) as raw:
+        for script in schema.MIGRATIONS[:version]:
+            raw.executescript(script)
+        raw.execute(
+            f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+        raw.execute(f"PRAGMA user_version = {version}")
+    raw.close()
+
+
 @pytest.mark.asyncio
 async def test_a_job_keeps_the_name_of_its_model_set_and_older_jobs_have_none(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
-    with sqlite3.connect(path) as raw:  # as a virnuc without model sets (v8) left it
-        for script in schema.MIGRATIONS[:8]:
-            raw.executescript(script)
-        raw.execute(
-            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
-            " checkpoint_every, force, created_at, updated_at)"
-            " VALUES ('old', 1, 'queued', '/in.fa', '/out', ?, 0, 2, 0, 1.0, 1.0)",
-            (json.dumps(SPEC.as_dict()),),
-        )
-        raw.execute("PRAGMA user_version = 8")
-    raw.close()
+    an_old_job(path, 8)  # as a virnuc without model sets left it
     async with await ProgressLog.open(path) as log:
         old = await log.get_job("old")
         assert old is not None
@@ -655,17 +672,7 @@ async def test_a_part_cannot_reuse_more_frames_than_it_has(log: ProgressLog) -> 
 @pytest.mark.asyncio
 async def test_parts_and_jobs_of_before_reuse_count_none(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with sqlite3.connect(path) as raw:  # as a virnuc without frame reuse (v9) left it
-        for script in schema.MIGRATIONS[:9]:
-            raw.executescript(script)
-        raw.execute(
-            "INSERT INTO jobs (job_id, seq, state, input, output, spec, save_embeddings,"
-            " checkpoint_every, force, created_at, updated_at, frames_done)"
-            " VALUES ('old', 1, 'running', '/in.fa', '/out', ?, 0, 2, 0, 1.0, 1.0, 7)",
-            (json.dumps(SPEC.as_dict()),),
-        )
-        raw.execute("PRAGMA user_version = 9")
-    raw.close()
+    an_old_job(path, 9, state="running", frames_done=7)  # as a virnuc without frame reuse left it
     async with await ProgressLog.open(path) as log:
         old = await log.get_job("old")
         assert old is not None
