@@ -449,6 +449,16 @@ def _discard_output() -> None:
         os.close(devnull)
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keys":
+        return keys_command(args)
+    if args.command == "compare-precision":  # numpy and the input readers: imported here only
+        from .compare_precision import compare_precision
+
+        return compare_precision(args)
+    return run_command(args)
+
+
 def _private_run(args: argparse.Namespace) -> bool:
     if args.command == "compare-precision":
         from .compare_precision import is_private
@@ -470,7 +480,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "[models.NAME] table (a private virnucd has no other)"
         )
     try:
-        return keys_command(args) if args.command == "keys" else run_command(args)
+        return _run(args)
     except ClientError as exc:
         print(f"virnucctl: error: {exc}", file=sys.stderr)
         return exc.exit_code

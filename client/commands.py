@@ -45,10 +45,6 @@ def run_command(args: argparse.Namespace) -> int:
         return predict(args)
     if args.command == "report":
         return report(args)
-    if args.command == "compare-precision":
-        from .compare_precision import compare_precision  # it builds on this module
-
-        return compare_precision(args)
     address = DaemonAddress.resolve(args.state_dir, args.endpoint, args.events_endpoint)
     curve = CurveKeys.from_options(args.curve_server_key, args.curve_client_key)
     with DaemonClient(address.control, address.events, args.timeout, curve=curve) as client:
